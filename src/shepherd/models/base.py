@@ -1,0 +1,199 @@
+"""The one interface every model backend implements.
+
+Every backend fills the same `Generation` record (text, token counts, finish reason, latency), so that
+cost accounting, the trace store and the metrics never care which runtime produced a generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+Message = dict[str, str]
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce a generation (unreachable, timed out, died, refused)."""
+
+
+class BackendTimeout(BackendError):
+    """The backend did not answer within its time limit."""
+
+
+class PrefixNotSupported(BackendError):
+    """The backend's route cannot continue an assistant prefix."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything that determines a generation; its `key()` addresses it in the trace store."""
+
+    messages: tuple[tuple[str, str], ...]
+    prefix: str = ""
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def create(
+        cls,
+        messages: Sequence[Message] | str,
+        *,
+        prefix: str = "",
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = 0,
+        stop: Sequence[str] = (),
+    ) -> GenerationRequest:
+        msgs = to_messages(messages)
+        if max_tokens is not None and max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        return cls(
+            messages=tuple((m["role"], m["content"]) for m in msgs),
+            prefix=prefix or "",
+            max_tokens=max_tokens,
+            temperature=float(temperature),
+            top_p=float(top_p),
+            seed=seed,
+            stop=tuple(stop),
+        )
+
+    @property
+    def message_dicts(self) -> list[Message]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def key(self, model_id: str) -> str:
+        """Content address: same model + request -> same key. Greedy requests ignore the seed."""
+        payload = asdict(self)
+        payload["model"] = model_id
+        if self.greedy:
+            payload["seed"] = None
+            payload["top_p"] = 1.0
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Generation:
+    """One model call's result. `text` is the continuation only, never the prefix it was given."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length" | "error"
+    latency_s: float
+    model: str = ""
+    mean_logprob: float | None = None
+    cached: bool = False  # served from the trace store, no model was called
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason == "stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StreamChunk:
+    """A piece of streamed text; the last chunk carries the whole `Generation`."""
+
+    text: str
+    generation: Generation | None = None
+
+
+@dataclass
+class Usage:
+    """Token usage of one model across all the calls an answer made to it."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def add(self, gen: Generation) -> None:
+        self.prompt_tokens += gen.prompt_tokens
+        self.completion_tokens += gen.completion_tokens
+        self.calls += 1
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def to_messages(messages: Sequence[Message] | str) -> list[Message]:
+    """Accept a bare question or chat messages; reject empty input with a clear error."""
+    if isinstance(messages, str):
+        if not messages.strip():
+            raise ValueError("empty question: nothing to answer")
+        return [{"role": "user", "content": messages}]
+    msgs = list(messages)
+    if not msgs:
+        raise ValueError("empty message list: nothing to answer")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise ValueError(f"message {i} must be a dict with 'role' and 'content', got {m!r}")
+        if m["role"] not in ("system", "user", "assistant", "tool"):
+            raise ValueError(f"message {i} has unknown role {m['role']!r}")
+        if not isinstance(m["content"], str):
+            raise ValueError(f"message {i} content must be text")
+    if not any(m["role"] == "user" and m["content"].strip() for m in msgs):
+        raise ValueError("no non-empty user message: nothing to answer")
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+class Backend(ABC):
+    """A model that generates from chat messages, optionally continuing an assistant prefix."""
+
+    #: identity of the model for pricing, traces and cache keys (for example the GGUF's sha256 name)
+    model_id: str = "unknown"
+    #: whether `prefix` really continues the assistant turn (False: a fallback route is used)
+    supports_prefix: bool = True
+
+    @abstractmethod
+    async def agenerate(self, request: GenerationRequest, n: int = 1) -> list[Generation]:
+        """Return `n` generations; with n > 1 seeds are `seed, seed+1, ...`."""
+
+    async def astream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        """Stream one generation. Backends without streaming yield it whole."""
+        (gen,) = await self.agenerate(request, n=1)
+        yield StreamChunk(text=gen.text, generation=gen)
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in this model's own tokenizer."""
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Prompt tokens of a request. Backends that render their chat template count exactly."""
+        overhead = 4  # role markers of a ChatML-like template, per message
+        return sum(self.count_tokens(c) + overhead for _, c in request.messages) + self.count_tokens(
+            request.prefix) + 3
+
+    def generate(self, request: GenerationRequest, n: int = 1) -> list[Generation]:
+        return run_sync(self.agenerate(request, n=n))
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or model memory."""
+
+
+def run_sync(coro):
+    """Run a coroutine from sync code, also when an event loop is already running (e.g. notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -1,0 +1,72 @@
+"""The in-process GGUF backend with the real Qwen2.5-Coder models."""
+
+import pytest
+
+from shepherd.models.base import GenerationRequest
+from shepherd.policies import FixedHint, SLMOnly
+from shepherd.runner import Runner, RunSettings
+
+pytestmark = pytest.mark.slow
+
+COUNT = [{"role": "user", "content": "Count from 1 to 30, separated by commas. Output only the numbers."}]
+
+
+def test_prefix_really_continues_the_assistant_turn(slm_backend):
+    req = GenerationRequest.create(COUNT, prefix="1, 2, 3, 4, 5, 6, 7,", max_tokens=8)
+    (gen,) = slm_backend.generate(req)
+    assert gen.text.lstrip().startswith("8"), gen.text
+    # without the prefix the model starts from the beginning
+    (fresh,) = slm_backend.generate(GenerationRequest.create(COUNT, max_tokens=4))
+    assert fresh.text.lstrip().startswith("1"), fresh.text
+
+
+def test_max_tokens_is_exact_and_prompt_counts_match(slm_backend):
+    for n in (1, 3, 11):
+        req = GenerationRequest.create("Explain what a hash map is.", max_tokens=n)
+        (gen,) = slm_backend.generate(req)
+        assert gen.completion_tokens == n
+        assert gen.finish_reason == "length"
+        assert gen.prompt_tokens == slm_backend.count_prompt_tokens(req)
+
+
+def test_greedy_is_deterministic_and_sampling_varies_by_seed(slm_backend):
+    req = GenerationRequest.create("Name a fruit.", max_tokens=8)
+    a, = slm_backend.generate(req)
+    b, = slm_backend.generate(req)
+    assert a.text == b.text
+    hot = GenerationRequest.create("Write a random word.", max_tokens=8, temperature=1.2, seed=1)
+    texts = {g.text for g in slm_backend.generate(hot, n=4)}
+    assert len(texts) > 1
+
+
+@pytest.mark.parametrize("n", [1, 7, 20, 45])
+async def test_hint_length_is_exact_with_the_real_pair(slm_backend, llm_backend, n):
+    runner = Runner(slm_backend, llm_backend, settings=RunSettings(max_tokens=80))
+    q = "A farmer has 17 cows and buys 8 more, then sells 5. How many cows are left? Finish with 'The answer is N.'"
+    ans = await runner.answer(q, FixedHint(tokens=n))
+    llm_gen = [g for r, g in ans.generations if r == "llm"][0]
+    slm_gen = [g for r, g in ans.generations if r == "slm"][0]
+    assert ans.hint_tokens == n == llm_gen.completion_tokens
+    assert ans.text.startswith(ans.hint_text) and ans.hint_text
+    # the two Qwen models share a tokenizer: the hint costs exactly n tokens in the SLM's prompt too
+    assert slm_gen.prompt_tokens == llm_gen.prompt_tokens + n
+    assert llm_backend.count_tokens(ans.hint_text) == n
+    assert ans.cost.llm_output == pytest.approx(0.79 * n / 1e6)
+
+
+async def test_stream_matches_generate(slm_backend):
+    req = GenerationRequest.create("Say hello in three languages.", max_tokens=16)
+    pieces, final = [], None
+    async for chunk in slm_backend.astream(req):
+        pieces.append(chunk.text)
+        final = chunk.generation or final
+    (whole,) = await slm_backend.agenerate(req)
+    assert "".join(pieces) == final.text == whole.text
+    assert len([p for p in pieces if p]) > 3
+
+
+async def test_slm_only_counterfactual_uses_llm_tokenizer(slm_backend, llm_backend):
+    runner = Runner(slm_backend, llm_backend, settings=RunSettings(max_tokens=24))
+    ans = await runner.answer("What is 2+2?", SLMOnly())
+    assert ans.usage["llm"].calls == 0
+    assert ans.llm_only_cost_usd > 0
