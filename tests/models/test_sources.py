@@ -75,3 +75,39 @@ def test_assemble_from_pypi_chunks_and_verify_stamp(cache):
     os.utime(path, ns=(1, 1))
     resolve_model(model.name, progress=lambda d, t: again.append(d))
     assert again
+
+
+def test_hub_download_is_used_when_no_chunks_and_is_verified(cache, monkeypatch):
+    """The hub branch (what users with a network take) downloads into the cache and is sha256-checked."""
+    import sys
+    import types
+
+    model = CATALOG[2]
+    calls = []
+
+    def fake_download(repo_id, filename, local_dir):
+        calls.append((repo_id, filename))
+        path = cache / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(model.size)  # a download that arrived corrupted
+        return str(path)
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=fake_download))
+    monkeypatch.setattr(sources, "pypi_chunks_available", lambda m: False)
+    with pytest.raises(ModelCorrupt, match="sha256"):
+        resolve_model(model.name)
+    assert calls == [(model.hub.repo_id, model.hub.filename)]
+
+
+def test_hub_failure_is_reported(cache, monkeypatch):
+    import sys
+    import types
+
+    def offline(repo_id, filename, local_dir):
+        raise OSError("network unreachable")
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=offline))
+    monkeypatch.setattr(sources, "pypi_chunks_available", lambda m: False)
+    with pytest.raises(ModelNotFound, match="hub download .* failed: network unreachable"):
+        resolve_model(CATALOG[0].name)
