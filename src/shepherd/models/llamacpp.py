@@ -50,6 +50,7 @@ class LlamaCppBackend(Backend):
         self._template_override = chat_template
         self._llama = None
         self._vocab = None
+        self._specials: dict[str, str] | None = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # a llama context serves one generation at a time
         self.load_seconds: float | None = None
@@ -89,14 +90,17 @@ class LlamaCppBackend(Backend):
         return meta.get("tokenizer.chat_template") or CHATML
 
     def _special_tokens(self) -> dict[str, str]:
+        if self._specials is not None:
+            return self._specials
         tok = self._tokenizer()
         out = {}
         for key, fn in (("bos_token", "token_bos"), ("eos_token", "token_eos")):
             try:
                 tid = getattr(tok, fn)()
-                out[key] = tok.detokenize([tid]).decode("utf-8", "ignore") if tid >= 0 else ""
+                out[key] = tok.detokenize([tid], special=True).decode("utf-8", "ignore") if tid >= 0 else ""
             except Exception:  # some vocabularies lack one of them
                 out[key] = ""
+        self._specials = out
         return out
 
     def render(self, request: GenerationRequest) -> str:
