@@ -138,7 +138,11 @@ def _register_optional() -> None:
                 continue  # component not present
             if exc.name and not exc.name.startswith("shepherd"):
                 continue  # its optional extra is not installed
-            raise
+            console.print(f"[yellow]warning:[/] commands of {module} unavailable: {exc}")
+            continue
+        except Exception as exc:  # a broken component must not take every other command down with it
+            console.print(f"[yellow]warning:[/] commands of {module} unavailable: {exc!r}")
+            continue
         register = getattr(mod, "register", None)
         if register is not None:
             register(app)

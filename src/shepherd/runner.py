@@ -15,7 +15,7 @@ from typing import Any, Literal
 from .answer import Answer
 from .costs import FREE, PAPER_LLM_PRICE, Price, breakdown
 from .models.base import Backend, BackendError, Generation, GenerationRequest, Message, Usage
-from .policies.base import Decision, Policy, PolicyContext
+from .policies.base import Policy, PolicyContext
 
 Fallback = Literal["fail", "slm", "llm"]
 

@@ -1,0 +1,340 @@
+"""What the OpenAI-compatible server adds per request over calling the models directly (issue 7).
+
+Target: overhead p50 under 2 ms and p99 under 10 ms, with an instant backend (ScriptedBackend, no delay).
+
+The server runs as a user runs it (`shepherd serve --config FILE`, a subprocess, uvicorn defaults); the
+client is a minimal keep-alive HTTP/1.1 client on raw asyncio sockets in this process, so that the
+numbers are the server's and not a heavy client's. Measured:
+  * direct: the same work in-process, no HTTP: `Runner.answer` (hint path: an LLM call and an SLM call),
+    `backend.agenerate` for the pass-through model, `StreamingRunner.answer` for streaming;
+  * server: one connection, one request at a time: latency p50 / p99; overhead = server - direct;
+  * floor: the same client against a trivial asyncio HTTP responder: loopback + client cost, which any
+    server pays (shown so the server's own share can be read off);
+  * load: 64 concurrent clients (one keep-alive connection each): requests per second and latency.
+
+    python benchmarks/server_overhead.py [--requests 2000] [--concurrency 64] [--load-requests 6000]
+                                         [--budget] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCRIPT_LLM = "Step one add three and four to get seven . Step two double it . The answer is 14."
+SCRIPT_SLM = "I think it is twelve . The answer is 12."
+QUESTION = [{"role": "user", "content": "What is (3+4)*2?"}]
+SCENARIOS = {
+    "shepherd (hint 5, 2 model calls)": {"model": "shepherd", "messages": QUESTION},
+    "slm pass-through (1 call)": {"model": "slm", "messages": QUESTION},
+    "shepherd streamed (SSE)": {"model": "shepherd", "messages": QUESTION, "stream": True},
+}
+
+
+def config_text(budget: bool, ledger: str) -> str:
+    text = f"""
+[llm]
+backend = "scripted"
+model = "big"
+script = "{SCRIPT_LLM}"
+price = {{ input = 0.59, output = 0.79 }}
+
+[slm]
+backend = "scripted"
+model = "small"
+script = "{SCRIPT_SLM}"
+
+[server]
+warmup = false
+max_in_flight = 4096
+
+[server.models.shepherd]
+policy = "fixed-hint"
+settings = {{ tokens = 5 }}
+"""
+    if budget:
+        text = text.replace("[server]\n", f'[server]\nledger_path = "{ledger}"\n')
+        text += '\n[[server.keys]]\nname = "bench"\nkey = "sk-bench-000000"\nbudget_usd = 1000000.0\n'
+    return text
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+# -- a minimal HTTP/1.1 keep-alive client ---------------------------------------------------------------
+
+class Conn:
+    def __init__(self, host: str, port: int, auth: str | None) -> None:
+        self.host, self.port, self.auth = host, port, auth
+
+    async def open(self) -> Conn:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        auth = f"Authorization: Bearer {self.auth}\r\n" if self.auth else ""
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n{auth}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in headers:
+            return status, await self.reader.readexactly(int(headers["content-length"]))
+        chunks = []
+        while True:  # chunked transfer encoding (streamed responses)
+            size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+            data = await self.reader.readexactly(size + 2)
+            if size == 0:
+                return status, b"".join(chunks)
+            chunks.append(data[:-2])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def sequential(host, port, body: dict, n: int, auth=None, path="/v1/chat/completions") -> list[float]:
+    conn = await Conn(host, port, auth).open()
+    payload = json.dumps(body).encode()
+    out = []
+    for i in range(n + n // 10):
+        t0 = time.perf_counter()
+        status, data = await conn.post(path, payload)
+        dt = time.perf_counter() - t0
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {data[:300]!r}")
+        if i >= n // 10:  # the first tenth warms up
+            out.append(dt)
+    conn.close()
+    return out
+
+
+async def load(host, port, body: dict, total: int, concurrency: int, auth=None) -> tuple[float, list[float]]:
+    payload = json.dumps(body).encode()
+    conns = [await Conn(host, port, auth).open() for _ in range(concurrency)]
+    latencies: list[float] = []
+    remaining = [total]
+    errors = []
+
+    async def worker(conn: Conn):
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            t0 = time.perf_counter()
+            status, data = await conn.post("/v1/chat/completions", payload)
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                errors.append((status, data[:200]))
+
+    await asyncio.gather(*(worker(c) for c in conns[: min(concurrency, 8)]))  # warm up
+    latencies.clear()
+    remaining[0] = total
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} errors under load, first: {errors[0]}")
+    return total / elapsed, latencies
+
+
+# -- the direct calls ------------------------------------------------------------------------------------
+
+async def direct(n: int) -> dict[str, list[float]]:
+    from shepherd.costs import PAPER_LLM_PRICE
+    from shepherd.models.base import GenerationRequest
+    from shepherd.models.scripted import ScriptedBackend
+    from shepherd.policies import FixedHint
+    from shepherd.runner import Runner
+    from shepherd.server.streaming import StreamingRunner
+
+    slm = ScriptedBackend(SCRIPT_SLM, model_id="small")
+    llm = ScriptedBackend(SCRIPT_LLM, model_id="big")
+    runner = Runner(slm, llm, llm_price=PAPER_LLM_PRICE)
+    req = GenerationRequest.create(QUESTION, max_tokens=512)
+    policy = FixedHint(tokens=5)
+    streamer = StreamingRunner(runner)
+    sink: list[str] = []
+
+    async def timed(fn):
+        out = []
+        for i in range(n + n // 10):
+            slm.calls.clear()
+            llm.calls.clear()
+            t0 = time.perf_counter()
+            await fn()
+            if i >= n // 10:
+                out.append(time.perf_counter() - t0)
+        return out
+
+    return {
+        "shepherd (hint 5, 2 model calls)": await timed(lambda: runner.answer(req, policy)),
+        "slm pass-through (1 call)": await timed(lambda: slm.agenerate(req)),
+        "shepherd streamed (SSE)": await timed(lambda: streamer.answer(req, policy, lambda s, t: sink.append(t))),
+    }
+
+
+# -- a trivial HTTP responder: the transport floor ------------------------------------------------------
+
+FLOOR_SERVER = r"""
+import asyncio, sys
+BODY = b'{"ok": true}'
+RESP = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(BODY) + BODY
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    n = int(line.split(b":")[1])
+            await reader.readexactly(n)
+            writer.write(RESP)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], port: int, health: str | None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.communicate()[1][-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                if health:
+                    s.sendall(f"GET {health} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    if b" 200 " not in s.recv(100):
+                        raise OSError
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:7.3f}"
+
+
+async def run(args) -> dict:
+    host = "127.0.0.1"
+    results: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "requests": args.requests,
+                     "concurrency": args.concurrency, "budget_ledger": args.budget}
+    try:
+        import uvicorn
+
+        results["uvicorn"] = uvicorn.__version__
+        import importlib.util
+
+        results["uvloop"] = importlib.util.find_spec("uvloop") is not None
+        results["httptools"] = importlib.util.find_spec("httptools") is not None
+    except ImportError:
+        pass
+
+    d = await direct(args.requests)
+
+    port = free_port()
+    floor_proc = start([sys.executable, "-c", FLOOR_SERVER, str(port)], port, None)
+    try:
+        floor = await sequential(host, port, {"x": 1}, args.requests, path="/")
+    finally:
+        stop(floor_proc)
+
+    tmp = Path(tempfile.mkdtemp(prefix="shepherd-bench-"))
+    cfg = tmp / "server.toml"
+    cfg.write_text(config_text(args.budget, str(tmp / "ledger.sqlite")))
+    auth = "sk-bench-000000" if args.budget else None
+    port = free_port()
+    proc = start([sys.executable, "-m", "shepherd.cli", "serve", "--config", str(cfg), "--port", str(port),
+                  "--log-level", "warning"], port, "/health")
+    try:
+        rows = {}
+        for name, body in SCENARIOS.items():
+            lat = await sequential(host, port, body, args.requests, auth=auth)
+            rows[name] = {
+                "direct_p50_ms": pct(d[name], 0.5) * 1e3, "direct_p99_ms": pct(d[name], 0.99) * 1e3,
+                "server_p50_ms": pct(lat, 0.5) * 1e3, "server_p99_ms": pct(lat, 0.99) * 1e3,
+                "overhead_p50_ms": (pct(lat, 0.5) - pct(d[name], 0.5)) * 1e3,
+                "overhead_p99_ms": (pct(lat, 0.99) - pct(d[name], 0.99)) * 1e3,
+                "mean_ms": statistics.fmean(lat) * 1e3,
+            }
+        results["sequential"] = rows
+        results["floor"] = {"p50_ms": pct(floor, 0.5) * 1e3, "p99_ms": pct(floor, 0.99) * 1e3}
+        rps, lat = await load(host, port, SCENARIOS["shepherd (hint 5, 2 model calls)"], args.load_requests,
+                              args.concurrency, auth=auth)
+        results["load"] = {"scenario": "shepherd (hint 5, 2 model calls)", "rps": rps,
+                           "p50_ms": pct(lat, 0.5) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3}
+    finally:
+        stop(proc)
+    return results
+
+
+def report(r: dict) -> None:
+    print(f"python {r['python']}, {r['cpus']} CPUs, uvicorn {r.get('uvicorn')} (uvloop: {r.get('uvloop')}, "
+          f"httptools: {r.get('httptools')}), budget ledger: {r['budget_ledger']}")
+    print(f"one connection, one request at a time, {r['requests']} requests each (ms):")
+    print(f"{'scenario':36} {'direct p50':>10} {'p99':>8} {'server p50':>10} {'p99':>8} "
+          f"{'overhead p50':>12} {'p99':>8}")
+    for name, row in r["sequential"].items():
+        print(f"{name:36} {ms(row['direct_p50_ms'] / 1e3):>10} {ms(row['direct_p99_ms'] / 1e3):>8} "
+              f"{ms(row['server_p50_ms'] / 1e3):>10} {ms(row['server_p99_ms'] / 1e3):>8} "
+              f"{ms(row['overhead_p50_ms'] / 1e3):>12} {ms(row['overhead_p99_ms'] / 1e3):>8}")
+    f = r["floor"]
+    print(f"transport floor (same client, trivial asyncio responder): p50 {f['p50_ms']:.3f} ms, "
+          f"p99 {f['p99_ms']:.3f} ms")
+    ld = r["load"]
+    print(f"{r['concurrency']} concurrent clients, {ld['scenario']}: {ld['rps']:.0f} requests/s, "
+          f"latency p50 {ld['p50_ms']:.2f} ms, p99 {ld['p99_ms']:.2f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000, help="sequential requests per scenario")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--load-requests", type=int, default=6000)
+    ap.add_argument("--budget", action="store_true", help="with an API key and a budget (SQLite ledger)")
+    ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    args = ap.parse_args()
+    results = asyncio.run(run(args))
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
