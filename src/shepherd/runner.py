@@ -84,7 +84,7 @@ class Runner:
         else:
             text, hint_text, hint_tokens, degraded = await self._hinted(request, decision.hint_tokens, gens, notes)
 
-        return self._account(text, decision, hint_text, hint_tokens, gens, request, t0, degraded, notes,
+        return self.account(text, decision, hint_text, hint_tokens, gens, request, t0, degraded, notes,
                              policy.name)
 
     async def _whole(self, role: str, request: GenerationRequest, gens: list, notes: list[str]):
@@ -92,7 +92,7 @@ class Runner:
         try:
             (gen,) = await backend.agenerate(request)
         except BackendError as exc:
-            other = self._fallback_role(role)
+            other = self.fallback_role(role)
             if other is None:
                 raise
             notes.append(f"{role} failed ({exc}); answered by the {other}")
@@ -102,7 +102,8 @@ class Runner:
         gens.append((role, gen))
         return gen.text, False
 
-    def _fallback_role(self, failed: str) -> str | None:
+    def fallback_role(self, failed: str) -> str | None:
+        """The model that answers when `failed` is down, per the settings; None means raise."""
         s = self.settings
         if failed == "llm" and s.on_llm_error == "slm":
             return "slm"
@@ -115,7 +116,7 @@ class Runner:
         if cap is not None and n >= cap:
             notes.append(f"a hint of {n} tokens is the whole answer budget: the LLM answers in full")
             text, degraded = await self._whole("llm", request, gens, notes)
-            role, last = gens[-1]
+            last = gens[-1][1]
             return text, ("" if degraded else text), (0 if degraded else last.completion_tokens), degraded
         try:
             (hint,) = await self.llm.agenerate(replace(request, max_tokens=n))
@@ -145,7 +146,9 @@ class Runner:
         gens.append(("slm", cont))
         return hint.text + cont.text, hint.text, hint.completion_tokens, False
 
-    def _account(self, text, decision, hint_text, hint_tokens, gens, request, t0, degraded, notes, policy_name):
+    def account(self, text, decision, hint_text, hint_tokens, gens, request, t0, degraded, notes,
+                policy_name) -> Answer:
+        """Turn what was generated into an `Answer`: usage per model, dollars, the LLM-only cost."""
         usage = {"llm": Usage(), "slm": Usage()}
         for role, gen in gens:
             usage[role].add(gen)

@@ -17,9 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 from ..answer import Answer
-from ..costs import breakdown
-from ..models.base import Backend, BackendError, Generation, GenerationRequest, Usage
-from ..policies.base import Decision, Policy, PolicyContext
+from ..models.base import Backend, BackendError, Generation, GenerationRequest
+from ..policies.base import Policy, PolicyContext
 from ..runner import Runner
 
 Emit = Callable[[str, str], None]  # (source: "llm" | "slm" | "policy", text)
@@ -47,12 +46,7 @@ class StreamingRunner:
         return self.runner.llm if role == "llm" else self.runner.slm
 
     def _fallback(self, failed: str) -> str | None:
-        s = self.runner.settings
-        if failed == "llm" and s.on_llm_error == "slm":
-            return "slm"
-        if failed == "slm" and s.on_slm_error == "llm":
-            return "llm"
-        return None
+        return self.runner.fallback_role(failed)
 
     async def answer(self, request: GenerationRequest, policy: Policy, emit: Emit, item: Any = None) -> Answer:
         t0 = time.perf_counter()
@@ -71,7 +65,7 @@ class StreamingRunner:
         else:
             text, hint_text, hint_tokens, degraded = await self._hinted(request, decision.hint_tokens, gens,
                                                                         notes, emit)
-        return self._account(text, decision, hint_text, hint_tokens, gens, request, t0, degraded, notes,
+        return self.runner.account(text, decision, hint_text, hint_tokens, gens, request, t0, degraded, notes,
                              policy.name)
 
     # -- legs ----------------------------------------------------------------------------------------
@@ -163,24 +157,3 @@ class StreamingRunner:
         text, degraded = await self._continue("slm", request, hint.text, rest, gens, notes, emit)
         return hint.text + text, hint.text, hint.completion_tokens, degraded
 
-    # -- accounting (as Runner does) -------------------------------------------------------------------
-    def _account(self, text: str, decision: Decision, hint_text: str, hint_tokens: int, gens: list,
-                 request: GenerationRequest, t0: float, degraded: bool, notes: list[str], policy_name: str):
-        r = self.runner
-        usage = {"llm": Usage(), "slm": Usage()}
-        for role, gen in gens:
-            usage[role].add(gen)
-        return Answer(
-            text=text,
-            decision=decision,
-            hint_text=hint_text,
-            hint_tokens=hint_tokens,
-            usage=usage,
-            cost=breakdown(usage["llm"], usage["slm"], r.llm_price, r.slm_price),
-            llm_only_cost_usd=r.llm_only_cost(request, text, gens),
-            latency_s=time.perf_counter() - t0,
-            generations=gens,
-            degraded=degraded,
-            notes=notes,
-            policy=policy_name,
-        )
