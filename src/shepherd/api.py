@@ -72,7 +72,8 @@ class Shepherd:
         if hint_tokens is not None:
             return make_policy("fixed-hint", tokens=hint_tokens)
         if isinstance(policy, str):
-            return make_policy(policy)
+            # the configured policy keeps its settings (artifact, threshold, ...) when named again
+            return self.policy if policy == self.policy.name else make_policy(policy)
         return policy or self.policy
 
     async def aanswer(self, query: str | Sequence[Message], *, policy: Policy | str | None = None,

@@ -68,6 +68,8 @@ def ask(
     policy: Optional[str] = typer.Option(None, "--policy", "-p",
                                          help="Policy name (slm-only, llm-only, fixed-hint, ...)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a",
+                                            help="Trained predictor (for --policy proactive|reactive)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Answer length cap."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer record as JSON."),
 ) -> None:
@@ -83,6 +85,10 @@ def ask(
         cfg = load_config(config)
         if max_tokens is not None:
             cfg.run.max_tokens = max_tokens
+        if policy is not None and hint_tokens is None:
+            cfg.policy.name = policy
+            cfg.policy.settings = {"artifact": str(artifact)} if artifact else (
+                cfg.policy.settings if policy == load_config(config).policy.name else {})
         with _Bytes("preparing models") as bar:
             sh = Shepherd.from_config(cfg, progress=bar)
         with console.status("loading models and answering...", spinner="dots"):

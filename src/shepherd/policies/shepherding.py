@@ -1,0 +1,183 @@
+"""The shepherding policies: a trained predictor decides, per query, whether a hint is needed and how long.
+
+- `proactive`: featurize the query, predict; below the threshold the SLM answers alone, else buy a hint of
+  the predicted size (or, past the cap, let the LLM answer in full).
+- `reactive`: first sample the SLM k times (k=3, temperature 0.7: the sweep's sample requests, so replay
+  finds them); when every sample gives the same answer, answer with the first of them. Otherwise predict
+  from the query *and* the samples' features (agreement, entropy, lengths, log-probabilities) and
+  rerun the SLM with the predicted hint. The samples are returned in `Decision.spent`, so they are paid
+  for and counted. `consensus_skip=False` always goes to the predictor.
+
+Both only call `ctx.slm` / `ctx.llm`, so they run live, in sweeps and in replay alike. Settings (config
+`[policy] settings = {...}` or `make_policy(name, **settings)`):
+  artifact      a predictor directory from `shepherd train` (default: $SHEPHERD_PREDICTOR)
+  threshold, scale, cap, min_tokens, snap_to_grid, length   override the artifact's decision rule
+  reactive only: samples, temperature, seed, consensus_skip, task (grader used to extract answers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .base import Decision, Policy, PolicyContext
+from .registry import register_policy
+
+ARTIFACT_ENV = "SHEPHERD_PREDICTOR"
+
+
+def _resolve(artifact: Any):
+    from ..predictor.predictor import Predictor, load_predictor
+
+    if isinstance(artifact, Predictor):
+        return artifact
+    if artifact is None:
+        artifact = os.environ.get(ARTIFACT_ENV)
+        if not artifact:
+            raise ValueError("this policy needs a trained predictor: pass artifact=DIR (in a config file: "
+                             f"policy.settings.artifact = \"DIR\") or set ${ARTIFACT_ENV}; train one with "
+                             "`shepherd train --store FILE --task TASK --out DIR`")
+    return load_predictor(Path(artifact))
+
+
+class _PredictorPolicy(Policy):
+    mode = "proactive"
+
+    def __init__(self, artifact: Any = None, *, threshold: float | None = None, scale: float | None = None,
+                 cap: float | None = None, min_tokens: int | None = None, snap_to_grid: bool | None = None,
+                 length: str | None = None) -> None:
+        self.predictor = _resolve(artifact)
+        self.artifact = self.predictor.path
+        self.overrides = {"threshold": threshold, "scale": scale, "cap": cap, "min_tokens": min_tokens,
+                          "snap_to_grid": snap_to_grid, "length": length}
+        self.model_mode = self.mode if self.predictor.has(self.mode) else "proactive"
+        self.rule = self.predictor.rules[self.model_mode].with_overrides(**self.overrides)
+
+    async def _predict(self, text: str, samples, mode: str):
+        """Featurize + predict. Cheap featurizers run inline (well under a millisecond); neural ones run
+        in a worker thread so that a server's event loop keeps serving other requests meanwhile."""
+        if getattr(self.predictor.featurizer, "heavy", False):
+            return await asyncio.to_thread(self.predictor.decide, text, samples, mode=mode, rule=self.rule)
+        return self.predictor.decide(text, samples, mode=mode, rule=self.rule)
+
+    def _decision(self, pred, spent=None, extra: dict[str, Any] | None = None) -> Decision:
+        details = {"predictor": self.model_mode, **pred.details(), **(extra or {})}
+        if pred.kind == "slm":
+            return Decision("slm", reason=pred.reason, spent=spent or [], details=details)
+        if pred.kind == "llm":
+            return Decision("llm", reason=pred.reason, spent=spent or [], details=details)
+        return Decision("hint", hint_tokens=pred.hint_tokens, reason=pred.reason, spent=spent or [],
+                        details=details)
+
+    def describe(self) -> dict[str, Any]:
+        m = self.predictor.manifest
+        return {"name": self.name, "artifact": self.artifact, "model": self.model_mode,
+                "featurizer": m.get("featurizer", {}).get("name"),
+                "fingerprint": m.get("training", {}).get("fingerprint"),
+                "rule": self.rule.__dict__.copy()}
+
+
+class ProactivePolicy(_PredictorPolicy):
+    """Predict from the query alone, then hint or not; the SLM answers."""
+
+    name = "proactive"
+    mode = "proactive"
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        from ..predictor.features import query_text
+
+        text = query_text(ctx.request.messages)
+        pred = await self._predict(text, None, "proactive")
+        return self._decision(pred)
+
+
+class ReactivePolicy(_PredictorPolicy):
+    """Sample the SLM first; agreeing samples answer, disagreeing ones go to the predictor."""
+
+    name = "reactive"
+    mode = "reactive"
+
+    def __init__(self, artifact: Any = None, *, samples: int | None = None, temperature: float | None = None,
+                 seed: int | None = None, consensus_skip: bool = True, task: str | None = None,
+                 **rule: Any) -> None:
+        super().__init__(artifact, **rule)
+        sweep = self.predictor.manifest.get("sweep_settings", {}) or {}
+        self.samples = int(samples if samples is not None else (sweep.get("samples") or 3))
+        self.temperature = float(temperature if temperature is not None else (sweep.get("temperature") or 0.7))
+        self.seed = seed
+        self.consensus_skip = bool(consensus_skip)
+        self.task = task
+        if self.samples < 1:
+            raise ValueError("reactive needs samples >= 1")
+        if self.temperature <= 0:
+            raise ValueError("reactive samples need temperature > 0")
+        self._tasks: dict[str, Any] = {}
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update({"samples": self.samples, "temperature": self.temperature, "seed": self.seed,
+                  "consensus_skip": self.consensus_skip, "task": self.task})
+        return d
+
+    def sample_requests(self, ctx: PolicyContext):
+        """The sweep's sample request: the query's request at the sampling temperature, seeds seed, seed+1..."""
+        seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)
+        return replace(ctx.request, temperature=self.temperature, seed=seed0)
+
+    def _task_for(self, item: Any):
+        name = self.task
+        if name is None and item is not None:
+            meta = getattr(item, "metadata", None) or {}
+            name = meta.get("task") if isinstance(meta, dict) else None
+            if name is None and "/" in str(getattr(item, "id", "")):
+                name = str(item.id).split("/", 1)[0].lower()
+        if name is None:
+            return None
+        if name not in self._tasks:
+            try:
+                from ..tasks.registry import get_task
+
+                self._tasks[name] = get_task(name)
+            except (KeyError, ImportError):
+                self._tasks[name] = None
+        return self._tasks[name]
+
+    async def _extract(self, ctx: PolicyContext, texts: list[str]) -> list[str | None]:
+        from ..predictor.data import normalize_extracted
+        from ..predictor.features import normalize_answer
+
+        task = self._task_for(ctx.item) if ctx.item is not None else None
+        if task is None:
+            return [normalize_answer(t) for t in texts]
+
+        def grade_all() -> list[str | None]:
+            return [normalize_extracted(task.grade(ctx.item, t).extracted) for t in texts]
+
+        return await asyncio.to_thread(grade_all)
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        from ..predictor.features import SampleFeaturizer, SampleInfo, query_text
+
+        gens = await ctx.slm.agenerate(self.sample_requests(ctx), n=self.samples)
+        spent = [("slm", g) for g in gens]
+        answers = await self._extract(ctx, [g.text for g in gens])
+        infos = [SampleInfo.from_generation(g, answer=a) for g, a in zip(gens, answers)]
+        consensus, top = SampleFeaturizer.consensus(infos)
+        agree = {"samples": len(gens), "agreeing": top, "consensus": consensus}
+        if self.consensus_skip and consensus is not None and top == len(gens):
+            first = next(g for g, s in zip(gens, infos) if s.answer == consensus)
+            return Decision("slm", reason=f"reactive: all {len(gens)} SLM samples agree on {consensus!r}",
+                            spent=spent, answer_text=first.text, details={**agree, "consensus_skip": True})
+        text = query_text(ctx.request.messages)
+        if self.model_mode == "reactive":
+            pred = await self._predict(text, infos, "reactive")
+        else:  # an artifact trained without samples: the query-only model decides
+            pred = await self._predict(text, None, "proactive")
+        return self._decision(pred, spent=spent, extra={**agree, "consensus_skip": False})
+
+
+register_policy("proactive", ProactivePolicy)
+register_policy("reactive", ReactivePolicy)

@@ -1,0 +1,240 @@
+"""Train the predictor from sweep examples: split by item (seeded), fit, report validation metrics.
+
+The saved model is the one fitted on the training split only, so its validation split stays held out
+for `calibrate`. Optional k-fold cross-validation reports out-of-fold metrics over every item, which is
+steadier than one small validation split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .data import Example, fingerprint, kfold, split_items
+from .features import Featurizer, SampleFeaturizer, get_featurizer
+from .model import ModelConfig, TwoStageModel
+from .predictor import DecisionRule, Predictor
+
+DEFAULT_FEATURIZER = "lexical"
+
+
+def auc(y: Sequence[int], score: Sequence[float]) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half). NaN when one class is absent."""
+    y = np.asarray(y, dtype=int)
+    s = np.asarray(score, dtype=np.float64)
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    r_pos = ranks[y == 1].sum()
+    return float((r_pos - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
+
+
+def _targets(examples: Sequence[Example], size_target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y = np.array([e.y for e in examples], dtype=np.float64)
+    if size_target == "log_tokens":
+        size = np.array([e.log_tokens for e in examples])
+    else:
+        size = np.array([e.fraction for e in examples])
+    loglen = np.array([e.log_len for e in examples])
+    return y, size, loglen
+
+
+def metrics(examples: Sequence[Example], raw: dict[str, np.ndarray], predictor: Predictor, mode: str,
+            train: Sequence[Example] = ()) -> dict[str, Any]:
+    """Classifier AUC / accuracy and size / length errors on `examples`."""
+    y = np.array([e.y for e in examples], dtype=int)
+    prob = raw["prob"]
+    rule = predictor.rules[mode]
+    frac, L = predictor.fractions(raw, DecisionRule(**{**asdict(rule), "scale": 1.0}))
+    pred = (prob >= 0.5).astype(int)
+    out: dict[str, Any] = {
+        "n": len(y), "positives": int(y.sum()),
+        "auc": auc(y, prob),
+        "accuracy@0.5": float((pred == y).mean()) if len(y) else float("nan"),
+        "balanced_accuracy@0.5": _balanced_acc(y, pred),
+    }
+    pos = y == 1
+    if pos.any():
+        f_true = np.array([e.fraction for e in examples])[pos]
+        t_true = np.array([e.tokens for e in examples], dtype=np.float64)[pos]
+        t_pred = np.ceil(frac[pos] * L[pos])
+        out["size_mae_fraction"] = float(np.abs(frac[pos] - f_true).mean())
+        out["size_mae_log1p_tokens"] = float(np.abs(np.log1p(t_pred) - np.log1p(t_true)).mean())
+        out["size_mae_tokens"] = float(np.abs(t_pred - t_true).mean())
+        out["size_under_rate"] = float((t_pred < t_true).mean())  # predicted hint shorter than n*
+        if train:
+            tr_pos = [e for e in train if e.y == 1]
+            if tr_pos:  # a constant predictor (the training mean fraction) for comparison
+                c = float(np.mean([e.fraction for e in tr_pos]))
+                out["size_mae_fraction_constant"] = float(np.abs(c - f_true).mean())
+    L_true = np.array([e.full_tokens for e in examples], dtype=np.float64)
+    if len(L_true):
+        out["length_mae_tokens"] = float(np.abs(L - L_true).mean())
+        out["length_mape"] = float((np.abs(L - L_true) / np.maximum(L_true, 1)).mean())
+    return _round(out)
+
+
+def _balanced_acc(y: np.ndarray, pred: np.ndarray) -> float:
+    accs = [float((pred[y == c] == c).mean()) for c in (0, 1) if (y == c).any()]
+    return float(np.mean(accs)) if accs else float("nan")
+
+
+def _round(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}
+
+
+@dataclass
+class TrainSettings:
+    featurizer: str = DEFAULT_FEATURIZER
+    featurizer_config: dict[str, Any] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    val_fraction: float = 0.25
+    seed: int = 0
+    reactive: bool = True
+    cv: int = 0
+
+
+def _fit_mode(mode: str, examples: Sequence[Example], Xq: np.ndarray, cfg: ModelConfig,
+              sf: SampleFeaturizer, qmask: np.ndarray) -> TwoStageModel:
+    X = Xq if mode == "proactive" else np.concatenate([Xq, sf.transform([e.samples for e in examples])], axis=1)
+    mask = qmask if mode == "proactive" else np.concatenate([qmask, np.ones(sf.dim, dtype=bool)])
+    y, size, loglen = _targets(examples, cfg.size_target)
+    return TwoStageModel(cfg).fit(X, y, size, loglen, standardize_mask=mask)
+
+
+def _modes(examples: Sequence[Example], reactive: bool) -> list[str]:
+    modes = ["proactive"]
+    if reactive and examples and all(e.samples for e in examples):
+        modes.append("reactive")
+    return modes
+
+
+def train(examples: Sequence[Example], settings: TrainSettings | None = None, *,
+          featurizer: Featurizer | None = None, grid: Sequence[float] = (),
+          sweep_settings: dict[str, Any] | None = None, source: dict[str, Any] | None = None
+          ) -> tuple[Predictor, dict[str, Any]]:
+    """Fit on the training split, evaluate on the validation split; returns (predictor, report)."""
+    s = settings or TrainSettings()
+    examples = list(examples)
+    if len(examples) < 4:
+        raise ValueError(f"too few labelled items to train on ({len(examples)})")
+    if len({e.y for e in examples}) < 2:
+        raise ValueError("all items have the same label (hint needed or not): nothing to learn")
+    t0 = time.perf_counter()
+    tr, va = split_items(examples, s.val_fraction, s.seed)
+    feat = featurizer or get_featurizer(s.featurizer, **s.featurizer_config)
+    feat.fit([e.text for e in tr])
+    X_all = feat.transform([e.text for e in examples])
+    index = {e.item_id: i for i, e in enumerate(examples)}
+    X_tr = X_all[[index[e.item_id] for e in tr]]
+    X_va = X_all[[index[e.item_id] for e in va]]
+    sf = SampleFeaturizer()
+    modes = _modes(examples, s.reactive)
+    models = {m: _fit_mode(m, tr, X_tr, s.model, sf, feat.standardize_mask()) for m in modes}
+    med_L = float(np.median([e.full_tokens for e in tr])) if tr else 256.0
+    rules = {m: DecisionRule(constant_length=med_L) for m in modes}
+    predictor = Predictor(featurizer=feat, models=models, rules=rules, size_target=s.model.size_target,
+                          grid=sorted(float(g) for g in grid))
+
+    report: dict[str, Any] = {"items": len(examples), "train_items": len(tr), "val_items": len(va),
+                              "positives": int(sum(e.y for e in examples)), "featurizer": feat.spec(),
+                              "model": asdict(s.model), "modes": modes, "validation": {}, "train": {}}
+    for m in modes:
+        raw_tr = predictor.raw(m, predictor.inputs(m, samples=[e.samples for e in tr], X=X_tr))
+        report["train"][m] = metrics(tr, raw_tr, predictor, m)
+        if va:
+            raw_va = predictor.raw(m, predictor.inputs(m, samples=[e.samples for e in va], X=X_va))
+            report["validation"][m] = metrics(va, raw_va, predictor, m, train=tr)
+    if s.cv and s.cv > 1:
+        report["cv"] = cross_validate(examples, s, featurizer_spec=feat.spec())
+    report["train_seconds"] = round(time.perf_counter() - t0, 3)
+    report["settings"] = {"featurizer": feat.spec(), "model": asdict(s.model), "val_fraction": s.val_fraction,
+                          "seed": s.seed, "reactive": s.reactive}
+
+    predictor.manifest = {
+        "training": {
+            "fingerprint": fingerprint(examples),
+            "items": len(examples),
+            "split_seed": s.seed,
+            "val_fraction": s.val_fraction,
+            "train_ids": [e.item_id for e in tr],
+            "val_ids": [e.item_id for e in va],
+            "settings": report["settings"],
+            "label_kinds": {k: sum(1 for e in examples if e.kind == k) for k in sorted({e.kind for e in examples})},
+            "median_full_tokens": med_L,
+            "metrics": {"validation": report["validation"], "train": report["train"],
+                        **({"cv": {k: v for k, v in report["cv"].items() if k != "oof"}} if "cv" in report else {})},
+            **(source or {}),
+        },
+        "sweep_settings": dict(sweep_settings or {}),
+    }
+    return predictor, report
+
+
+def cross_validate(examples: Sequence[Example], s: TrainSettings, featurizer_spec: dict[str, Any] | None = None,
+                   k: int | None = None) -> dict[str, Any]:
+    """Out-of-fold metrics: each item is scored by a model that did not see it."""
+    k = k or s.cv
+    examples = list(examples)
+    folds = kfold(examples, k, s.seed)
+    modes = _modes(examples, s.reactive)
+    oof = {m: {"prob": np.zeros(len(examples)), "size": np.zeros(len(examples)),
+               "loglen": np.zeros(len(examples))} for m in modes}
+    spec = featurizer_spec or {"name": s.featurizer, "config": s.featurizer_config}
+    sf = SampleFeaturizer()
+    # a featurizer with nothing to fit (an embedding) gives the same features in every fold: compute once
+    probe = get_featurizer(spec["name"], **spec.get("config", {}))
+    X_fixed = probe.transform([e.text for e in examples]) if not probe.fit([]).state() else None
+    qmask = probe.standardize_mask()
+    const = np.full(len(examples), np.nan)  # the training folds' mean positive fraction: a size baseline
+    for fold in folds:
+        if not fold:
+            continue
+        held = set(fold)
+        tr = [e for i, e in enumerate(examples) if i not in held]
+        te = [examples[i] for i in fold]
+        if len({e.y for e in tr}) < 2:
+            continue
+        const[fold] = float(np.mean([e.fraction for e in tr if e.y == 1]))
+        if X_fixed is not None:
+            X_tr = X_fixed[[i for i in range(len(examples)) if i not in held]]
+            X_te = X_fixed[fold]
+        else:
+            feat = get_featurizer(spec["name"], **spec.get("config", {}))
+            feat.fit([e.text for e in tr])
+            X_tr = feat.transform([e.text for e in tr])
+            X_te = feat.transform([e.text for e in te])
+        for m in modes:
+            model = _fit_mode(m, tr, X_tr, s.model, sf, qmask)
+            X = X_te if m == "proactive" else np.concatenate([X_te, sf.transform([e.samples for e in te])], axis=1)
+            raw = model.predict_raw(X)
+            for key in ("prob", "size", "loglen"):
+                oof[m][key][fold] = raw[key]
+    dummy = Predictor(featurizer=get_featurizer("lexical", n_features=0), models={},
+                      rules={m: DecisionRule() for m in modes}, size_target=s.model.size_target)
+    out = {m: metrics(examples, oof[m], dummy, m) for m in modes}
+    pos = np.array([e.y == 1 for e in examples]) & np.isfinite(const)
+    if pos.any():
+        f_true = np.array([e.fraction for e in examples])[pos]
+        for m in modes:
+            out[m]["size_mae_fraction_constant"] = round(float(np.abs(const[pos] - f_true).mean()), 4)
+    out["folds"] = k
+    out["oof"] = {m: {"item_ids": [e.item_id for e in examples], "prob": oof[m]["prob"].round(5).tolist(),
+                      "size": oof[m]["size"].round(5).tolist(), "loglen": oof[m]["loglen"].round(5).tolist()}
+                  for m in modes}
+    return out

@@ -1,0 +1,334 @@
+"""`shepherd sweep ...`: run sweeps into a trace store, and read labels, exports and oracles out of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+sweep_app = typer.Typer(help="Sweeps: LLM answers, SLM continuations of hints cut from them, samples; "
+                             "labels, replay and exports from the trace store.", no_args_is_help=True)
+console = Console(stderr=True)
+out = Console()
+
+DEFAULT_STORE = Path("runs/traces.sqlite")
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_task(name: str, data: Path | None = None):
+    """The task by name, through the task registry (falls back to GSM8K while the registry is absent)."""
+    try:
+        from ..tasks import get_task  # type: ignore[attr-defined]
+    except ImportError:
+        get_task = None
+    if get_task is not None:
+        try:
+            return get_task(name, data=data) if data is not None else get_task(name)
+        except TypeError:
+            return get_task(name)
+    if name == "gsm8k":
+        from ..tasks.gsm8k import GSM8K
+
+        return GSM8K(data)
+    raise ValueError(f"unknown task {name!r}")
+
+
+def parse_grid(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise typer.BadParameter(f"grid must be comma-separated fractions, got {text!r}") from None
+    if not vals:
+        raise typer.BadParameter("empty grid")
+    return vals
+
+
+class _Progress:
+    """A rich progress bar on a terminal; one plain line per item otherwise (nohup logs)."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.done, self.t0, self.label = total, 0, time.perf_counter(), label
+        self.seconds: list[float] = []
+        self.live = console.is_terminal
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                TextColumn("left"), TimeRemainingColumn(), console=console)
+            self.task = self.bar.add_task(label, total=total, rate="")
+
+    def __enter__(self):
+        if self.live:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.bar.stop()
+
+    def advance(self, res) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.t0
+        if not res.skipped:
+            self.seconds.append(res.seconds)
+        worked = [s for s in self.seconds]
+        per = (sum(worked) / len(worked)) if worked else 0.0
+        left = per * (self.total - self.done)
+        status = ("skipped (done before)" if res.skipped else f"error: {res.error}" if res.error else
+                  f"{res.seconds:.1f}s, {res.calls} calls, {res.hits} cached, first pass "
+                  f"{'-' if res.first_pass is None else res.first_pass}, llm {'ok' if res.llm_correct else 'wrong'}")
+        if self.live:
+            self.bar.update(self.task, advance=1, rate=f"{per:.1f} s/item" if per else "")
+            if res.error:
+                self.bar.console.print(f"[red]{res.item_id}: {res.error}[/]", highlight=False)
+        else:
+            print(f"[{time.strftime('%H:%M:%S')}] {self.done}/{self.total} {res.item_id}: {status} | "
+                  f"elapsed {elapsed:.0f}s, {per:.1f} s/item, ~{left:.0f}s left", file=sys.stderr, flush=True)
+
+
+@sweep_app.command("run")
+def run_cmd(
+    task_name: str = typer.Argument(..., metavar="TASK", help="Task name (gsm8k, cnk12, humaneval, mbpp)."),
+    split: str | None = typer.Option(None, help="Split (default: the task's)."),
+    limit: int | None = typer.Option(None, min=1, help="Number of items (the first ones, or a seeded sample)."),
+    seed: int | None = typer.Option(None, help="Sample `limit` items with this seed (default: the first)."),
+    ids: str | None = typer.Option(None, help="Comma-separated item ids, or @file with one id a line."),
+    data: Path | None = typer.Option(None, help="Task data file or folder."),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s", help="SQLite trace store."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config (models, run settings)."),
+    slm: str | None = typer.Option(None, help="SLM model name or .gguf path (overrides the config)."),
+    llm: str | None = typer.Option(None, help="LLM model name or .gguf path (overrides the config)."),
+    grid: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", help="Hint fractions (0 is always added)."),
+    trials: int = typer.Option(1, min=1, help="SLM continuations per level (trial 0 greedy)."),
+    samples: int = typer.Option(3, min=0, help="Sampled SLM answers per item."),
+    temperature: float = typer.Option(0.7, min=0.0, help="Temperature of sampled trials and samples."),
+    max_tokens: int | None = typer.Option(None, min=1, help="Answer budget (default: config, else task)."),
+    sample_seed: int = typer.Option(0, help="Decoding seed: sampled calls use seed, seed+1, ..."),
+    early_stop: bool = typer.Option(False, help="Stop each item at its first passing level."),
+    concurrency: int = typer.Option(1, min=1, help="Items at a time (keep 1 for in-process models)."),
+    prefix_reuse: bool = typer.Option(True, help="Let llama.cpp reuse the KV cache of the shared prompt "
+                                      "prefix (off: every prompt from scratch, bit-reproducible)."),
+) -> None:
+    """Sweep TASK: the LLM's answer, hinted SLM continuations on a grid, SLM samples; all graded and
+    stored. Interrupt it at any time and run it again: it resumes without repeating a stored call."""
+    from ..config import ConfigError, load_config
+    from ..models.base import BackendError
+    from ..models.factory import build_backend
+    from ..models.sources import ModelCorrupt, ModelNotFound
+    from .executor import LocalExecutor
+    from .store import TraceStore
+    from .sweep import SweepConfig, SweepPlan, make_units, register_sweep
+
+    try:
+        task = load_task(task_name, data)
+        split = split or task.default_split
+        id_list = None
+        if ids:
+            id_list = (Path(ids[1:]).read_text().split() if ids.startswith("@") else
+                       [i.strip() for i in ids.split(",") if i.strip()])
+        items = task.load(split, limit=limit, seed=seed, ids=id_list)
+        cfg = load_config(config)
+        if slm:
+            cfg.slm.model, cfg.slm.model_id = slm, None
+        if llm:
+            cfg.llm.model, cfg.llm.model_id = llm, None
+        plan = SweepPlan(grid=parse_grid(grid), trials=trials, samples=samples, temperature=temperature,
+                         early_stop=early_stop)
+        slm_b = build_backend(cfg.slm)
+        llm_b = build_backend(cfg.llm)
+        if not prefix_reuse:
+            from .prefix import FreshContext
+
+            slm_b, llm_b = FreshContext(slm_b), FreshContext(llm_b)
+        budget = max_tokens or (cfg.run.max_tokens if config else None) or getattr(task, "max_tokens", 512)
+        scfg = SweepConfig(task=task.name, slm=slm_b.model_id, llm=llm_b.model_id, max_tokens=budget,
+                           seed=sample_seed, temperature=temperature)
+        store = TraceStore(store_path)
+    except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError, KeyError,
+            FileNotFoundError) as exc:
+        fail(str(exc))
+    sweep_id = register_sweep(store, scfg, plan, split)
+    units = make_units(task, items, scfg, plan, split)
+    console.print(f"sweep {sweep_id}: {len(units)} items of {task.name}/{split}, grid {list(plan.grid)}, "
+                  f"{plan.trials} trial(s), {plan.samples} sample(s) at T={plan.temperature}"
+                  f"{', early stop' if plan.early_stop else ''}{'' if prefix_reuse else ', no prefix reuse'} -> "
+                  f"{store_path}", highlight=False, soft_wrap=True)
+    executor = LocalExecutor(slm_b, llm_b, task, store, concurrency=concurrency)
+    errors = 0
+    calls = 0
+    t0 = time.perf_counter()
+    with _Progress(len(units), f"sweep {task.name}") as bar:
+        for res in executor.run(units):
+            errors += bool(res.error)
+            calls += res.calls
+            bar.advance(res)
+    console.print(f"done in {time.perf_counter() - t0:.0f}s: {calls} model calls, {errors} failed items; "
+                  f"store: {store.counts()}", highlight=False)
+    store.close()
+    if errors:
+        raise typer.Exit(1)
+
+
+def _open(store_path: Path):
+    from .store import StoreError, TraceStore
+
+    if not store_path.is_file():
+        fail(f"no trace store at {store_path}")
+    try:
+        return TraceStore(store_path)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+@sweep_app.command("status")
+def status_cmd(store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s")) -> None:
+    """What the store holds: sweeps, items done, generations, model calls."""
+    store = _open(store_path)
+    out.print_json(json.dumps({"counts": store.counts(), "duplicate_calls": len(store.duplicate_calls()),
+                               "sweeps": [{"sweep": s.sweep, "task": s.task, "slm": s.slm, "llm": s.llm,
+                                           "items": len(store.item_entries(s.sweep)),
+                                           "done": sum(e.done for e in store.item_entries(s.sweep))}
+                                          for s in store.sweeps()]}))
+
+
+@sweep_app.command("labels")
+def labels_cmd(
+    task_name: str = typer.Argument(..., metavar="TASK"),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s"),
+    split: str | None = typer.Option(None),
+    sweep: str | None = typer.Option(None, help="Sweep id, when the store holds several for the task."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics and labels as JSON."),
+) -> None:
+    """Oracle labels n* (smallest passing hint, majority over trials), the paper's filter, statistics."""
+    from rich.table import Table
+
+    from .labels import keep, label_item, label_stats
+
+    store = _open(store_path)
+    try:
+        sweeps = store.item_sweeps(task_name, split, sweep=sweep)
+    except LookupError as exc:
+        fail(str(exc))
+    stats = label_stats(sweeps)
+    labels = [label_item(s) for s in sweeps]
+    if as_json:
+        out.print_json(json.dumps({"stats": stats.to_dict(), "labels": [
+            {"item_id": lab.item_id, "kind": lab.kind, "hint_fraction": lab.hint_fraction,
+             "hint_tokens": lab.hint_tokens, "llm_correct": lab.llm_correct, "kept": keep(lab)}
+            for lab in labels]}))
+        return
+    out.print(f"{stats.items} items; kept by the filter: {stats.kept}; LLM accuracy {stats.llm_accuracy:.1%}, "
+              f"SLM alone {stats.slm_accuracy:.1%}"
+              + (f", SLM samples {stats.sample_accuracy:.1%}" if stats.sample_accuracy is not None else "")
+              + f"; mean full answer {stats.mean_full_tokens:.0f} LLM tokens", highlight=False)
+    t = Table("hint fraction", "items", "SLM+hint accuracy (greedy)", "n* here")
+    for f, acc in stats.level_accuracy.items():
+        t.add_row(f"{f:.2f}", str(stats.level_counts[f]), f"{acc:.1%}", str(stats.by_fraction.get(f, 0)))
+    out.print(t)
+    out.print("labels: " + ", ".join(f"{k} {v}" for k, v in stats.kinds.items()), highlight=False)
+    for note in stats.notes:
+        out.print(f"[dim]note: {note}[/]", highlight=False)
+
+
+@sweep_app.command("export")
+def export_cmd(
+    dest: Path = typer.Argument(..., help="Output file: .jsonl or .parquet."),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s"),
+    what: str = typer.Option("rows", help="rows (one per graded generation of a sweep) or generations."),
+    sweep: str | None = typer.Option(None),
+) -> None:
+    """Export the store for analysis elsewhere (JSONL, or Parquet with pyarrow)."""
+    if what not in ("rows", "generations"):
+        fail("--what must be rows or generations")
+    store = _open(store_path)
+    try:
+        n = store.export(dest, what=what, sweep=sweep)
+    except (RuntimeError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"wrote {n} {what} to {dest}")
+
+
+@sweep_app.command("oracles")
+def oracles_cmd(
+    task_name: str = typer.Argument(..., metavar="TASK"),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s"),
+    split: str | None = typer.Option(None),
+    sweep: str | None = typer.Option(None),
+    data: Path | None = typer.Option(None, help="Task data file or folder."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Oracle routing, cascading and shepherding from the store (replay: no model is called)."""
+    from rich.table import Table
+
+    from .replay import oracle_report
+
+    store = _open(store_path)
+    try:
+        task = load_task(task_name, data)
+        rep = oracle_report(task, store, split=split, sweep=sweep)
+    except (LookupError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(rep))
+        return
+    t = Table("strategy", "accuracy", "cost (USD)", "cost / LLM-only", "LLM calls")
+    for name, r in rep["strategies"].items():
+        t.add_row(name, f"{r['accuracy']:.1%}", f"{r['cost_usd']:.6f}", f"{r['cost_ratio']:.3f}", str(r["llm_calls"]))
+    out.print(f"{rep['items']} items, sweep {rep['sweep']}")
+    out.print(t)
+    for note in rep["notes"]:
+        out.print(f"[dim]note: {note}[/]", highlight=False)
+
+
+@sweep_app.command("replay")
+def replay_cmd(
+    task_name: str = typer.Argument(..., metavar="TASK"),
+    policy: str = typer.Option(..., "--policy", "-p", help="Policy name."),
+    settings: str = typer.Option("{}", help="Policy settings as JSON, e.g. '{\"tokens\": 32}'."),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s"),
+    split: str | None = typer.Option(None),
+    sweep: str | None = typer.Option(None),
+    data: Path | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """What POLICY would have done on the swept items, from the store alone (no model is called)."""
+    from ..policies.registry import make_policy
+    from .cached import MissingGeneration
+    from .replay import replay, summarize
+
+    store = _open(store_path)
+    try:
+        task = load_task(task_name, data)
+        pol = make_policy(policy, **json.loads(settings))
+        records = replay(pol, task, None, store, split=split, sweep=sweep)
+    except MissingGeneration as exc:
+        fail(str(exc))
+    except (LookupError, ValueError) as exc:
+        fail(str(exc))
+    summary = summarize(records)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(f"{policy}: accuracy {summary['accuracy']:.1%} on {summary['items']} items, cost "
+              f"${summary['cost_usd']:.6f} ({summary['cost_ratio']:.3f} of LLM-only); decisions "
+              f"{summary['decisions']}; hints mapped up to the grid: {summary['mapped_hints']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sweep_app, name="sweep")

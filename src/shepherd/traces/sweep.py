@@ -1,0 +1,265 @@
+"""The sweep driver: for each item, the LLM's full answer, SLM continuations of hints cut from it at a
+grid of fractions (k trials each), and m sampled SLM answers, every one graded and stored.
+
+One item's sweep is one `SweepUnit`, the unit of work an `Executor` runs. A unit is idempotent: every
+generation it needs is addressed by its request (`GenerationRequest.key`), looked up in the store
+first and committed right after it returns, and every row is INSERT OR IGNORE on (sweep, item, kind,
+fraction, trial). Running a unit twice, or resuming one killed halfway, calls no model for a result
+already stored and ends with the same rows.
+
+The requests are exactly those the runner makes for `hint(n)` (see `shepherd.runner.Runner._hinted`):
+the LLM hint is `replace(base, max_tokens=n)` (here derived from the stored full answer, no call), the
+SLM continuation `replace(base, prefix=hint_text, max_tokens=max(cap - n, 1))`. So a replay of any
+policy through the runner finds them in the store.
+
+Order inside a unit (for llama.cpp's KV-cache reuse of the longest common prompt prefix): the LLM's full
+answer, then the SLM's level-0 answer (the bare prompt), its samples (same prompt), then the levels in
+increasing order (each level's prompt extends the previous level's hint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ..models.base import Backend, Generation, GenerationRequest
+from .hints import hint_tokens_for, token_cutter
+from .records import Graded, majority
+from .store import TraceStore
+
+DEFAULT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What to sweep per item. A plan may grow between runs (more levels, trials, samples): the rows
+    already stored are kept and only the new ones are generated."""
+
+    grid: tuple[float, ...] = DEFAULT_GRID
+    #: SLM continuations per level: trial 0 greedy, the others sampled at `temperature`
+    trials: int = 1
+    #: SLM answers sampled at `temperature` (seeds seed, seed+1, ...)
+    samples: int = 3
+    temperature: float = 0.7
+    #: stop at the first passing level (training labels only need n*)
+    early_stop: bool = False
+
+    def __post_init__(self) -> None:
+        grid = sorted({round(float(f), 6) for f in self.grid} | {0.0})
+        if any(not 0.0 <= f < 1.0 for f in grid):
+            raise ValueError(f"grid fractions must be in [0, 1): {self.grid}")
+        object.__setattr__(self, "grid", tuple(grid))
+        if self.trials < 1:
+            raise ValueError("trials must be >= 1")
+        if self.samples < 0:
+            raise ValueError("samples must be >= 0")
+        if self.temperature <= 0 and (self.trials > 1 or self.samples > 0):
+            raise ValueError("sampled trials and samples need temperature > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["grid"] = list(self.grid)
+        return d
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What shapes the generation keys of a sweep; its hash names the sweep."""
+
+    task: str
+    slm: str
+    llm: str
+    max_tokens: int | None = 512
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    temperature: float = 0.7  # of sampled trials and samples
+
+    @property
+    def sweep_id(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True)
+        return f"{self.task}:{self.slm}+{self.llm}:{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    def base_request(self, messages) -> GenerationRequest:
+        return GenerationRequest.create(messages, max_tokens=self.max_tokens, temperature=0.0, seed=self.seed,
+                                        stop=self.stop)
+
+
+@dataclass
+class SweepUnit:
+    """One item's sweep: plain data (picklable), so any executor can ship it to any worker."""
+
+    sweep: str
+    config: SweepConfig
+    plan: SweepPlan
+    item: Any  # the task's Item (id, question, reference, metadata)
+    split: str | None = None
+    messages: list[dict[str, str]] | None = None  # filled from the task when None
+
+    @property
+    def item_id(self) -> str:
+        return str(self.item.id)
+
+
+@dataclass
+class UnitResult:
+    item_id: str
+    seconds: float = 0.0
+    #: real model calls made for this unit (a finished unit rerun makes none)
+    calls: int = 0
+    #: generations served from the store
+    hits: int = 0
+    levels: int = 0
+    #: the first passing fraction (None: none passed)
+    first_pass: float | None = None
+    llm_correct: bool | None = None
+    skipped: bool = False
+    error: str | None = None
+    call_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerContext:
+    """What a worker needs to run units: both models behind the store, the task (grader) and the store."""
+
+    slm: Backend
+    llm: Backend
+    task: Any
+    store: TraceStore
+    #: issue one unit's SLM calls concurrently (HTTP servers); False keeps them in cache-friendly order
+    parallel_calls: bool = False
+
+
+async def _grade(task, item, text: str):
+    """Grade off the event loop (code graders wait on a sandbox; graders are thread-safe). A grader that
+    raises fails the unit rather than storing a wrong verdict; the rerun grades again."""
+    g = await asyncio.to_thread(task.grade, item, text)
+    return bool(g.correct), (None if g.extracted is None else str(g.extracted)), getattr(g, "reason", None)
+
+
+async def run_unit(unit: SweepUnit, ctx: WorkerContext) -> UnitResult:
+    t0 = time.perf_counter()
+    res = UnitResult(item_id=unit.item_id)
+    store, task, item, sweep = ctx.store, ctx.task, unit.item, unit.sweep
+    plan_d = unit.plan.to_dict()
+    messages = unit.messages if unit.messages is not None else task.messages(item)
+    base = unit.config.base_request(messages)
+    stored = store.item_request(sweep, unit.item_id)
+    if stored is not None and stored != base:
+        raise ValueError(f"item {unit.item_id} was swept into {sweep} with a different request (the task's "
+                         "prompt changed?); sweep into a new store, or delete that sweep first")
+    if store.done_plan(sweep, unit.item_id) == plan_d:
+        res.skipped = True
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    async def call(backend: Backend, request: GenerationRequest) -> Generation:
+        (gen,) = await backend.agenerate(request)
+        if gen.cached:
+            res.hits += 1
+        else:
+            res.calls += 1
+            res.call_seconds += gen.latency_s
+        return gen
+
+    cap = base.max_tokens
+    store.put_item(sweep, unit.item_id, unit.split, base, getattr(item, "reference", None),
+                   getattr(item, "metadata", None))
+
+    # 1. the LLM's full answer, once, greedy
+    llm_id = ctx.llm.model_id
+    full = await call(ctx.llm, base)
+    full_key = base.key(llm_id)
+    ok, ext, why = await _grade(task, item, full.text)
+    res.llm_correct = ok
+    cutter = token_cutter(ctx.llm, full.text)
+    L = cutter.length
+    store.set_full(sweep, unit.item_id, full_key, L)
+    store.put_row(sweep, unit.item_id, "llm_full", 1.0, 0, full_key, ok, ext, why, hint_tokens=L)
+
+    # 2. hints cut from it at every grid fraction: stored as derived LLM generations, no LLM call
+    levels: list[tuple[float, int, str]] = []
+    for f in unit.plan.grid:
+        n = hint_tokens_for(f, L)
+        text = cutter.cut(n)
+        hkey: str | None = None
+        if 0 < n < L:
+            hreq = replace(base, max_tokens=n)
+            hkey = hreq.key(llm_id)
+            hint = Generation(text=text, prompt_tokens=full.prompt_tokens, completion_tokens=n,
+                              finish_reason="length", latency_s=full.latency_s * n / L, model=llm_id)
+            store.put(hkey, llm_id, hreq, hint, origin="derived", derived_from=full_key)
+            kept = store.get(hkey)
+            if kept is not None:  # a real call with this budget stored earlier wins: use its text
+                text = kept.text
+        elif n >= L:
+            hkey = full_key
+        store.put_hint(sweep, unit.item_id, f, n, text, hkey)
+        levels.append((f, n, text))
+
+    T, seed0 = unit.config.temperature, base.seed or 0
+
+    async def level(f: float, n: int, text: str) -> bool:
+        trials: list[Graded] = []
+        for j in range(unit.plan.trials):
+            if n >= L:  # the hint is the whole answer: the runner would not call the SLM
+                ok, ext, why = await _grade(task, item, text)
+                store.put_row(sweep, unit.item_id, "hint", f, j, None, ok, ext, why, hint_tokens=n)
+                trials.append(Graded(full, ok, ext))
+                continue
+            req = replace(base, prefix=text, max_tokens=None if cap is None else max(cap - n, 1))
+            if j > 0:
+                req = replace(req, temperature=T, seed=seed0 + j - 1)
+            gen = await call(ctx.slm, req)
+            ok, ext, why = await _grade(task, item, text + gen.text)
+            store.put_row(sweep, unit.item_id, "hint", f, j, req.key(ctx.slm.model_id), ok, ext, why,
+                          hint_tokens=n)
+            trials.append(Graded(gen, ok, ext))
+        res.levels += 1
+        return majority(trials)
+
+    async def sample(i: int) -> None:
+        req = replace(base, temperature=T, seed=seed0 + i)
+        gen = await call(ctx.slm, req)
+        ok, ext, why = await _grade(task, item, gen.text)
+        store.put_row(sweep, unit.item_id, "sample", 0.0, i, req.key(ctx.slm.model_id), ok, ext, why)
+
+    if ctx.parallel_calls and not unit.plan.early_stop:
+        passed = await asyncio.gather(*(level(*lv) for lv in levels),
+                                      *(sample(i) for i in range(unit.plan.samples)))
+        res.first_pass = next((lv[0] for lv, p in zip(levels, passed) if p), None)
+    else:
+        # 3. level 0 (the bare prompt), the samples (same prompt), then the levels in order
+        first, rest = levels[0], levels[1:]
+        if await level(*first):
+            res.first_pass = first[0]
+        for i in range(unit.plan.samples):
+            await sample(i)
+        for lv in rest:
+            if unit.plan.early_stop and res.first_pass is not None:
+                break
+            if await level(*lv) and res.first_pass is None:
+                res.first_pass = lv[0]
+    store.mark_done(sweep, unit.item_id, plan_d)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def make_units(task, items: Sequence[Any], config: SweepConfig, plan: SweepPlan,
+               split: str | None = None) -> list[SweepUnit]:
+    return [SweepUnit(sweep=config.sweep_id, config=config, plan=plan, item=it, split=split,
+                      messages=task.messages(it)) for it in items]
+
+
+def register_sweep(store: TraceStore, config: SweepConfig, plan: SweepPlan, split: str | None = None) -> str:
+    cfg = asdict(config)
+    cfg.update(plan.to_dict())
+    cfg["split"] = split
+    store.ensure_sweep(config.sweep_id, config.task, config.slm, config.llm, cfg)
+    store.update_sweep_config(config.sweep_id, cfg)
+    return config.sweep_id

@@ -1,0 +1,231 @@
+"""The proactive and reactive policies: built from settings, run through the runner live and in replay.
+
+Replay uses the trace store's replay backends with no model behind them (a request the sweep did not
+store raises `MissingGeneration`), so these tests also prove the policies ask for exactly what the sweep
+stores: the base request, hints cut at grid levels, and the samples (temperature 0.7, seeds 0, 1, 2).
+The store is the signal store of tests/predictor/signal_store.py (real GSM8K questions, scripted models).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "predictor"))
+
+from signal_store import FAST_MODEL, build_store
+
+from shepherd.models.scripted import ScriptedBackend
+from shepherd.policies.base import PolicyContext
+from shepherd.policies.registry import make_policy, policy_names
+from shepherd.runner import Runner
+
+N = 80  # items in this module's store (the replay loops stay quick)
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    return build_store(tmp_path_factory.mktemp("pstore") / "gsm8k_signal.sqlite", n_items=N)
+
+
+@pytest.fixture(scope="module")
+def data(store_path):
+    from shepherd.predictor.data import load_store
+
+    return load_store(store_path, "gsm8k")
+
+
+@pytest.fixture(scope="module")
+def artifact(data, tmp_path_factory):
+    from shepherd.predictor.model import ModelConfig
+    from shepherd.predictor.train import TrainSettings, train
+
+    pred, _ = train(data.examples, TrainSettings(featurizer_config={"n_features": 128},
+                                                 model=ModelConfig(**FAST_MODEL)),
+                    grid=data.grid, sweep_settings=data.sweep_settings,
+                    source={"store": str(data.store), "task": "gsm8k", "filter": True})
+    out = tmp_path_factory.mktemp("pa") / "predictor"
+    pred.save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def items(data):
+    from shepherd.tasks.registry import get_task
+
+    task = get_task("gsm8k")
+    by_id = {it.id: it for it in task.load(split="train", limit=N, seed=0)}
+    return task, by_id
+
+
+def replay_runner(store_path):
+    from shepherd.traces.cached import CachedBackend
+    from shepherd.traces.store import TraceStore
+
+    store = TraceStore(store_path, readonly=True)
+    slm = CachedBackend(None, store, model_id="scripted-slm", generate_missing=False)
+    llm = CachedBackend(None, store, model_id="scripted-llm", generate_missing=False, map_hints=True)
+    return Runner(slm, llm), store
+
+
+def test_registered_and_built_from_settings(artifact, monkeypatch):
+    assert {"proactive", "reactive"} <= set(policy_names())
+    p = make_policy("proactive", artifact=str(artifact), threshold=0.3)
+    assert p.name == "proactive" and p.rule.threshold == 0.3
+    d = p.describe()
+    assert d["artifact"] == str(artifact.resolve()) and len(d["fingerprint"]) == 64
+    r = make_policy("reactive", artifact=str(artifact), consensus_skip=False)
+    assert (r.samples, r.temperature, r.consensus_skip) == (3, 0.7, False)  # the sweep's sample settings
+    with pytest.raises(ValueError, match="bad settings"):
+        make_policy("proactive", artifact=str(artifact), bogus=1)
+    monkeypatch.delenv("SHEPHERD_PREDICTOR", raising=False)
+    with pytest.raises(ValueError, match="needs a trained predictor"):
+        make_policy("proactive")
+    monkeypatch.setenv("SHEPHERD_PREDICTOR", str(artifact))
+    assert make_policy("proactive").artifact == str(artifact.resolve())
+    with pytest.raises(ValueError, match="not a predictor artifact"):
+        make_policy("proactive", artifact=str(artifact.parent / "missing"))
+
+
+async def test_proactive_replay_matches_prediction_and_simulation(store_path, data, artifact, items):
+    """Every item replays from the store; decisions are the predictor's; outcomes and costs are exactly
+    what calibration's simulation reads off the sweep."""
+    from shepherd.predictor.calibrate import outcome
+    from shepherd.predictor.predictor import load_predictor
+
+    task, by_id = items
+    pred = load_predictor(artifact)
+    runner, store = replay_runner(store_path)
+    policy = make_policy("proactive", artifact=str(artifact))
+    kinds = set()
+    try:
+        for e in data.examples:
+            item = by_id[e.item_id]
+            ans = await runner.answer(task.messages(item), policy, item=item)
+            want = pred.decide(e.text, mode="proactive")
+            assert (ans.decision.kind, ans.decision.hint_tokens) == (want.kind, want.hint_tokens)
+            assert ans.decision.details["p_hint"] == round(want.prob, 4)
+            sim = outcome(e.sweep, want.kind, want.hint_tokens)
+            assert task.grade(item, ans.text).correct == sim.correct, e.item_id
+            assert ans.cost_usd == pytest.approx(sim.cost, rel=1e-9, abs=1e-15)
+            kinds.add(ans.decision.kind)
+    finally:
+        store.close()
+    assert {"slm", "hint"} <= kinds
+
+
+async def test_reactive_replay_pays_for_samples(store_path, data, artifact, items):
+    from shepherd.predictor.features import SampleFeaturizer
+
+    task, by_id = items
+    runner, store = replay_runner(store_path)
+    policy = make_policy("reactive", artifact=str(artifact))
+    skipped = predicted = 0
+    try:
+        for e in data.examples[:40]:
+            item = by_id[e.item_id]
+            ans = await runner.answer(task.messages(item), policy, item=item)
+            d = ans.decision
+            samples = [g for role, g in d.spent if role == "slm"]
+            assert len(samples) == 3 and all(g.cached for g in samples)
+            assert ans.usage["slm"].calls >= 3
+            assert ans.usage["slm"].completion_tokens >= sum(g.completion_tokens for g in samples)
+            _, top = SampleFeaturizer.consensus(e.samples)  # the stored samples' answers
+            if top == 3:
+                skipped += 1
+                assert d.details["consensus_skip"] is True and d.kind == "slm"
+                assert ans.text == samples[0].text and ans.usage["llm"].calls == 0
+            else:
+                predicted += 1
+                assert d.details["consensus_skip"] is False and "p_hint" in d.details
+    finally:
+        store.close()
+    assert skipped and predicted
+
+
+async def test_reactive_without_consensus_skip_always_predicts(store_path, data, artifact, items):
+    task, by_id = items
+    runner, store = replay_runner(store_path)
+    policy = make_policy("reactive", artifact=str(artifact), consensus_skip=False)
+    try:
+        for e in data.examples[:10]:
+            item = by_id[e.item_id]
+            ans = await runner.answer(task.messages(item), policy, item=item)
+            assert ans.decision.details["consensus_skip"] is False
+            assert ans.decision.answer_text is None
+            assert len(ans.decision.spent) == 3
+    finally:
+        store.close()
+
+
+async def test_reactive_live_sample_requests(artifact):
+    """Live, with no task item: three sampled SLM calls at the sweep's temperature and seeds; answers
+    compared by the normalised final number."""
+    from shepherd.models.base import GenerationRequest
+
+    slm = ScriptedBackend("We add them. The answer is 7.", model_id="s")
+    llm = ScriptedBackend("Add 3 and 4 to get 7. The answer is 7.", model_id="l")
+    policy = make_policy("reactive", artifact=str(artifact))
+    req = GenerationRequest.create("What is 3 + 4?", max_tokens=64)
+    d = await policy.decide(PolicyContext(request=req, slm=slm, llm=llm))
+    assert d.kind == "slm" and d.answer_text == "We add them. The answer is 7." and len(d.spent) == 3
+    assert [(c.temperature, c.seed) for c in slm.calls] == [(0.7, 0)] * 3  # n=3: seeds 0, 1, 2 by contract
+    assert policy.sample_requests(PolicyContext(request=req, slm=slm, llm=llm)).max_tokens == 64
+
+    # disagreeing samples go to the predictor, and the runner carries its decision out
+    answers = iter(["The answer is 1.", "The answer is 2.", "The answer is 3."] + ["The answer is 7."] * 10)
+    slm2 = ScriptedBackend(lambda r: next(answers), model_id="s")
+    runner = Runner(slm2, llm)
+    ans = await runner.answer("A train leaves at 3 pm and travels 4 hours. When does it arrive?", policy)
+    assert ans.decision.details["consensus_skip"] is False and ans.decision.details["agreeing"] == 1
+    assert ans.usage["slm"].calls >= 3
+
+
+async def test_proactive_live_through_api(artifact, tmp_path):
+    from shepherd.api import Shepherd
+    from shepherd.config import parse_config
+
+    sh = Shepherd(slm=ScriptedBackend("The answer is 5.", model_id="s"),
+                  llm=ScriptedBackend("First 2 then 3 makes 5. The answer is 5.", model_id="l"),
+                  policy="proactive", policy_settings={"artifact": str(artifact)})
+    ans = await sh.aanswer("Tom has 2 apples and buys 3 more. How many apples does he have?")
+    assert ans.policy == "proactive" and ans.decision.kind in ("slm", "hint", "llm")
+    assert "p_hint" in ans.decision.details
+
+    cfg = parse_config({
+        "slm": {"backend": "scripted", "model": "s", "script": "The answer is 5."},
+        "llm": {"backend": "scripted", "model": "l", "script": "2 plus 3 is 5. The answer is 5."},
+        "policy": {"name": "reactive", "settings": {"artifact": str(artifact), "threshold": 0.0}},
+    })
+    sh = Shepherd.from_config(cfg)
+    assert sh.policy.name == "reactive" and sh.policy.rule.threshold == 0.0
+    ans = await sh.aanswer("Tom has 2 apples and buys 3 more. How many apples does he have?")
+    assert ans.decision.details["consensus_skip"] is True  # scripted samples all agree
+
+
+def test_ask_cli_with_config(artifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from shepherd.cli import app
+
+    cfg = tmp_path / "shepherd.toml"
+    cfg.write_text(f"""
+[slm]
+backend = "scripted"
+model = "s"
+script = "The answer is 5."
+
+[llm]
+backend = "scripted"
+model = "l"
+script = "2 plus 3 is 5. The answer is 5."
+
+[policy]
+name = "proactive"
+settings = {{ artifact = "{artifact}", threshold = 0.0 }}
+""")
+    res = CliRunner().invoke(app, ["ask", "--config", str(cfg), "--json", "What is 2 + 3?"])
+    assert res.exit_code == 0, res.output
+    assert '"policy": "proactive"' in res.output and '"p_hint"' in res.output

@@ -1,0 +1,117 @@
+import os
+
+import numpy as np
+import pytest
+
+from shepherd.predictor.features import (
+    SampleFeaturizer,
+    SampleInfo,
+    featurizer_from_spec,
+    get_featurizer,
+    normalize_answer,
+    query_text,
+)
+
+Q = [
+    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+     "How many clips did Natalia sell altogether in April and May?"),
+    ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+     "How much did she earn?"),
+    "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
+]
+
+
+def test_lexical_shape_determinism_and_counts():
+    f = get_featurizer("lexical", n_features=64).fit(Q)
+    X = f.transform(Q)
+    assert X.shape == (3, f.dim) == (3, len(f.feature_names()))
+    assert X.dtype == np.float32
+    assert np.array_equal(X, f.transform(Q))  # no salted hashing: stable across calls and processes
+    raw = f._counts(Q[0])
+    names = f.feature_names()[64:]
+    assert raw[names.index("n_numbers")] == 1.0  # "48"
+    assert f._counts(Q[1])[names.index("n_numbers")] == 2.0  # "$12", "50"
+    with pytest.raises(TypeError):
+        f.transform("one string")
+
+
+def test_lexical_state_round_trip():
+    f = get_featurizer("lexical", n_features=32).fit(Q)
+    g = featurizer_from_spec(f.spec(), f.state())
+    assert np.array_equal(f.transform(Q), g.transform(Q))
+    unfitted = get_featurizer("lexical", n_features=32)
+    assert not np.array_equal(f.transform(Q), unfitted.transform(Q))
+
+
+def test_concat_and_unknown():
+    f = get_featurizer("lexical+lexical", parts=[{"name": "lexical", "config": {"n_features": 8}},
+                                                 {"name": "lexical", "config": {"n_features": 4, "counts": False}}])
+    assert f.name == "lexical+lexical"
+    f.fit(Q)
+    X = f.transform(Q)
+    assert X.shape[1] == f.dim
+    g = featurizer_from_spec(f.spec(), f.state())
+    assert np.array_equal(X, g.transform(Q))
+    with pytest.raises(ValueError, match="unknown featurizer"):
+        get_featurizer("nope")
+
+
+def test_query_text_takes_user_turns():
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
+    assert query_text(msgs) == "2+2?"
+    assert query_text((("system", "s"), ("user", "u"))) == "u"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("so 48 + 24 = 72. The answer is 72.", "72"),
+    ("The answer is $1,200.00", "1200"),
+    ("blah \\boxed{3.50} more", "3.5"),
+    ("first 3 then 4", "4"),
+    ("no numbers here\nFinal: Yes!", "final yes"),
+    ("", None),
+])
+def test_normalize_answer(text, expected):
+    assert normalize_answer(text) == expected
+
+
+def test_sample_features():
+    sf = SampleFeaturizer()
+    agree = [SampleInfo("a", 10, True, -0.2, "5")] * 3
+    split = [SampleInfo("a", 10, True, None, "5"), SampleInfo("b", 30, False, None, "6"),
+             SampleInfo("c", 20, True, None, None)]
+    X = sf.transform([agree, split])
+    names = sf.feature_names
+    assert X.shape == (2, sf.dim)
+    assert X[0, names.index("all_agree")] == 1.0 and X[1, names.index("all_agree")] == 0.0
+    assert X[0, names.index("answer_entropy")] == 0.0 and X[1, names.index("answer_entropy")] > 0
+    assert X[0, names.index("has_logprob")] == 1.0 and X[1, names.index("has_logprob")] == 0.0
+    assert X[1, names.index("no_answer_frac")] == pytest.approx(1 / 3)
+    assert SampleFeaturizer.consensus(split) == ("5", 1)
+    assert SampleFeaturizer.consensus(agree) == ("5", 3)
+
+
+
+
+@pytest.mark.slow
+@pytest.mark.slow  # needs the embeddings extra (installed by .ci/run)
+def test_minilm_offline_embeddings():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    f = get_featurizer("minilm")
+    X = f.transform(Q)
+    assert X.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-4)
+    # the two money/time questions are closer to each other than to ... at least not identical
+    assert not np.allclose(X[0], X[1])
+    assert np.allclose(f.transform(Q[:1]), X[:1], atol=1e-5)
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, shepherd, shepherd.predictor, shepherd.predictor.cli; "
+            "from shepherd.policies.registry import make_policy; "
+            "import shepherd.policies.shepherding; "
+            "print(','.join(m for m in ('torch', 'sentence_transformers', 'sklearn', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

@@ -1,0 +1,71 @@
+"""`shepherd sweep ...` end to end on scripted models (the real-model run is in test_trace_resume)."""
+
+import json
+
+from typer.testing import CliRunner
+
+from shepherd.cli import app
+
+CONFIG = """
+[slm]
+backend = "scripted"
+model = "slm-script"
+script = "I am not sure . The answer is 7."
+[llm]
+backend = "scripted"
+model = "llm-script"
+script = "Natalia sold 48 in April and 24 in May . 48 + 24 = 72 . The answer is 72."
+"""
+
+
+def test_sweep_labels_export_oracles_replay(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    store = tmp_path / "s.sqlite"
+    runner = CliRunner()
+    args = ["sweep", "run", "gsm8k", "--split", "train", "--limit", "3", "--store", str(store), "--config", str(cfg),
+            "--grid", "0,0.25,0.5,0.75", "--samples", "2", "--trials", "2"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "3/3" in r.output or "done in" in r.output
+    # a second run finds everything done
+    r2 = runner.invoke(app, args)
+    assert r2.exit_code == 0 and "0 model calls" in r2.output, r2.output
+
+    r = runner.invoke(app, ["sweep", "status", "--store", str(store)])
+    assert r.exit_code == 0
+    status = json.loads(r.stdout)
+    assert status["duplicate_calls"] == 0 and status["sweeps"][0]["done"] == 3
+
+    r = runner.invoke(app, ["sweep", "labels", "gsm8k", "--store", str(store), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    # item 0 (Natalia, 72): the SLM is wrong alone, right once the hint holds the LLM's "72"
+    lab0 = next(x for x in data["labels"] if x["item_id"] == "gsm8k/train/0")
+    assert lab0["llm_correct"] is True and lab0["kind"] in ("hint", "llm")
+    assert data["stats"]["items"] == 3
+    r = runner.invoke(app, ["sweep", "labels", "gsm8k", "--store", str(store)])
+    assert r.exit_code == 0 and "hint fraction" in r.stdout
+
+    out = tmp_path / "rows.jsonl"
+    r = runner.invoke(app, ["sweep", "export", str(out), "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {x["kind"] for x in rows} == {"llm_full", "hint", "sample"}
+
+    r = runner.invoke(app, ["sweep", "oracles", "gsm8k", "--store", str(store), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    c = {k: v["cost_usd"] for k, v in rep["strategies"].items()}
+    assert c["oracle-shepherd"] <= c["oracle-routing"] <= c["oracle-cascade"]
+
+    r = runner.invoke(app, ["sweep", "replay", "gsm8k", "--store", str(store), "--policy", "fixed-hint",
+                            "--settings", '{"tokens": 6}', "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["items"] == 3 and summary["mapped_hints"] == 3  # 6 tokens is not a grid level (19-word answer: 5, 10, 14)
+
+    r = runner.invoke(app, ["sweep", "labels", "nope", "--store", str(store)])
+    assert r.exit_code == 2 and "no sweep" in r.output
+    r = runner.invoke(app, ["sweep", "labels", "gsm8k", "--store", str(tmp_path / "missing.sqlite")])
+    assert r.exit_code == 2 and "no trace store" in r.output

@@ -1,0 +1,205 @@
+"""The sweep driver on scripted models: what it stores, that reruns pay for nothing, early stop, labels."""
+
+import pytest
+from conftest import run_fake_sweep
+from trace_fakes import FakeTask, llm_answer, need
+
+from shepherd.models.base import GenerationRequest
+from shepherd.models.scripted import ScriptedBackend
+from shepherd.traces.hints import hint_tokens_for, token_cutter
+from shepherd.traces.labels import label_item, label_stats
+from shepherd.traces.store import TraceStore
+from shepherd.traces.sweep import SweepPlan
+
+
+def table(store):
+    q = store._query
+    return {
+        "generations": [tuple(r) for r in q("SELECT key, model, text, prompt_tokens, completion_tokens, finish_reason, "
+                                            "origin FROM generations ORDER BY key")],
+        "rows": [tuple(r) for r in q("SELECT sweep, item_id, kind, fraction, trial, key, hint_tokens, correct, "
+                                     "extracted FROM rows ORDER BY 1,2,3,4,5")],
+        "hints": [tuple(r) for r in q("SELECT * FROM hints ORDER BY 1,2,3")],
+        "items": [tuple(r) for r in q("SELECT sweep, item_id, full_key, full_tokens, plan FROM sweep_items "
+                                      "ORDER BY 1,2")],
+    }
+
+
+def test_hint_fraction_rounding():
+    assert hint_tokens_for(0.0, 15) == 0
+    assert hint_tokens_for(0.1, 15) == 2  # 1.5 rounds half up
+    assert hint_tokens_for(0.5, 5) == 3
+    assert hint_tokens_for(0.9, 3) == 3
+    with pytest.raises(ValueError):
+        hint_tokens_for(1.5, 10)
+
+
+def test_token_cut_by_count_tokens_fallback():
+    b = ScriptedBackend("x", model_id="w")  # one word = one token
+    text = "First take 3 . Then add 9"
+    cut = token_cutter(b, text)
+    assert cut.method == "count_tokens" and cut.length == 7
+    assert [cut.cut(n) for n in (0, 1, 3, 7, 9)] == ["", "First", "First take 3", text, text]
+
+
+def test_sweep_stores_one_full_answer_per_item_and_cuts_hints_from_it(swept_store):
+    store, task = swept_store
+    sweeps = store.item_sweeps(task.name)
+    assert [s.item_id for s in sweeps] == [it.id for it in task.items]
+    # exactly one LLM call per item: every hint is derived from the stored full answer
+    llm_calls = [c for c in store.call_log() if c["model"] == "fake-llm"]
+    assert len(llm_calls) == len(task.items)
+    s = sweeps[3]
+    full = s.llm_full.generation.text
+    assert s.full_tokens == len(full.split()) == 21
+    assert [lv.fraction for lv in s.levels] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    for lv in s.levels:
+        assert lv.hint_tokens == hint_tokens_for(lv.fraction, 21)
+        assert lv.hint_text == " ".join(full.split()[: lv.hint_tokens])
+        assert len(lv.trials) == 1
+    assert len(s.samples) == 2
+    assert s.slm_greedy is s.levels[0].trials[0] or s.slm_greedy == s.levels[0].trials[0]
+    assert s.messages == task.messages(task.items[3])
+    assert s.sweep["grid"][0] == 0.0 and s.sweep["trials"] == 1
+
+
+def test_labels_match_the_scripted_difficulty(swept_store):
+    store, task = swept_store
+    sweeps = store.item_sweeps(task.name)
+    for s in sweeps:
+        i = int(s.item_id.split("/")[1])
+        lab = label_item(s)
+        llm_ok = i % 5 != 4
+        assert lab.llm_correct == llm_ok
+        if need(i) == 0:
+            assert lab.kind == "none" and lab.hint_tokens == 0
+        elif need(i) == 99 or not llm_ok:  # following a wrong LLM answer stays wrong
+            assert lab.kind == ("llm" if llm_ok else "unsolvable") and lab.hint_tokens is None
+        else:
+            # the smallest grid level whose hint has at least need(i) words
+            expected = min(lv.fraction for lv in s.levels if lv.hint_tokens >= need(i))
+            assert lab.kind == "hint" and lab.hint_fraction == expected, (i, lab)
+    filtered = store.labels(task.name, filter=True)
+    unfiltered = store.labels(task.name, filter=False)
+    assert len(unfiltered) == len(sweeps)
+    # the paper's filter: drop items the LLM gets wrong (4) or that no hint fixes (5)
+    assert set(unfiltered) - set(filtered) == {"fake/4", "fake/5"}
+    stats = label_stats(sweeps)
+    assert stats.kinds == {"none": 1, "hint": 5, "llm": 1, "unsolvable": 0} or sum(stats.kinds.values()) == 8
+    assert stats.level_accuracy[0.0] == pytest.approx(1 / 8)
+    assert stats.level_accuracy[0.9] >= stats.level_accuracy[0.0]
+
+
+def test_rerun_calls_no_model_and_changes_no_row(tmp_path):
+    store = TraceStore(tmp_path / "s.sqlite")
+    task = FakeTask(5)
+    run_fake_sweep(store, task)
+    before = table(store)
+    results, slm, llm, _ = run_fake_sweep(store, task)
+    assert slm.calls == [] and llm.calls == []
+    assert all(r.skipped for r in results)
+    assert table(store) == before
+    # a finished item swept again with its done-mark removed still calls nothing (all cache hits)
+    store._write("UPDATE sweep_items SET done_at = NULL")
+    results, slm, llm, _ = run_fake_sweep(store, task)
+    assert slm.calls == [] and llm.calls == [] and all(r.calls == 0 and r.hits > 0 for r in results)
+    assert table(store) == before
+    assert store.duplicate_calls() == []
+
+
+def test_growing_the_plan_only_adds(tmp_path):
+    store = TraceStore(tmp_path / "s.sqlite")
+    task = FakeTask(3)
+    run_fake_sweep(store, task, SweepPlan(grid=(0.0, 0.5), samples=1))
+    n_calls = len(store.call_log())
+    results, _slm, llm, _ = run_fake_sweep(store, task, SweepPlan(grid=(0.0, 0.25, 0.5), trials=2, samples=2))
+    assert llm.calls == []  # the full answers are stored
+    # new: level 0.25 (1 greedy + 1 sampled), sampled trials at 0.0 and 0.5, one more sample; the sampled
+    # trial of level 0.0 is the same request as sample 0 and is not paid for twice
+    assert len(store.call_log()) - n_calls == sum(r.calls for r in results) == 3 * 4
+    assert store.duplicate_calls() == []
+    s = store.item_sweeps(task.name)[0]
+    assert [len(lv.trials) for lv in s.levels] == [2, 2, 2] and len(s.samples) == 2
+
+
+def test_early_stop_stops_at_the_first_passing_level_and_gives_the_same_labels(tmp_path):
+    full = TraceStore(tmp_path / "full.sqlite")
+    early = TraceStore(tmp_path / "early.sqlite")
+    task = FakeTask(8)
+    run_fake_sweep(full, task)
+    run_fake_sweep(early, task, SweepPlan(trials=1, samples=2, temperature=0.7, early_stop=True))
+    assert full.labels(task.name, filter=False) == early.labels(task.name, filter=False)
+    assert len(early.call_log()) < len(full.call_log())
+    for s in early.item_sweeps(task.name):
+        lab = label_item(s)
+        if lab.kind in ("none", "hint"):
+            assert s.levels[-1].fraction == lab.hint_fraction  # nothing swept past n*
+        else:
+            assert len(s.levels) == 10
+
+
+def test_parallel_calls_give_the_same_rows(tmp_path):
+    a = TraceStore(tmp_path / "a.sqlite")
+    b = TraceStore(tmp_path / "b.sqlite")
+    task = FakeTask(6)
+    run_fake_sweep(a, task)
+    run_fake_sweep(b, task, parallel_calls=True, delay_s=0.001)
+    ta, tb = table(a), table(b)
+    assert ta["generations"] == tb["generations"]
+    assert ta["rows"] == tb["rows"] and ta["hints"] == tb["hints"]
+
+
+def test_concurrent_identical_requests_are_generated_once(tmp_path):
+    import asyncio
+
+    from shepherd.traces.cached import CachedBackend
+
+    store = TraceStore(tmp_path / "c.sqlite")
+    inner = ScriptedBackend("a b c", model_id="m", delay_s=0.05)
+    cb = CachedBackend(inner, store)
+    r = GenerationRequest.create("q", max_tokens=8)
+
+    async def go():
+        return await asyncio.gather(*(cb.agenerate(r) for _ in range(5)))
+
+    outs = asyncio.run(go())
+    assert len(inner.calls) == 1 and len(store.call_log()) == 1
+    assert {o[0].text for o in outs} == {"a b c"}
+
+
+def test_a_failing_item_does_not_stop_the_sweep(tmp_path):
+    from trace_fakes import models
+
+    from shepherd.traces.executor import LocalExecutor
+    from shepherd.traces.sweep import SweepConfig, make_units, register_sweep
+
+    store = TraceStore(tmp_path / "f.sqlite")
+    task = FakeTask(3)
+    slm, llm = models()
+
+    def flaky(request):
+        if "What is 1 +" in request.messages[-1][1]:
+            raise RuntimeError("server on fire")
+        return llm_answer(request)
+
+    llm._answer = flaky
+    plan = SweepPlan(samples=0)
+    cfg = SweepConfig(task=task.name, slm="fake-slm", llm="fake-llm", max_tokens=64)
+    register_sweep(store, cfg, plan)
+    results = list(LocalExecutor(slm, llm, task, store).run(make_units(task, task.items, cfg, plan)))
+    errors = [r for r in results if r.error]
+    assert [r.item_id for r in errors] == ["fake/1"] and "server on fire" in errors[0].error
+    assert len(store.item_sweeps(task.name)) == 2
+
+
+def test_a_changed_prompt_is_refused_not_mixed_in(tmp_path):
+    store = TraceStore(tmp_path / "p.sqlite")
+    task = FakeTask(2)
+    run_fake_sweep(store, task)
+
+    class Reworded(FakeTask):
+        def messages(self, item):
+            return [{"role": "user", "content": item.question + " Think."}]
+
+    results, *_ = run_fake_sweep(store, Reworded(2))
+    assert all(r.error and "different request" in r.error for r in results)
