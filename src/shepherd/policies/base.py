@@ -52,6 +52,34 @@ class PolicyContext:
     item: Any = None
 
 
+def task_name_of(item: Any) -> str | None:
+    """The benchmark an item belongs to: its metadata's `task`, else the prefix of ids like `gsm8k/...`."""
+    if item is None:
+        return None
+    meta = getattr(item, "metadata", None) or {}
+    if isinstance(meta, dict) and meta.get("task"):
+        return str(meta["task"])
+    iid = str(getattr(item, "id", ""))
+    return iid.split("/", 1)[0].lower() if "/" in iid else None
+
+
+_TASKS: dict[str, Any] = {}
+
+
+def task_for(name: str | None) -> Any:
+    """The grader-bearing Task for a name, loaded once per process; None when unknown or unavailable."""
+    if not name:
+        return None
+    if name not in _TASKS:
+        try:
+            from ..tasks.registry import get_task
+
+            _TASKS[name] = get_task(name)
+        except (KeyError, ImportError, ValueError):
+            _TASKS[name] = None
+    return _TASKS[name]
+
+
 class Policy(ABC):
     name: ClassVar[str] = "policy"
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import Decision, Policy, PolicyContext
+from .base import Decision, Policy, PolicyContext, task_for, task_name_of
 from .registry import register_policy
 
 FORMAT = "shepherd-baseline"
@@ -744,14 +744,7 @@ class _ThresholdPolicy(Policy):
 
 
 def _task_name(ctx: PolicyContext) -> str | None:
-    item = ctx.item
-    if item is None:
-        return None
-    meta = getattr(item, "metadata", None) or {}
-    if isinstance(meta, dict) and meta.get("task"):
-        return str(meta["task"])
-    iid = str(getattr(item, "id", ""))
-    return iid.split("/", 1)[0].lower() if "/" in iid else None
+    return task_name_of(ctx.item)
 
 
 class _Router(_ThresholdPolicy):
@@ -841,24 +834,13 @@ class ABC(Policy):
         if temperature <= 0:
             raise ValueError("abc samples need temperature > 0")
         self.k, self.threshold, self.temperature, self.seed, self.task = int(k), float(threshold), float(temperature), seed, task
-        self._tasks: dict[str, Any] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "threshold": self.threshold, "temperature": self.temperature,
                 "seed": self.seed, "task": self.task}
 
     def _task(self, ctx: PolicyContext):
-        name = self.task or _task_name(ctx)
-        if not name:
-            return None
-        if name not in self._tasks:
-            try:
-                from ..tasks.registry import get_task
-
-                self._tasks[name] = get_task(name)
-            except (KeyError, ImportError):
-                self._tasks[name] = None
-        return self._tasks[name]
+        return task_for(self.task or _task_name(ctx))
 
     def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
         from ..predictor.features import normalize_answer

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .base import Decision, Policy, PolicyContext
+from .base import Decision, Policy, PolicyContext, task_for, task_name_of
 from .registry import register_policy
 
 ARTIFACT_ENV = "SHEPHERD_PREDICTOR"
@@ -114,7 +114,6 @@ class ReactivePolicy(_PredictorPolicy):
             raise ValueError("reactive needs samples >= 1")
         if self.temperature <= 0:
             raise ValueError("reactive samples need temperature > 0")
-        self._tasks: dict[str, Any] = {}
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -128,22 +127,7 @@ class ReactivePolicy(_PredictorPolicy):
         return replace(ctx.request, temperature=self.temperature, seed=seed0)
 
     def _task_for(self, item: Any):
-        name = self.task
-        if name is None and item is not None:
-            meta = getattr(item, "metadata", None) or {}
-            name = meta.get("task") if isinstance(meta, dict) else None
-            if name is None and "/" in str(getattr(item, "id", "")):
-                name = str(item.id).split("/", 1)[0].lower()
-        if name is None:
-            return None
-        if name not in self._tasks:
-            try:
-                from ..tasks.registry import get_task
-
-                self._tasks[name] = get_task(name)
-            except (KeyError, ImportError):
-                self._tasks[name] = None
-        return self._tasks[name]
+        return task_for(self.task or task_name_of(item))
 
     async def _extract(self, ctx: PolicyContext, texts: list[str]) -> list[str | None]:
         from ..predictor.data import normalize_extracted
