@@ -159,3 +159,22 @@ def test_oracle_shepherd_follows_the_labels(swept_store):
             assert r.answer.decision.kind == "llm"
     summary = summarize(recs)
     assert summary["items"] == 8 and summary["mapped_hints"] == 0
+
+
+def test_a_truncated_full_answer_served_as_hint_ends_the_answer(tmp_path):
+    """The LLM's full answer hit the budget: a hint past the last level is that whole answer, and the
+    SLM has nothing left to continue (no missing 1-token continuation)."""
+    from conftest import run_fake_sweep
+    from trace_fakes import FakeTask
+
+    from shepherd.traces.store import TraceStore
+    from shepherd.traces.sweep import SweepPlan
+
+    store = TraceStore(tmp_path / "t.sqlite")
+    task = FakeTask(2)
+    run_fake_sweep(store, task, SweepPlan(grid=(0.0, 0.5), samples=0), max_tokens=10)
+    s = store.item_sweeps(task.name)[1]
+    assert s.llm_full.generation.finish_reason == "length" and s.full_tokens == 10
+    (rec,) = replay(FixedHint(tokens=8), task, [s.item_id], store)
+    assert rec.answer.text == s.llm_full.generation.text and rec.answer.usage["slm"].calls == 0
+    assert rec.mapped[0].served_tokens == 10

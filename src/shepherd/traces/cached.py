@@ -147,9 +147,10 @@ class CachedBackend(Backend):
                                          model=self.model_id, cached=True)
                     self.mappings.append(HintMapping(entry.item_id, n, tok, frac, L))
                     return gen
-            # n reaches past the last swept level: the whole answer is the hint
+            # n reaches past the last swept level: the whole answer is the hint. An answer cut by the token
+            # budget leaves the SLM nothing to add, so it is served as finished (the runner then stops)
             self.mappings.append(HintMapping(entry.item_id, n, L, 1.0, L))
-            return full
+            return full if full.finish_reason == "stop" else replace(full, finish_reason="stop")
         return None
 
     def _describe_item(self, request: GenerationRequest) -> str | None:
