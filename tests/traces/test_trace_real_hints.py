@@ -28,7 +28,7 @@ def test_cut_hint_equals_a_live_n_token_generation():
                                        max_tokens=32)
     (full,) = asyncio.run(model.agenerate(request))
     cut = token_cutter(model, full.text)
-    assert cut.method == "llama.cpp"
+    assert cut.method == "tokenize"
     assert cut.length == full.completion_tokens == 32
     for n in (3, 10, 19):
         (live,) = asyncio.run(model.agenerate(replace(request, max_tokens=n)))

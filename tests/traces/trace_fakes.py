@@ -13,6 +13,8 @@ from typing import Any
 
 from shepherd.models.base import GenerationRequest
 from shepherd.models.scripted import ScriptedBackend
+from shepherd.traces.executor import LocalExecutor
+from shepherd.traces.sweep import SweepConfig, SweepPlan, make_units, register_sweep
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,13 @@ def models(delay_s: float = 0.0):
     slm = ScriptedBackend(slm_answer, model_id="fake-slm", delay_s=delay_s)
     llm = ScriptedBackend(llm_answer, model_id="fake-llm", delay_s=delay_s)
     return slm, llm
+
+
+def run_fake_sweep(store, task, plan=None, n=None, parallel_calls=False, delay_s=0.0, max_tokens=64):
+    slm, llm = models(delay_s)
+    plan = plan or SweepPlan(trials=1, samples=2, temperature=0.7)
+    cfg = SweepConfig(task=task.name, slm=slm.model_id, llm=llm.model_id, max_tokens=max_tokens)
+    register_sweep(store, cfg, plan, "test")
+    ex = LocalExecutor(slm, llm, task, store, parallel_calls=parallel_calls)
+    results = list(ex.run(make_units(task, task.load(limit=n), cfg, plan, "test")))
+    return results, slm, llm, cfg

@@ -112,6 +112,16 @@ class LlamaCppBackend(Backend):
             return 0
         return len(self._tokenizer().tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` in this model's tokenizer (vocabulary only: no weights are loaded for it)."""
+        if not text:
+            return []
+        return list(self._tokenizer().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def detokenize(self, ids: list[int]) -> str:
+        """Text of token ids; bytes of a character split at the end are dropped, as llama.cpp's output does."""
+        return self._tokenizer().detokenize(list(ids)).decode("utf-8", "ignore")
+
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         prompt = self.render(request)
         return len(self._tokenizer().tokenize(prompt.encode("utf-8"), add_bos=False, special=True))

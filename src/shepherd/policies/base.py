@@ -76,7 +76,7 @@ def task_for(name: str | None) -> Any:
 
             _TASKS[name] = get_task(name)
         except (KeyError, ImportError, ValueError):
-            _TASKS[name] = None
+            return None  # not cached: a task registered later is still found
     return _TASKS[name]
 
 

@@ -2,8 +2,8 @@
 further LLM call.
 
 The text is tokenized with the LLM's own tokenizer and the first n tokens detokenized:
-  - a backend with `tokenize(text) -> list[int]` and `detokenize(ids) -> str` is used directly;
-  - the in-process llama.cpp backend through its `Llama` object (vocabulary only, no weights needed);
+  - a backend with `tokenize(text) -> list[int]` and `detokenize(ids) -> str` is used directly (the
+    in-process llama.cpp backend has them, vocabulary only, no weights needed);
   - any other backend through `count_tokens` alone: a binary search for the longest character cut
     whose token count is at most n (exact for tokenizers whose counts grow with the text).
 """
@@ -56,13 +56,6 @@ def token_cutter(backend: Backend, text: str) -> TokenCutter:
     if callable(tokenize) and callable(detokenize):
         ids: Sequence[int] = list(tokenize(text))
         return TokenCutter(text, len(ids), lambda n: detokenize(ids[:n]), "tokenize")
-    llama_tok = getattr(b, "_tokenizer", None)
-    if callable(llama_tok) and type(b).__name__ == "LlamaCppBackend":
-        tok = llama_tok()
-        ids = tok.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
-        # bytes of a character split by the cut are dropped, as llama-cpp-python does for its own output
-        return TokenCutter(text, len(ids), lambda n: tok.detokenize(ids[:n]).decode("utf-8", "ignore"),
-                           "llama.cpp")
     return _count_cutter(b, text)
 
 
