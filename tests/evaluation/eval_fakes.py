@@ -14,28 +14,14 @@ multi-step"), so a router can learn it from the query:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
 from shepherd.models.base import GenerationRequest
 from shepherd.models.scripted import ScriptedBackend
+from shepherd.tasks.base import Grade, Item
 
 HINT_WORDS = 5
 
 
-@dataclass(frozen=True)
-class Item:
-    id: str
-    question: str
-    reference: str
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class Grade:
-    correct: bool
-    extracted: str | None
-    reason: str
 
 
 def is_hard(i: int) -> bool:

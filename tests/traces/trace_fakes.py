@@ -8,28 +8,12 @@ wrongly. So each item's label is known in advance: the smallest grid level whose
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
 from shepherd.models.base import GenerationRequest
 from shepherd.models.scripted import ScriptedBackend
+from shepherd.tasks.base import Grade, Item
 from shepherd.traces.executor import LocalExecutor
 from shepherd.traces.sweep import SweepConfig, SweepPlan, make_units, register_sweep
-
-
-@dataclass(frozen=True)
-class Item:
-    id: str
-    question: str
-    reference: str
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class Grade:
-    correct: bool
-    extracted: str | None
-    reason: str
 
 
 class FakeTask:
