@@ -264,6 +264,55 @@ def export_cmd(
     console.print(f"wrote {n} {what} to {dest}")
 
 
+@sweep_app.command("pack")
+def pack_cmd(
+    dest: Path = typer.Argument(..., help="Output file (.jsonl.gz)."),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s"),
+    task_name: str | None = typer.Option(None, "--task", help="Task whose sweep to pack (if the store has several)."),
+    sweep: str | None = typer.Option(None),
+) -> None:
+    """Pack a sweep's finished items into a compact file fit for git: every model output, token count,
+    grade and item id, but no question text (`shepherd sweep unpack` rebuilds those from the task data)."""
+    from .compact import CompactTraceError, export_compact
+
+    store = _open(store_path)
+    try:
+        summary = export_compact(store, dest, task=task_name, sweep=sweep)
+    except (LookupError, CompactTraceError) as exc:
+        fail(str(exc))
+    size = dest.stat().st_size
+    console.print(f"packed {summary.items} {summary.task} items ({summary.generations} generations, "
+                  f"{summary.calls} calls) into {dest} ({size / 1e6:.2f} MB)"
+                  + (f"; {len(summary.skipped)} unfinished items left out" if summary.skipped else ""),
+                  highlight=False)
+
+
+@sweep_app.command("unpack")
+def unpack_cmd(
+    files: list[Path] = typer.Argument(..., help="Packed trace files (.jsonl.gz)."),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s", help="Store to rebuild into (created)."),
+    data: Path | None = typer.Option(None, help="Task data file or folder (default: the task's usual place)."),
+) -> None:
+    """Rebuild packed traces into a trace store: question texts come from the task data, and every
+    rebuilt request is checked against its stored content key. Items already in the store are skipped."""
+    from .compact import CompactTraceError, import_compact
+    from .store import StoreError, TraceStore
+
+    try:
+        store = TraceStore(store_path)
+    except StoreError as exc:
+        fail(str(exc))
+    for f in files:
+        if not f.is_file():
+            fail(f"no packed trace file at {f}")
+        try:
+            summary = import_compact(f, store, data=str(data) if data else None)
+        except (CompactTraceError, LookupError, FileNotFoundError) as exc:
+            fail(str(exc))
+        console.print(f"{f}: {summary.items} {summary.task} items unpacked into {store_path}"
+                      + (f" ({len(summary.skipped)} already there)" if summary.skipped else ""), highlight=False)
+
+
 @sweep_app.command("oracles")
 def oracles_cmd(
     task_name: str = typer.Argument(..., metavar="TASK"),

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -277,9 +277,10 @@ class TraceStore:
         return bool(self._query("SELECT 1 FROM generations WHERE key = ?", (key,)))
 
     def put(self, key: str, model: str, request: GenerationRequest, gen: Generation, *,
-            origin: str = "model", derived_from: str | None = None) -> bool:
+            origin: str = "model", derived_from: str | None = None, log_call: bool | None = None) -> bool:
         """Store a generation (and, for a real model call, its line in the call log) in one transaction.
-        Returns False when the key was already stored (the first result is kept)."""
+        Returns False when the key was already stored (the first result is kept). `log_call=False` stores
+        a model's generation without logging a call (an import brings its own call log)."""
         now = time.time()
         stmts = [(
             ("INSERT OR IGNORE INTO generations(key, model, request, text, prompt_tokens, completion_tokens, "
@@ -289,7 +290,7 @@ class TraceStore:
              int(gen.completion_tokens), gen.finish_reason, float(gen.latency_s), gen.mean_logprob, origin,
              derived_from, now),
         )]
-        if origin == "model":
+        if (origin == "model") if log_call is None else log_call:
             stmts.append((
                 ("INSERT INTO calls(key, model, prompt_tokens, completion_tokens, latency_s, pid, at) "
                  "VALUES (?,?,?,?,?,?,?)"),
@@ -297,6 +298,19 @@ class TraceStore:
                  os.getpid(), now),
             ))
         return self._tx(stmts)[0] == 1
+
+    def restore_calls(self, calls: Iterable[Sequence[Any]]) -> int:
+        """Append call-log lines (key, model, prompt_tokens, completion_tokens, latency_s, at) brought by an
+        import; a line already present (same key and time) is not added twice. Returns lines added."""
+        stmts = []
+        for key, model, pt, ct, lat, at in calls:
+            if self._query("SELECT 1 FROM calls WHERE key = ? AND at = ?", (key, float(at))):
+                continue
+            stmts.append(("INSERT INTO calls(key, model, prompt_tokens, completion_tokens, latency_s, pid, at) "
+                          "VALUES (?,?,?,?,?,?,?)", (key, model, int(pt), int(ct), float(lat), 0, float(at))))
+        if stmts:
+            self._tx(stmts)
+        return len(stmts)
 
     def call_log(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM calls ORDER BY id")]
@@ -360,9 +374,10 @@ class TraceStore:
         self._write("UPDATE sweep_items SET full_key = ?, full_tokens = ? WHERE sweep = ? AND item_id = ?",
                     (full_key, int(full_tokens), sweep, str(item_id)))
 
-    def mark_done(self, sweep: str, item_id: str, plan: dict[str, Any]) -> None:
+    def mark_done(self, sweep: str, item_id: str, plan: dict[str, Any], at: float | None = None) -> None:
         self._write("UPDATE sweep_items SET plan = ?, done_at = ? WHERE sweep = ? AND item_id = ?",
-                    (json.dumps(plan, sort_keys=True), time.time(), sweep, str(item_id)))
+                    (json.dumps(plan, sort_keys=True), time.time() if at is None else float(at), sweep,
+                     str(item_id)))
 
     def done_plan(self, sweep: str, item_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT plan FROM sweep_items WHERE sweep = ? AND item_id = ? AND done_at IS NOT NULL",

@@ -1,0 +1,226 @@
+"""Compact, committable traces: a sweep without the benchmark's question texts.
+
+A trace store holds every prompt in full, and a benchmark's questions are not ours to redistribute in
+git. The compact form keeps what the study needs to be recomputed without calling a model: item ids,
+every model output, token counts, latencies, grades, the hint cuts and the call log. The prompt of each
+request is replaced by the sha256 of its messages; `import_compact` rebuilds the messages from the task's
+own data (local files or the hub), checks that hash, then checks that every rebuilt request has exactly
+the content key the sweep stored. A different copy of the data, or a changed prompt format, therefore
+fails loudly instead of silently evaluating other questions.
+
+File: gzip-compressed JSON lines. Line 1 is a header (format, version, the sweep's task, models and
+settings); each further line is one finished item with its generations, hints, rows and calls. Written
+in item order and byte-stable (sorted keys, no timestamps but the sweep's own), so a re-export of the
+same traces gives the same file and git diffs stay small.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..models.base import Generation, GenerationRequest
+from .store import TraceStore, messages_key, request_from_json
+
+FORMAT = "shepherd-traces"
+VERSION = 1
+
+
+class CompactTraceError(ValueError):
+    """A compact trace file cannot be imported as it is (bad file, or data that does not match it)."""
+
+
+@dataclass
+class CompactSummary:
+    path: str
+    sweep: str
+    task: str
+    items: int
+    generations: int
+    calls: int
+    skipped: list[str] = field(default_factory=list)  # items left out (unfinished) or already present
+
+
+def _request_without_messages(blob: str) -> dict[str, Any]:
+    d = json.loads(blob)
+    d.pop("messages", None)
+    return d
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | None = None,
+                   sweep: str | None = None) -> CompactSummary:
+    """Write the finished items of one sweep to `path` (.jsonl.gz) without any question text."""
+    info = store.resolve_sweep(task, sweep)
+    q = store._query  # the store's own read path (same package)
+    items = q("SELECT * FROM sweep_items WHERE sweep = ? AND done_at IS NOT NULL AND full_key IS NOT NULL "
+              "ORDER BY seq", (info.sweep,))
+    header = {"format": FORMAT, "version": VERSION, "sweep": info.sweep, "task": info.task, "slm": info.slm,
+              "llm": info.llm, "config": info.config,
+              "omitted": "question texts, gold answers and item metadata: rebuilt from the task's data on import"}
+    n_gen = n_calls = 0
+    lines = [_dump(header)]
+    skipped = [r["item_id"] for r in q("SELECT item_id FROM sweep_items WHERE sweep = ? AND done_at IS NULL "
+                                       "ORDER BY seq", (info.sweep,))]
+    for it in items:
+        iid = it["item_id"]
+        base = request_from_json(it["request"])
+        mkey = messages_key(base)
+        rows = q("SELECT kind, fraction, trial, key, hint_tokens, correct, extracted, reason FROM rows "
+                 "WHERE sweep = ? AND item_id = ? ORDER BY kind, fraction, trial", (info.sweep, iid))
+        hints = q("SELECT fraction, hint_tokens, hint_text, hint_key FROM hints WHERE sweep = ? AND item_id = ? "
+                  "ORDER BY fraction", (info.sweep, iid))
+        keys = {it["full_key"]} | {r["key"] for r in rows if r["key"]} | {h["hint_key"] for h in hints if h["hint_key"]}
+        gens = []
+        for key in sorted(keys):
+            g = q("SELECT * FROM generations WHERE key = ?", (key,))
+            if not g:
+                continue
+            g = g[0]
+            if messages_key(request_from_json(g["request"])) != mkey:
+                raise CompactTraceError(f"{info.task} {iid}: generation {key[:12]} was asked with other messages "
+                                        "than the item's; it cannot be stored without its prompt")
+            gens.append({"key": key, "model": g["model"], "request": _request_without_messages(g["request"]),
+                         "text": g["text"], "prompt_tokens": g["prompt_tokens"],
+                         "completion_tokens": g["completion_tokens"], "finish_reason": g["finish_reason"],
+                         "latency_s": g["latency_s"], "mean_logprob": g["mean_logprob"], "origin": g["origin"],
+                         "derived_from": g["derived_from"]})
+        marks = ",".join("?" * len(keys))
+        calls = [[c["key"], c["model"], c["prompt_tokens"], c["completion_tokens"], c["latency_s"], c["at"]]
+                 for c in q(f"SELECT * FROM calls WHERE key IN ({marks}) ORDER BY id", tuple(sorted(keys)))]
+        rec = {"item": iid, "split": it["split"], "messages_sha256": mkey,
+               "request": _request_without_messages(it["request"]), "full_key": it["full_key"],
+               "full_tokens": it["full_tokens"], "plan": json.loads(it["plan"]) if it["plan"] else None,
+               "done_at": it["done_at"],
+               "hints": [[h["fraction"], h["hint_tokens"], h["hint_text"], h["hint_key"]] for h in hints],
+               "rows": [[r["kind"], r["fraction"], r["trial"], r["key"], r["hint_tokens"], r["correct"],
+                         r["extracted"], r["reason"]] for r in rows],
+               "generations": gens, "calls": calls}
+        lines.append(_dump(rec))
+        n_gen += len(gens)
+        n_calls += len(calls)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    raw = ("\n".join(lines) + "\n").encode("utf-8")
+    # mtime=0 and no file name: the same traces give the same bytes
+    with open(tmp, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0, compresslevel=9) as gz:
+        gz.write(raw)
+    os.replace(tmp, path)
+    return CompactSummary(str(path), info.sweep, info.task, len(items), n_gen, n_calls, skipped)
+
+
+def read_compact(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and item records of a compact trace file (validated shallowly)."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise CompactTraceError(f"{path}: not a readable gzip trace file: {exc}") from exc
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise CompactTraceError(f"{path}: empty")
+    try:
+        header = json.loads(lines[0])
+        records = [json.loads(ln) for ln in lines[1:]]
+    except json.JSONDecodeError as exc:
+        raise CompactTraceError(f"{path}: broken JSON line: {exc}") from exc
+    if header.get("format") != FORMAT:
+        raise CompactTraceError(f"{path}: not a {FORMAT} file")
+    if int(header.get("version", 0)) > VERSION:
+        raise CompactTraceError(f"{path}: format version {header['version']} is newer than this shepherd "
+                                f"({VERSION}); upgrade llm-shepherd")
+    for r in records:
+        missing = {"item", "messages_sha256", "request", "full_key", "rows", "generations", "hints"} - set(r)
+        if missing:
+            raise CompactTraceError(f"{path}: item record without {sorted(missing)}")
+    return header, records
+
+
+def _rebuild(d: dict[str, Any], messages: tuple[tuple[str, str], ...]) -> GenerationRequest:
+    return request_from_json(json.dumps({**d, "messages": [list(m) for m in messages]}))
+
+
+def import_compact(path: str | os.PathLike, store: TraceStore, *, task: Any = None,
+                   data: str | None = None) -> CompactSummary:
+    """Rebuild a compact trace file into `store` (idempotent: items already there are skipped).
+
+    `task` (or the header's task name, loaded from `data`) supplies each item's messages; every one is
+    checked against the recorded messages hash and every rebuilt request against its stored key."""
+    header, records = read_compact(path)
+    if task is None:
+        from ..tasks.registry import get_task
+
+        task = get_task(header["task"], data) if data else get_task(header["task"])
+    sweep = header["sweep"]
+    store.ensure_sweep(sweep, header["task"], header["slm"], header["llm"], header.get("config") or {})
+    by_split: dict[str | None, list[str]] = {}
+    for r in records:
+        by_split.setdefault(r.get("split"), []).append(str(r["item"]))
+    items: dict[str, Any] = {}
+    for split, ids in by_split.items():
+        try:
+            loaded = task.load(split, ids=ids)
+        except (KeyError, LookupError, ValueError) as exc:
+            raise CompactTraceError(f"{path}: the {header['task']} data lacks items of these traces: {exc}") from exc
+        items.update({str(it.id): it for it in loaded})
+
+    n_items = n_gen = n_calls = 0
+    skipped: list[str] = []
+    for r in records:
+        iid = str(r["item"])
+        if store.done_plan(sweep, iid) is not None:
+            skipped.append(iid)
+            continue
+        item = items[iid]
+        messages = tuple((m["role"], m["content"]) if isinstance(m, dict) else tuple(m)
+                         for m in task.messages(item))
+        base = _rebuild(r["request"], messages)
+        if messages_key(base) != r["messages_sha256"]:
+            raise CompactTraceError(
+                f"{path}: {header['task']} item {iid}: the question built from this data is not the one the "
+                "sweep asked (messages hash differs): another version of the dataset or of the prompt format")
+        for g in r["generations"]:
+            req = _rebuild(g["request"], messages)
+            if req.key(g["model"]) != g["key"]:
+                raise CompactTraceError(f"{path}: {header['task']} item {iid}: rebuilt request does not have the "
+                                        f"stored key {g['key'][:12]} (prompt format changed?)")
+            gen = Generation(text=g["text"], prompt_tokens=g["prompt_tokens"],
+                             completion_tokens=g["completion_tokens"], finish_reason=g["finish_reason"],
+                             latency_s=g["latency_s"], model=g["model"], mean_logprob=g.get("mean_logprob"))
+            # the call log is restored from the file below, not written as new calls
+            store.put(g["key"], g["model"], req, gen, origin=g["origin"], derived_from=g.get("derived_from"),
+                      log_call=False)
+            n_gen += 1
+        store.put_item(sweep, iid, r.get("split"), base, getattr(item, "reference", None),
+                       getattr(item, "metadata", None))
+        store.set_full(sweep, iid, r["full_key"], int(r["full_tokens"] or 0))
+        for fraction, n, text, hkey in r["hints"]:
+            store.put_hint(sweep, iid, fraction, n, text, hkey)
+        for kind, fraction, trial, key, n, correct, extracted, reason in r["rows"]:
+            store.put_row(sweep, iid, kind, fraction, trial, key, bool(correct), extracted, reason, hint_tokens=n)
+        store.restore_calls(r.get("calls") or [])
+        n_calls += len(r.get("calls") or [])
+        store.mark_done(sweep, iid, r.get("plan") or {}, at=r.get("done_at"))
+        n_items += 1
+    return CompactSummary(str(path), sweep, header["task"], n_items, n_gen, n_calls, skipped)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+__all__ = ["FORMAT", "VERSION", "CompactSummary", "CompactTraceError", "export_compact", "file_sha256",
+           "import_compact", "read_compact"]
