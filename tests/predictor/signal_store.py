@@ -43,7 +43,7 @@ def need_fraction(item) -> float:
     return need
 
 
-def build_store(path: Path, n_items: int = N_ITEMS, seed: int = 0) -> Path:
+def build_store(path: Path, n_items: int = N_ITEMS, seed: int = 0, split: str = "train") -> Path:
     from shepherd.models.base import GenerationRequest
     from shepherd.models.scripted import ScriptedBackend
     from shepherd.tasks.registry import get_task
@@ -52,7 +52,7 @@ def build_store(path: Path, n_items: int = N_ITEMS, seed: int = 0) -> Path:
     from shepherd.traces.sweep import SweepConfig, SweepPlan, make_units, register_sweep
 
     task = get_task("gsm8k")
-    items = task.load(split="train", limit=n_items, seed=seed)
+    items = task.load(split=split, limit=n_items, seed=seed)
     by_prompt = {task.messages(it)[0]["content"]: it for it in items}
 
     def item_of(req: GenerationRequest):
@@ -83,8 +83,8 @@ def build_store(path: Path, n_items: int = N_ITEMS, seed: int = 0) -> Path:
     config = SweepConfig(task="gsm8k", slm="scripted-slm", llm="scripted-llm", max_tokens=512, seed=0,
                          temperature=0.7)
     plan = SweepPlan(samples=3, trials=1, temperature=0.7, early_stop=False)
-    register_sweep(store, config, plan, split="train")
-    units = make_units(task, items, config, plan, split="train")
+    register_sweep(store, config, plan, split=split)
+    units = make_units(task, items, config, plan, split=split)
     slm = ScriptedBackend(slm_script, model_id="scripted-slm")
     llm = ScriptedBackend(llm_script, model_id="scripted-llm")
     for res in LocalExecutor(slm, llm, task, store).run(units):

@@ -133,5 +133,36 @@ def _run(cfg, console) -> None:
     typer.echo(str(path))
 
 
+def study_cmd(
+    spec: Path = typer.Argument(Path("traces/study.toml"), help="Study spec (TOML) naming the packed traces."),
+    out: Path = typer.Option(Path("docs"), "--out", "-o", help="Writes OUT/results.md and OUT/results/."),
+    work: Path = typer.Option(Path("runs/study"), "--work", help="Folder for the unpacked trace stores."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Benchmark data folder (default: $SHEPHERD_DATA_DIR "
+                                        "or ../shared/data)."),
+) -> None:
+    """Recompute the whole study from packed traces, without calling a model: unpack them, train the
+    predictor and the learned baselines on the training traces, replay every policy on every benchmark,
+    and write results.md, per-benchmark reports and figures."""
+    from rich.console import Console
+
+    from ..cli import fail
+    from ..traces.compact import CompactTraceError
+    from ..traces.store import StoreError
+    from .study import StudyError, load_spec, run_study
+
+    console = Console(stderr=True)
+    try:
+        s = load_spec(spec)
+        run = run_study(s, spec.parent, out, work, data=str(data) if data else None,
+                        log=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
+    except (StudyError, CompactTraceError, StoreError, LookupError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+        return
+    for name, b in run.summary["benchmarks"].items():
+        console.print(f"{name}: {b.get('items', 0)} items", highlight=False)
+    typer.echo(str(out / "results.md"))
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
+    app.command("study")(study_cmd)

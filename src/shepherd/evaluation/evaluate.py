@@ -66,6 +66,9 @@ class ItemOutcome:
     llm_calls: int
     slm_calls: int
     mapped_hints: int = 0
+    #: model time this answer took when its calls were made (sum of the stored latencies, serial; a hint's
+    #: LLM time is its share n/L of the full answer's): the policy's wall-clock per query on the sweep's machine
+    seconds: float = 0.0
 
     def cost(self, s: Scenario) -> float:
         return s.llm.cost(self.llm_prompt, self.llm_completion) + s.slm.cost(self.slm_prompt, self.slm_completion)
@@ -95,6 +98,9 @@ class Point:
     def decisions(self) -> dict[str, int]:
         return dict(Counter(o.decision.split("(")[0] for o in self.outcomes))
 
+    def seconds_per_query(self) -> float | None:
+        return sum(o.seconds for o in self.outcomes) / len(self.outcomes) if self.outcomes else None
+
     def mapped(self) -> int:
         return sum(o.mapped_hints for o in self.outcomes)
 
@@ -103,6 +109,7 @@ class Point:
              "error": self.error, "accuracy": self.accuracy.to_dict() if self.accuracy else None,
              "cost_per_query": self.cost, "decisions": self.decisions(), "mapped_hints": self.mapped(),
              "llm_calls": sum(o.llm_calls for o in self.outcomes),
+             "seconds_per_query": self.seconds_per_query(),
              "slm_calls": sum(o.slm_calls for o in self.outcomes)}
         if outcomes:
             d["items"] = [o.to_dict() for o in self.outcomes]
@@ -236,7 +243,8 @@ def run_point(family: Family, value: Any, task: MemoTask, items: Sequence[Any], 
             item_id=r.item_id, correct=bool(r.correct), decision=r.answer.decision.label,
             llm_prompt=u["llm"].prompt_tokens, llm_completion=u["llm"].completion_tokens,
             slm_prompt=u["slm"].prompt_tokens, slm_completion=u["slm"].completion_tokens,
-            llm_calls=u["llm"].calls, slm_calls=u["slm"].calls, mapped_hints=len(r.mapped)))
+            llm_calls=u["llm"].calls, slm_calls=u["slm"].calls, mapped_hints=len(r.mapped),
+            seconds=round(sum(g.latency_s for _, g in r.answer.generations), 4)))
     return Point(family.name, value, label, desc, outcomes)
 
 

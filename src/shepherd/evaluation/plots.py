@@ -81,10 +81,37 @@ def hint_fraction(result: TaskResult, path: str | Path) -> Path:
     return path
 
 
+def figure_names(task: str, scenarios: tuple[str, ...] = ("slm-free", "slm-priced")) -> dict[str, str]:
+    """File names of a task's figures (the report and the study link them by these names)."""
+    names = {f"cost_accuracy_{s}": f"{task}_cost_accuracy_{s}.png" for s in scenarios}
+    names["hint_fraction"] = f"{task}_hint_fraction.png"
+    return names
+
+
 def all_figures(result: TaskResult, out: Path, scenarios: list[Any]) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
-    files = {}
+    names = figure_names(result.task, tuple(s.name for s in scenarios))
     for s in scenarios:
-        files[f"cost_accuracy_{s.name}"] = cost_accuracy(result, s.name, out / f"{result.task}_cost_accuracy_{s.name}.png").name
-    files["hint_fraction"] = hint_fraction(result, out / f"{result.task}_hint_fraction.png").name
-    return files
+        cost_accuracy(result, s.name, out / names[f"cost_accuracy_{s.name}"])
+    hint_fraction(result, out / names["hint_fraction"])
+    return names
+
+
+def hint_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
+    """Accuracy against hint fraction for several benchmarks in one figure (1.0 = the LLM alone)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    for name, c in curves.items():
+        n = c[-1]["items"] if c else 0
+        ax.plot([r["fraction"] for r in c], [r["greedy_accuracy"] for r in c], marker="o", label=f"{name} ({n} items)")
+    ax.set_xlabel("hint fraction of the LLM's answer (1.0 = the LLM's own answer)")
+    ax.set_ylabel("accuracy of SLM + hint (greedy)")
+    ax.set_title("Accuracy vs hint fraction")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

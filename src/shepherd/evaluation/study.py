@@ -1,0 +1,620 @@
+"""`shepherd study`: the paper's study, recomputed from packed traces without calling a model.
+
+A study spec (TOML, `traces/study.toml` in this repository) names the packed training traces (the
+predictor and the learned baselines are trained on them only) and the benchmarks to evaluate on, each
+in-domain or zero-shot. The study:
+
+  1. unpacks every trace file into fresh stores under a work folder (question texts come from the task
+     data; every request is checked against its stored key, see `shepherd.traces.compact`);
+  2. trains the two-stage predictor once (with out-of-fold metrics) and the learned baselines once, on the
+     training traces, and reuses the same artifacts on every benchmark;
+  3. replays every policy on every benchmark (`shepherd eval`), writing each benchmark's full report;
+  4. writes `results.md` (the cross-benchmark summary, oracle and proactive/reactive comparisons,
+     wall-clock per policy, the side-by-side with the paper) and `results/summary.json`, whose numbers a
+     test recomputes from the committed traces.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..costs import Price
+
+#: what the paper (arXiv 2601.22132) reports, for the side-by-side
+PAPER = {
+    "cost_reduction_range": (0.42, 0.94),
+    "vs_best_baseline": 2.8,
+    "reactive_ace": {"gsm8k": 1.97, "cnk12": 1.25, "humaneval": 1.42, "mbpp": 2.78},
+    "no_hint_share": 0.80,
+    "items": {"gsm8k": 1319, "cnk12": 2147, "humaneval": 164, "mbpp": 500},
+}
+
+
+class StudyError(ValueError):
+    """The study spec or its traces cannot be used."""
+
+
+class StudyBenchmark(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    task: str
+    traces: list[str]
+    setting: Literal["in-domain", "zero-shot"] = "zero-shot"
+    #: how many items the study asks for (its status table compares what was swept)
+    target_items: int | None = None
+    note: str = ""
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = "Shepherding study"
+    train_task: str = "gsm8k"
+    train_traces: list[str]
+    train_target_items: int | None = None
+    benchmarks: list[StudyBenchmark]
+    featurizer: str = "lexical"
+    seed: int = 0
+    cv: int = Field(5, ge=0)
+    llm_price: tuple[float, float] = (0.59, 0.79)
+    slm_price: tuple[float, float] = (0.05, 0.08)
+    hardware: str = ""
+    #: hand-written discussion (Markdown) placed after the generated side-by-side with the paper
+    discussion: str = ""
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise StudyError(f"{path}: not a readable TOML study spec: {exc}") from exc
+    try:
+        return StudySpec(**raw)
+    except ValidationError as exc:
+        errs = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise StudyError(f"{path}: {errs}") from None
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+@dataclass
+class StudyRun:
+    spec: StudySpec
+    out: Path
+    runs: dict[str, Any] = field(default_factory=dict)  # benchmark name -> EvalRun
+    train_stats: dict[str, Any] = field(default_factory=dict)
+    predictor_metrics: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _unpack(files: list[Path], store_path: Path, data: str | None, log: Callable[[str], None]) -> Path:
+    from ..traces.compact import import_compact
+    from ..traces.store import TraceStore
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(store_path) + suffix).unlink(missing_ok=True)
+    store = TraceStore(store_path)
+    try:
+        for f in files:
+            if not f.is_file():
+                raise StudyError(f"packed traces not found: {f}")
+            s = import_compact(f, store, data=data)
+            log(f"unpacked {s.items} {s.task} items from {f.name}")
+    finally:
+        store.close()
+    return store_path
+
+
+def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: str | None = None,
+              log: Callable[[str], None] = lambda m: None) -> StudyRun:
+    from ..predictor.data import examples_from_sweeps
+    from ..predictor.train import TrainSettings, train
+    from ..traces.labels import label_stats, labels_from_sweeps
+    from ..traces.store import TraceStore
+    from .report import write_report
+    from .suite import EvalConfig, run_eval
+
+    work.mkdir(parents=True, exist_ok=True)
+    results_dir = out / "results"
+    if results_dir.exists():
+        shutil.rmtree(results_dir)  # stale figures of a benchmark no longer in the spec must not linger
+    results_dir.mkdir(parents=True)
+    run = StudyRun(spec, out)
+
+    train_store = _unpack([spec_dir / f for f in spec.train_traces], work / "train.sqlite", data, log)
+    ts = TraceStore(train_store, readonly=True)
+    train_sweeps = ts.item_sweeps(spec.train_task)
+    stats = label_stats(train_sweeps)
+    run.train_stats = stats.to_dict()
+    examples = examples_from_sweeps(train_sweeps, labels_from_sweeps(train_sweeps, filter=True))
+    grid = sorted({float(lv.fraction) for s in train_sweeps for lv in s.levels})
+    log(f"training the predictor on {len(examples)} labelled {spec.train_task} items ({spec.featurizer})")
+    predictor, report = train(examples, TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv),
+                              grid=grid, sweep_settings=dict(train_sweeps[0].sweep) if train_sweeps else {},
+                              source={"traces": spec.train_traces, "task": spec.train_task})
+    pred_dir = results_dir / "artifacts" / "predictor"
+    predictor.save(pred_dir)
+    run.predictor_metrics = {"items": report["items"], "positives": report["positives"],
+                             "validation": report.get("validation"),
+                             "cv": {k: v for k, v in (report.get("cv") or {}).items() if k != "oof"}}
+    ts.close()
+
+    llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
+    slm_p = Price(input=spec.slm_price[0], output=spec.slm_price[1])
+    baselines_dir: Path | None = None
+    for b in spec.benchmarks:
+        slug = _slug(b.name)
+        store = _unpack([spec_dir / f for f in b.traces], work / f"{slug}.sqlite", data, log)
+        bench_out = results_dir / slug
+        cfg = EvalConfig(test=str(store), out=str(bench_out), train=str(train_store), tasks=[b.task],
+                         train_tasks=[spec.train_task], featurizer=spec.featurizer, predictor=str(pred_dir),
+                         baselines=str(baselines_dir) if baselines_dir else None, llm_price=llm_p, slm_price=slm_p,
+                         seed=spec.seed, data=data,
+                         argv=["shepherd", "study", "(benchmark " + b.name + ")"])
+        log(f"{b.name}: replaying every policy")
+        ev = run_eval(cfg, log=log)
+        write_report(ev)
+        if baselines_dir is None:
+            # the learned baselines trained for the first benchmark serve all others: one set of artifacts
+            baselines_dir = bench_out / "artifacts"
+        run.runs[b.name] = ev
+
+    run.summary = summarize(run)
+    (results_dir / "summary.json").write_text(json.dumps(run.summary, indent=1, sort_keys=True, default=str),
+                                              encoding="utf-8")
+    _hint_figure(run, results_dir / "hint_fraction_all.png")
+    write_results_md(run, out / "results.md")
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------
+# the numbers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _r(x: Any, d: int = 6) -> Any:
+    if isinstance(x, float):
+        return None if math.isnan(x) else round(x, d)
+    return x
+
+
+def _point_dict(p: Any, scen_names: list[str], ref: dict[str, Any]) -> dict[str, Any]:
+    from . import metrics as M
+
+    d: dict[str, Any] = {"label": p.label, "accuracy": _r(p.accuracy.value), "ci": [_r(p.accuracy.low),
+                                                                                     _r(p.accuracy.high)],
+                         "seconds_per_query": _r(p.seconds_per_query(), 2), "decisions": p.decisions()}
+    for s in scen_names:
+        r = ref[s]
+        c = p.cost[s]
+        d[s] = {"cost_per_query": _r(c, 9),
+                "cost_reduction": _r(M.cost_reduction(c, r["llm"]["cost_per_query"])),
+                "ace": _r(M.ace(p.accuracy.value, c, r["slm"]["accuracy"], r["slm"]["cost_per_query"],
+                                r["llm"]["accuracy"], r["llm"]["cost_per_query"]))}
+    return d
+
+
+def _representative(fam: Any, scen: str, ref: dict[str, Any]) -> Any:
+    """The point a table shows for a policy: its only point, its configured knob, else its best ACE."""
+    from . import metrics as M
+    from .report import _point_at
+
+    ok = [p for p in fam.points if p.ok]
+    if not ok:
+        return None
+    if len(ok) == 1:
+        return ok[0]
+    if fam.default is not None:
+        p = _point_at(fam, fam.default)
+        if p is not None:
+            return p
+    r = ref[scen]
+
+    def ace(p: Any) -> float:
+        v = M.ace(p.accuracy.value, p.cost[scen], r["slm"]["accuracy"], r["slm"]["cost_per_query"],
+                  r["llm"]["accuracy"], r["llm"]["cost_per_query"])
+        return -math.inf if v is None or not math.isfinite(v) else v
+
+    return max(ok, key=ace)
+
+
+def summarize(run: StudyRun) -> dict[str, Any]:
+    out: dict[str, Any] = {"train": {"task": run.spec.train_task, "items": run.train_stats.get("items"),
+                                     "kept": run.train_stats.get("kept"), "kinds": run.train_stats.get("kinds"),
+                                     "llm_accuracy": _r(run.train_stats.get("llm_accuracy")),
+                                     "slm_accuracy": _r(run.train_stats.get("slm_accuracy"))},
+                           "predictor": json.loads(json.dumps(run.predictor_metrics, default=str)),
+                           "benchmarks": {}}
+    for name, ev in run.runs.items():
+        if not ev.results:
+            out["benchmarks"][name] = {"items": 0}
+            continue
+        res = ev.results[0]
+        scen_names = [s.name for s in ev.scenarios]
+        ref = res.references
+        b: dict[str, Any] = {"task": res.task, "items": len(res.item_ids), "references": json.loads(json.dumps(ref)),
+                             "hint_curve": [{k: _r(v) for k, v in c.items()} for c in res.hint_curve],
+                             "policies": {}}
+        for fam in res.families:
+            fd: dict[str, Any] = {"group": fam.group, "knob": fam.knob}
+            rep = _representative(fam, scen_names[0], ref) if ref else None
+            if rep is not None and ref:
+                fd["point"] = _point_dict(rep, scen_names, ref)
+            for s in scen_names:
+                m = fam.metrics.get(s, {})
+                fd[s] = {"apgr": _r(m.get("apgr")), "best_ace": _r(m.get("best_ace"))}
+                for key in ("at90", "at100"):
+                    v = m.get(key)
+                    if v:
+                        pt = next((p for p in fam.points if p.ok and p.label == v["label"]), None)
+                        fd[s][key] = {"label": v["label"], "accuracy": _r(v["accuracy"]),
+                                      "cost_per_query": _r(v["cost_per_query"], 9),
+                                      "cost_reduction": _r(v["cost_reduction"]), "ace": _r(v["ace"]),
+                                      "ci": [_r(pt.accuracy.low), _r(pt.accuracy.high)] if pt else None,
+                                      "seconds_per_query": _r(pt.seconds_per_query(), 2) if pt else None}
+                    else:
+                        fd[s][key] = None
+            b["policies"][fam.name] = fd
+        b["headline"] = {s: _headline(b["policies"], s) for s in scen_names}
+        out["benchmarks"][name] = b
+    return out
+
+
+def _headline(policies: dict[str, Any], scen: str) -> dict[str, Any]:
+    """Cheapest shepherding vs cheapest non-oracle baseline at each accuracy target, and their ratio."""
+    out = {}
+    for key in ("at90", "at100"):
+        best: dict[str, tuple[str, dict[str, Any]]] = {}
+        for name, fd in policies.items():
+            if fd["group"] == "oracle" or name in ("llm-only", "slm-only"):
+                continue
+            v = (fd.get(scen) or {}).get(key)
+            if not v:
+                continue
+            g = "shepherding" if fd["group"] == "shepherding" else "baseline"
+            if g not in best or v["cost_per_query"] < best[g][1]["cost_per_query"]:
+                best[g] = (name, v)
+        row: dict[str, Any] = {g: {"policy": n, **v} for g, (n, v) in best.items()}
+        if "shepherding" in best and "baseline" in best and best["shepherding"][1]["cost_per_query"] > 0:
+            row["baseline_over_shepherding_cost"] = _r(best["baseline"][1]["cost_per_query"]
+                                                       / best["shepherding"][1]["cost_per_query"], 3)
+        out[key] = row
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# the document
+# ----------------------------------------------------------------------------------------------------
+
+
+def _pct(x: Any, d: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{d}f}%"
+
+
+def _red(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    return f"−{100 * x:.0f}%" if x >= 0 else f"+{-100 * x:.0f}%"
+
+
+def _ace(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _usd(x: Any) -> str:
+    return "n/a" if x is None else f"${1000 * x:.4f}"
+
+
+def _acc_ci(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "not reached"
+    ci = p.get("ci")
+    return f"{_pct(p['accuracy'])} [{_pct(ci[0], 0)}, {_pct(ci[1], 0)}]" if ci else _pct(p["accuracy"])
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+            + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+ORDER = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf", "graphrouter",
+         "frugalgpt", "abc", "proactive", "reactive", "oracle-routing", "oracle-cascade", "oracle-shepherd")
+
+
+def _policy_rows(b: dict[str, Any], scen: str) -> list[list[str]]:
+    rows = []
+    for name in ORDER:
+        fd = b["policies"].get(name)
+        if not fd:
+            continue
+        p = fd.get("point")
+        s = fd.get(scen) or {}
+
+        def at(key: str, s: dict[str, Any] = s) -> str:
+            v = s.get(key)
+            if not v:
+                return "not reached"
+            return f"{_pct(v['accuracy'])} at {_usd(v['cost_per_query'])} ({_red(v['cost_reduction'])}, ACE {_ace(v['ace'])})"
+
+        shown = "—" if not p else (p["label"] if fd["knob"] != "-" else "")
+        rows.append([f"**{name}**" if fd["group"] == "shepherding" else name, shown, _acc_ci(p),
+                     _usd(p[scen]["cost_per_query"]) if p else "n/a",
+                     _red(p[scen]["cost_reduction"]) if p else "n/a", _ace(p[scen]["ace"]) if p else "n/a",
+                     at("at90"), at("at100")])
+    return rows
+
+
+def write_results_md(run: StudyRun, path: Path) -> Path:
+    spec, S = run.spec, run.summary
+    scen_names = ["slm-free", "slm-priced"]
+    L: list[str] = [f"# {spec.title}", ""]
+    L += ["Every number and figure below is recomputed from the packed traces in `traces/` by one command, "
+          "without calling a model:", "", "```bash", "shepherd study traces/study.toml --out docs", "```", "",
+          "Per-benchmark reports with every operating point, their manifests and raw per-item outcomes are in "
+          "[`docs/results/`](results/).", ""]
+
+    # -- status ----------------------------------------------------------------------------------------
+    L += ["## What was run", ""]
+    tr = S["train"]
+    rows = [[f"{spec.train_task} train (predictor + learned baselines)", str(tr["items"]),
+             str(spec.train_target_items or ""), "training"]]
+    for b in spec.benchmarks:
+        n = S["benchmarks"].get(b.name, {}).get("items", 0)
+        rows.append([b.name, str(n), str(b.target_items or ""), b.setting + (f" — {b.note}" if b.note else "")])
+    L += _table(["traces", "items swept", "items asked for", "role"], rows)
+    L += [""]
+    if any(b.target_items and S["benchmarks"].get(b.name, {}).get("items", 0) < b.target_items
+           for b in spec.benchmarks) or (spec.train_target_items and (tr["items"] or 0) < spec.train_target_items):
+        L += ["> **Partial study.** Some benchmarks have fewer swept items than the study asks for: sweeps on "
+              "this CPU take 40-140 s per item, so they continue across sessions (resumable, see "
+              "`traces/README.md`). Confidence intervals below are wide accordingly; read differences between "
+              "policies inside them as not significant.", ""]
+    L += ["Setup: SLM Qwen2.5-Coder-0.5B-Instruct and LLM Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, llama.cpp), "
+          "greedy decoding for the LLM answer and the hinted SLM continuations, the paper's hint grid "
+          "0%, 10%, …, 90% of the LLM's answer, 3 SLM samples at T=0.7 per item (reactive shepherding, ABC, "
+          "FrugalGPT read them), answers up to 512 tokens. "
+          f"Prices: LLM ${spec.llm_price[0]}/${spec.llm_price[1]} per 1M input/output tokens (the paper's Groq "
+          f"Llama-3.3-70B rate), SLM free (`slm-free`, as the paper) or ${spec.slm_price[0]}/${spec.slm_price[1]} "
+          f"(`slm-priced`). Predictor and learned baselines: `{spec.featurizer}` features, trained on "
+          f"{spec.train_task} train only; every other benchmark is zero-shot for them, as in the paper. "
+          + (f"Hardware: {spec.hardware}." if spec.hardware else ""), ""]
+    L += ["Operating points: every policy with a knob is replayed at many knob values; \"cheapest ≥ 90%\" is "
+          "the cheapest of those points whose accuracy reaches 90% of LLM-only accuracy on the same items. "
+          "Knob values are picked on the test items for every policy alike (as RouteLLM-style curves are), so "
+          "these are best-case operating points for baselines and shepherding equally.", ""]
+
+    # -- headline --------------------------------------------------------------------------------------
+    for scen in scen_names:
+        L += [f"## Headline ({'SLM free, as the paper' if scen == 'slm-free' else 'SLM priced'})", ""]
+        rows = []
+        for b in spec.benchmarks:
+            bd = S["benchmarks"].get(b.name)
+            if not bd or not bd.get("items"):
+                continue
+            ref = bd["references"][scen]
+            orc = bd["policies"].get("oracle-shepherd", {}).get("point")
+            row = [b.name, str(bd["items"]), _pct(ref["slm"]["accuracy"]), _pct(ref["llm"]["accuracy"]),
+                   _usd(ref["llm"]["cost_per_query"])]
+            for key in ("at90", "at100"):
+                h = bd["headline"][scen][key]
+                sh, bl = h.get("shepherding"), h.get("baseline")
+                row.append(f"`{sh['policy']}` {_red(sh['cost_reduction'])}" if sh else "not reached")
+                row.append(f"`{bl['policy']}` {_red(bl['cost_reduction'])}" if bl else "not reached")
+                ratio = h.get("baseline_over_shepherding_cost")
+                row.append(f"{ratio:.2f}x" if ratio else "n/a")
+            row.append(f"{_pct(orc['accuracy'])}, {_red(orc[scen]['cost_reduction'])}" if orc else "n/a")
+            rows.append(row)
+        L += _table(["benchmark", "items", "SLM-only acc", "LLM-only acc", "LLM-only $/1k",
+                     "best shepherding ≥90%", "best baseline ≥90%", "baseline/shepherding cost ≥90%",
+                     "best shepherding ≥100%", "best baseline ≥100%", "baseline/shepherding cost ≥100%",
+                     "oracle shepherding (acc, cost)"], rows)
+        L += [""]
+
+    # -- side by side with the paper -------------------------------------------------------------------
+    L += ["## Side by side with the paper", ""]
+    rows = []
+    reds, ratios = [], []
+    for b in spec.benchmarks:
+        bd = S["benchmarks"].get(b.name)
+        if not bd or not bd.get("items"):
+            continue
+        for key in ("at100", "at90"):
+            h = bd["headline"]["slm-free"][key]
+            if h.get("shepherding"):
+                reds.append((b.name, key, h["shepherding"]["cost_reduction"]))
+            if h.get("baseline_over_shepherding_cost"):
+                ratios.append((b.name, key, h["baseline_over_shepherding_cost"]))
+        re = bd["policies"].get("reactive", {}).get("slm-free", {})
+        paper_ace = PAPER["reactive_ace"].get(bd["task"])
+        r90 = (re.get("at90") or {}).get("ace")
+        rows.append([b.name, f"{paper_ace:.2f}" if paper_ace else "n/a", _ace(r90), _ace(re.get("best_ace")),
+                     _verdict(paper_ace, r90)])
+    lo, hi = PAPER["cost_reduction_range"]
+    red100 = [r for r in reds if r[1] == "at100"]
+    red90 = [r for r in reds if r[1] == "at90"]
+    L += ["| paper claim | this pair (SLM free) | agrees? |", "|---|---|---|"]
+    L += [f"| shepherding is {100 * lo:.0f}-{100 * hi:.0f}% cheaper than LLM-only (at its accuracy) | at ≥100% of "
+          f"LLM accuracy: {_span(red100)}; at ≥90%: {_span(red90)} | "
+          f"{_agree_range([r[2] for r in red100], lo, hi)} |"]
+    best_ratio = max((r[2] for r in ratios), default=None)
+    L += [f"| up to {PAPER['vs_best_baseline']}x cheaper than the best baseline at matched accuracy | "
+          + (", ".join(f"{n} {'100%' if k == 'at100' else '90%'}: {x:.2f}x" for n, k, x in ratios) or "no benchmark "
+             "where both reach the target")
+          + f" | {_agree_ratio(best_ratio)} |"]
+    no_hint = (tr["kinds"] or {}).get("none", 0) / tr["items"] if tr.get("items") else None
+    L += [f"| ~{100 * PAPER['no_hint_share']:.0f}% of training queries need no hint | "
+          f"{_pct(no_hint)} of {tr['items']} {spec.train_task} train items (labels: "
+          + ", ".join(f"{k} {v}" for k, v in (tr["kinds"] or {}).items()) + f") | "
+          f"{'yes' if no_hint is not None and no_hint >= 0.7 else 'no'} |", ""]
+    L += _table(["benchmark", "paper: reactive ACE", "reactive ACE, cheapest ≥90% point", "reactive best ACE",
+                 "agrees?"], rows)
+    L += [""]
+    if spec.discussion.strip():
+        L += [spec.discussion.strip(), ""]
+
+    # -- per benchmark ---------------------------------------------------------------------------------
+    for b in spec.benchmarks:
+        bd = S["benchmarks"].get(b.name)
+        slug = _slug(b.name)
+        L += [f"## {b.name} ({b.setting}, {bd.get('items', 0) if bd else 0} items)", ""]
+        if not bd or not bd.get("items"):
+            L += ["No swept items yet.", ""]
+            continue
+        if b.note:
+            L += [b.note, ""]
+        for scen in scen_names:
+            ref = bd["references"][scen]
+            L += [f"### Every policy ({scen}; LLM-only {_pct(ref['llm']['accuracy'])} at "
+                  f"{_usd(ref['llm']['cost_per_query'])}/1k queries, SLM-only {_pct(ref['slm']['accuracy'])} at "
+                  f"{_usd(ref['slm']['cost_per_query'])})", ""]
+            L += _table(["policy", "point shown", "accuracy [95% CI]", "$/1k q", "cost vs LLM-only", "ACE",
+                         "cheapest ≥ 90% of LLM acc", "cheapest ≥ 100% of LLM acc"], _policy_rows(bd, scen))
+            L += [""]
+            L += [f"![cost vs accuracy, {scen}](results/{slug}/figures/{_fig(run, b.name, f'cost_accuracy_{scen}')})",
+                  ""]
+        L += ["### Oracles (what a perfect predictor of each kind would reach)", ""]
+        rows = []
+        for name in ("slm-only", "llm-only", "oracle-routing", "oracle-cascade", "oracle-shepherd"):
+            p = (bd["policies"].get(name) or {}).get("point")
+            if p:
+                rows.append([name, _acc_ci(p), _red(p["slm-free"]["cost_reduction"]),
+                             _red(p["slm-priced"]["cost_reduction"]), _ace(p["slm-free"]["ace"])])
+        L += _table(["policy", "accuracy [95% CI]", "cost vs LLM-only (SLM free)", "cost vs LLM-only (SLM priced)",
+                     "ACE (SLM free)"], rows)
+        L += [""]
+        L += ["### Proactive vs reactive shepherding", ""]
+        rows = []
+        for name in ("proactive", "reactive"):
+            fd = bd["policies"].get(name)
+            if not fd:
+                continue
+            for scen in scen_names:
+                s = fd.get(scen) or {}
+                a90, a100 = s.get("at90"), s.get("at100")
+                rows.append([name, scen, _num(s.get("apgr")), _ace(s.get("best_ace")),
+                             f"{_pct(a90['accuracy'])}, {_red(a90['cost_reduction'])}" if a90 else "not reached",
+                             f"{_pct(a100['accuracy'])}, {_red(a100['cost_reduction'])}" if a100 else "not reached",
+                             str((a90 or {}).get("seconds_per_query") or "n/a")])
+        L += _table(["policy", "prices", "APGR", "best ACE", "cheapest ≥90% (acc, cost)",
+                     "cheapest ≥100% (acc, cost)", "s/query at the ≥90% point"], rows)
+        L += [""]
+        L += ["### Accuracy vs hint fraction (SLM continuing the first f of the LLM's answer, greedy)", ""]
+        L += _table(["hint fraction", "mean hint tokens", "SLM accuracy"],
+                    [[f"{c['fraction']:.1f}" + (" (LLM alone)" if c["fraction"] == 1.0 else ""),
+                      f"{c['mean_hint_tokens']:.0f}", _pct(c["greedy_accuracy"])] for c in bd["hint_curve"]])
+        L += [""]
+        L += [f"Full report: [results/{slug}/report.md](results/{slug}/report.md).", ""]
+
+    # -- across benchmarks -----------------------------------------------------------------------------
+    L += ["## Accuracy vs hint fraction, all benchmarks", "", "![accuracy vs hint fraction](results/hint_fraction_all.png)",
+          ""]
+    L += ["## Wall-clock per query on this CPU", "",
+          "Model time each policy spent per query (sum of the recorded latencies of the calls it made, serial, "
+          "SLM and LLM on the same 2 cores; a hint's LLM time is its share n/L of the full answer's), at the "
+          "policy's cheapest point ≥ 90% of LLM-only accuracy (or its only point).", ""]
+    hdr = ["policy"] + [b.name for b in spec.benchmarks if S["benchmarks"].get(b.name, {}).get("items")]
+    rows = []
+    for name in ORDER:
+        row = [name]
+        for b in spec.benchmarks:
+            bd = S["benchmarks"].get(b.name)
+            if not bd or not bd.get("items"):
+                continue
+            fd = bd["policies"].get(name) or {}
+            v = (fd.get("slm-free") or {}).get("at90")
+            sec = v.get("seconds_per_query") if v else None
+            if sec is None and fd.get("knob") == "-" and fd.get("point"):
+                sec = fd["point"].get("seconds_per_query")
+            row.append("—" if sec is None else f"{sec:.1f} s")
+        rows.append(row)
+    L += _table(hdr, rows)
+    L += [""]
+
+    # -- predictor -------------------------------------------------------------------------------------
+    pm = S.get("predictor") or {}
+    cv = pm.get("cv") or {}
+    L += ["## The predictor", "",
+          f"Trained on {pm.get('items')} labelled {spec.train_task} train items ({pm.get('positives')} need a hint; "
+          "the paper's filter drops items the LLM gets wrong or no hint fixes). Out-of-fold metrics "
+          f"({spec.cv}-fold):", ""]
+    rows = []
+    for mode in ("proactive", "reactive"):
+        m = cv.get(mode) or {}
+        if m:
+            rows.append([mode, _num(m.get("auc")), _num(m.get("balanced_accuracy@0.5")),
+                         _num(m.get("size_mae_fraction")), _num(m.get("size_mae_fraction_constant"))])
+    L += _table(["mode", "AUC (hint needed?)", "balanced accuracy @0.5", "hint-size MAE (fraction of L)",
+                 "MAE of a constant"], rows) if rows else ["(no cross-validation metrics)"]
+    L += [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(L), encoding="utf-8")
+    return path
+
+
+def _num(x: Any, d: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{d}f}"
+
+
+def _span(reds: list[tuple[str, str, float]]) -> str:
+    if not reds:
+        return "not reached on any benchmark"
+    return ", ".join(f"{n} {_red(x)}" for n, _, x in reds)
+
+
+def _agree_range(xs: list[float], lo: float, hi: float) -> str:
+    if not xs:
+        return "no: shepherding never reaches LLM-only accuracy here"
+    inside = [x for x in xs if lo <= x <= hi]
+    if len(inside) == len(xs):
+        return "yes"
+    return "partly" if inside or max(xs) > 0 else "no"
+
+
+def _agree_ratio(best: float | None) -> str:
+    if best is None:
+        return "cannot tell"
+    if best >= 1.5:
+        return "yes, shepherding is clearly cheaper"
+    if best > 1.0:
+        return "direction only (< 1.5x)"
+    return "no"
+
+
+def _verdict(paper: float | None, ours: float | None) -> str:
+    if paper is None or ours is None:
+        return "cannot tell (not reached)" if paper is not None else "n/a"
+    if ours >= 1.0 and abs(ours - paper) / paper <= 0.35:
+        return "yes"
+    if ours >= 1.0:
+        return "direction (ACE > 1), not magnitude"
+    return "no (ACE ≤ 1)"
+
+
+def _fig(run: StudyRun, name: str, key: str) -> str:
+    ev = run.runs.get(name)
+    if not ev or not ev.results:
+        return ""
+    from . import plots
+
+    return plots.figure_names(ev.results[0].task).get(key, "")
+
+
+def _hint_figure(run: StudyRun, path: Path) -> None:
+    from . import plots
+
+    curves = {name: ev.results[0].hint_curve for name, ev in run.runs.items() if ev.results}
+    if curves:
+        plots.hint_curves(curves, path)

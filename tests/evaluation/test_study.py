@@ -1,0 +1,109 @@
+"""`shepherd study`: packed traces in, the whole study out, identical on every run; and the committed
+docs/results are exactly what the committed traces give."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from shepherd.cli import app
+from shepherd.evaluation.study import StudyError, load_spec, run_study
+from shepherd.traces.compact import export_compact
+from shepherd.traces.store import TraceStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _signal_store():
+    spec = importlib.util.spec_from_file_location("study_signal_store", REPO / "tests/predictor/signal_store.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+SPEC = """
+title = "Test study"
+train_traces = ["train.jsonl.gz"]
+train_target_items = 500
+cv = 3
+discussion = "Hand-written discussion goes here."
+
+[[benchmarks]]
+name = "GSM8K"
+task = "gsm8k"
+traces = ["test.jsonl.gz"]
+setting = "in-domain"
+target_items = 30
+"""
+
+
+@pytest.fixture(scope="module")
+def traces_dir(tmp_path_factory, data_dir):
+    sig = _signal_store()
+    work = tmp_path_factory.mktemp("study_traces")
+    for name, split, n in (("train", "train", 60), ("test", "test", 30)):
+        store = sig.build_store(work / f"{name}.sqlite", n_items=n, seed=0, split=split)
+        export_compact(TraceStore(store, readonly=True), work / f"{name}.jsonl.gz")
+    (work / "study.toml").write_text(SPEC, encoding="utf-8")
+    return work
+
+
+def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
+    spec = load_spec(traces_dir / "study.toml")
+    a = run_study(spec, traces_dir, tmp_path / "a", tmp_path / "work_a")
+    b = run_study(spec, traces_dir, tmp_path / "b", tmp_path / "work_b")
+    sa = (tmp_path / "a/results/summary.json").read_text()
+    assert sa == (tmp_path / "b/results/summary.json").read_text()
+    s = json.loads(sa)
+    g = s["benchmarks"]["GSM8K"]
+    assert g["items"] == 30 and s["train"]["items"] == 60
+    assert set(g["policies"]) >= {"slm-only", "llm-only", "fixed-ratio", "proactive", "reactive", "routellm-mf",
+                                  "graphrouter", "frugalgpt", "abc", "oracle-shepherd"}
+    # oracle shepherding is never worse than oracle routing, and routing never costs more than LLM-only
+    pol = g["policies"]
+    assert pol["oracle-shepherd"]["point"]["accuracy"] >= pol["oracle-routing"]["point"]["accuracy"]
+    assert pol["oracle-routing"]["point"]["slm-free"]["cost_reduction"] >= 0
+    assert s["predictor"]["cv"]["proactive"]["auc"] > 0.5  # the scripted traces carry a learnable signal
+    md = (tmp_path / "a/results.md").read_text()
+    for needle in ("Partial study", "Side by side with the paper", "Hand-written discussion goes here.",
+                   "Proactive vs reactive", "Wall-clock per query", "results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png",
+                   "results/hint_fraction_all.png"):
+        assert needle in md, needle
+    assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000
+    assert (tmp_path / "a/results/hint_fraction_all.png").is_file()
+    assert (tmp_path / "a/results/gsm8k/report.md").is_file()
+    assert a.summary == b.summary
+
+
+def test_study_cli_and_bad_specs(traces_dir, tmp_path):
+    r = CliRunner().invoke(app, ["study", str(traces_dir / "study.toml"), "--out", str(tmp_path / "o"),
+                                 "--work", str(tmp_path / "w")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o/results.md").is_file()
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SPEC.replace("cv = 3", "cv = 3\nfeaturiser = 'lexical'"))
+    with pytest.raises(StudyError, match="featuriser"):
+        load_spec(bad)
+    bad.write_text(SPEC.replace('traces = ["test.jsonl.gz"]', 'traces = ["missing.jsonl.gz"]'))
+    r = CliRunner().invoke(app, ["study", str(bad), "--out", str(tmp_path / "o2"), "--work", str(tmp_path / "w2")])
+    assert r.exit_code != 0 and "not found" in r.output
+    bad.write_text("title = [broken")
+    with pytest.raises(StudyError, match="not a readable TOML"):
+        load_spec(bad)
+
+
+@pytest.mark.slow
+def test_committed_results_are_what_the_committed_traces_give(tmp_path):
+    """docs/results/summary.json must be regenerated whenever traces/ changes: recompute and compare."""
+    spec_path = REPO / "traces" / "study.toml"
+    committed = REPO / "docs" / "results" / "summary.json"
+    assert spec_path.is_file() and committed.is_file()
+    run = run_study(load_spec(spec_path), spec_path.parent, tmp_path / "docs", tmp_path / "work")
+    fresh = json.loads((tmp_path / "docs/results/summary.json").read_text())
+    assert fresh == json.loads(committed.read_text()), "docs/results is stale: run `shepherd study` and commit"
+    assert run.summary["benchmarks"]
