@@ -89,8 +89,14 @@ def test_study_cli_and_bad_specs(traces_dir, tmp_path):
     bad.write_text(SPEC.replace("cv = 3", "cv = 3\nfeaturiser = 'lexical'"))
     with pytest.raises(StudyError, match="featuriser"):
         load_spec(bad)
-    bad.write_text(SPEC.replace('traces = ["test.jsonl.gz"]', 'traces = ["missing.jsonl.gz"]'))
+    # a benchmark not swept yet is listed as such; missing training traces are an error
+    spec = SPEC.replace('"train.jsonl.gz"', f'"{traces_dir / "train.jsonl.gz"}"')
+    bad.write_text(spec.replace('traces = ["test.jsonl.gz"]', 'traces = ["missing.jsonl.gz"]'))
     r = CliRunner().invoke(app, ["study", str(bad), "--out", str(tmp_path / "o2"), "--work", str(tmp_path / "w2")])
+    assert r.exit_code == 0, r.output
+    assert "No swept items yet." in (tmp_path / "o2/results.md").read_text()
+    bad.write_text(SPEC.replace('train_traces = ["train.jsonl.gz"]', 'train_traces = ["missing.jsonl.gz"]'))
+    r = CliRunner().invoke(app, ["study", str(bad), "--out", str(tmp_path / "o3"), "--work", str(tmp_path / "w3")])
     assert r.exit_code != 0 and "not found" in r.output
     bad.write_text("title = [broken")
     with pytest.raises(StudyError, match="not a readable TOML"):

@@ -66,6 +66,10 @@ class StudySpec(BaseModel):
     featurizer: str = "lexical"
     seed: int = 0
     cv: int = Field(5, ge=0)
+    #: calibrate the shepherding threshold and hint scale on the training items (out of fold) to reach this
+    #: share of LLM-only accuracy, as a deployment would; None keeps the trained default (0.5, scale 1)
+    calibrate_accuracy: float | None = Field(0.9, gt=0.0, le=1.0)
+    calibrate_scales: tuple[float, ...] = (1.0, 2.0, 3.0)
     llm_price: tuple[float, float] = (0.59, 0.79)
     slm_price: tuple[float, float] = (0.05, 0.08)
     hardware: str = ""
@@ -145,19 +149,39 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     predictor, report = train(examples, TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv),
                               grid=grid, sweep_settings=dict(train_sweeps[0].sweep) if train_sweeps else {},
                               source={"traces": spec.train_traces, "task": spec.train_task})
-    pred_dir = results_dir / "artifacts" / "predictor"
-    predictor.save(pred_dir)
     run.predictor_metrics = {"items": report["items"], "positives": report["positives"],
                              "validation": report.get("validation"),
-                             "cv": {k: v for k, v in (report.get("cv") or {}).items() if k != "oof"}}
+                             "cv": {k: v for k, v in (report.get("cv") or {}).items() if k != "oof"},
+                             "calibration": {}}
     ts.close()
 
     llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
     slm_p = Price(input=spec.slm_price[0], output=spec.slm_price[1])
+    if spec.calibrate_accuracy:
+        from ..costs import FREE
+        from ..predictor.calibrate import apply_choice, calibrate, oof_raw
+
+        raws = oof_raw(predictor, examples, k=max(2, spec.cv or 5))
+        for mode in ("proactive", "reactive"):
+            if not predictor.has(mode):
+                continue
+            choice, _ = calibrate(predictor, mode, examples, "accuracy", spec.calibrate_accuracy,
+                                  scales=spec.calibrate_scales, raw=raws.get(mode), llm_price=llm_p, slm_price=FREE)
+            apply_choice(predictor, mode, choice, {"held_out": "oof", "target_accuracy": spec.calibrate_accuracy,
+                                                   "scales": list(spec.calibrate_scales)})
+            run.predictor_metrics["calibration"][mode] = {k: _r(v) if isinstance(v, float) else v
+                                                          for k, v in choice.to_dict().items()}
+            log(f"calibrated {mode}: threshold {choice.threshold:.4f}, scale {choice.scale:g}")
+    pred_dir = results_dir / "artifacts" / "predictor"
+    predictor.save(pred_dir)
     baselines_dir: Path | None = None
     for b in spec.benchmarks:
         slug = _slug(b.name)
-        store = _unpack([spec_dir / f for f in b.traces], work / f"{slug}.sqlite", data, log)
+        files = [spec_dir / f for f in b.traces]
+        if not any(f.is_file() for f in files):
+            log(f"{b.name}: no packed traces yet ({', '.join(b.traces)}); listed as not swept")
+            continue
+        store = _unpack(files, work / f"{slug}.sqlite", data, log)
         bench_out = results_dir / slug
         cfg = EvalConfig(test=str(store), out=str(bench_out), train=str(train_store), tasks=[b.task],
                          train_tasks=[spec.train_task], featurizer=spec.featurizer, predictor=str(pred_dir),
@@ -559,6 +583,17 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     L += _table(["mode", "AUC (hint needed?)", "balanced accuracy @0.5", "hint-size MAE (fraction of L)",
                  "MAE of a constant"], rows) if rows else ["(no cross-validation metrics)"]
     L += [""]
+    cal = pm.get("calibration") or {}
+    if cal:
+        L += [f"Calibration (the \"point shown\" of proactive / reactive above): threshold and hint scale picked on "
+              f"the training items, out of fold, as the cheapest setting reaching {_pct(spec.calibrate_accuracy, 0)} of "
+              "LLM-only accuracy there; the test items never influence it.", ""]
+        L += _table(["mode", "threshold", "hint scale", "accuracy on train, share of LLM-only", "cost on train, share "
+                     "of LLM-only", "target met on train"],
+                    [[m, _num(c.get("threshold"), 3), _num(c.get("scale"), 0),
+                      _pct(c.get("relative_accuracy")), _pct(c.get("relative_cost")),
+                      "yes" if c.get("feasible") else "no (most accurate setting)"] for m, c in cal.items()])
+        L += [""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(L), encoding="utf-8")
     return path
