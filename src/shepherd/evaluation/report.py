@@ -142,7 +142,10 @@ def headline(res: TaskResult, scen: str) -> list[str]:
     return out
 
 
-def write_report(run: EvalRun, out: str | Path | None = None) -> Path:
+def write_report(run: EvalRun, out: str | Path | None = None, *, item_outcomes: bool = True) -> Path:
+    """Write report.md, manifest.json, results.json and figures/ (see the module docstring).
+    `item_outcomes=False` leaves the per-item outcomes out of results.json (they grow with items x
+    operating points; `shepherd eval --rerun manifest.json` writes them again)."""
     from . import plots
 
     out = Path(out or run.config.out)
@@ -161,7 +164,8 @@ def write_report(run: EvalRun, out: str | Path | None = None) -> Path:
         "task": r.task, "sweep": r.sweep, "items": r.item_ids, "seconds": round(r.seconds, 2), "notes": r.notes,
         "references": r.references, "hint_curve": r.hint_curve,
         "families": [{"name": f.name, "group": f.group, "knob": f.knob, "note": f.note, "default": f.default,
-                      "metrics": f.metrics, "points": [p.to_dict() for p in f.points]} for f in r.families],
+                      "metrics": f.metrics, "points": [p.to_dict(outcomes=item_outcomes) for p in f.points]}
+                     for f in r.families],
     } for r in run.results]}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default), encoding="utf-8")
 

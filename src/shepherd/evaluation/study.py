@@ -190,7 +190,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
                          argv=["shepherd", "study", "(benchmark " + b.name + ")"])
         log(f"{b.name}: replaying every policy")
         ev = run_eval(cfg, log=log)
-        write_report(ev)
+        write_report(ev, item_outcomes=False)  # committed: per-item outcomes via `shepherd eval --rerun`
         if baselines_dir is None:
             # the learned baselines trained for the first benchmark serve all others: one set of artifacts
             baselines_dir = bench_out / "artifacts"
@@ -387,8 +387,9 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     L: list[str] = [f"# {spec.title}", ""]
     L += ["Every number and figure below is recomputed from the packed traces in `traces/` by one command, "
           "without calling a model:", "", "```bash", "shepherd study traces/study.toml --out docs", "```", "",
-          "Per-benchmark reports with every operating point, their manifests and raw per-item outcomes are in "
-          "[`docs/results/`](results/).", ""]
+          "Per-benchmark reports with every operating point, figures and manifests are in "
+          "[`docs/results/`](results/) (per-item outcomes: `shepherd eval --rerun docs/results/<benchmark>/manifest.json "
+          "--out DIR` after `shepherd study`, which leaves the unpacked stores in `runs/study/`).", ""]
 
     # -- status ----------------------------------------------------------------------------------------
     L += ["## What was run", ""]
@@ -397,7 +398,7 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
              str(spec.train_target_items or ""), "training"]]
     for b in spec.benchmarks:
         n = S["benchmarks"].get(b.name, {}).get("items", 0)
-        rows.append([b.name, str(n), str(b.target_items or ""), b.setting + (f" — {b.note}" if b.note else "")])
+        rows.append([b.name, str(n), str(b.target_items or ""), b.setting])
     L += _table(["traces", "items swept", "items asked for", "role"], rows)
     L += [""]
     if any(b.target_items and S["benchmarks"].get(b.name, {}).get("items", 0) < b.target_items
