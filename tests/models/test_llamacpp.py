@@ -70,3 +70,18 @@ async def test_slm_only_counterfactual_uses_llm_tokenizer(slm_backend, llm_backe
     ans = await runner.answer("What is 2+2?", SLMOnly())
     assert ans.usage["llm"].calls == 0
     assert ans.llm_only_cost_usd > 0
+
+
+async def test_prompt_longer_than_the_context_window_is_refused_clearly(slm_path):
+    from shepherd.models.base import PromptTooLong
+    from shepherd.models.llamacpp import LlamaCppBackend
+
+    small = LlamaCppBackend(slm_path, n_ctx=256, n_batch=64, n_threads=1)
+    long_prompt = GenerationRequest.create("word " * 400, max_tokens=8)
+    with pytest.raises(PromptTooLong, match="context window holds 256"):
+        await small.agenerate(long_prompt)
+    with pytest.raises(PromptTooLong):
+        async for _ in small.astream(long_prompt):
+            pass
+    (ok,) = await small.agenerate(GenerationRequest.create("Say hi.", max_tokens=4))  # still serves short ones
+    assert ok.completion_tokens <= 4

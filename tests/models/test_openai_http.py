@@ -514,3 +514,18 @@ def test_samples_are_seeded_and_logprobs_reported(llama_server, slm_path):
         run(backend.aclose())
     assert [g.text for g in first] == [g.text for g in again]  # seed, seed+1 reproduce
     assert all(g.mean_logprob is not None and g.mean_logprob <= 0 for g in first)
+
+
+@pytest.mark.parametrize("message", ["This model's maximum context length is 4096 tokens. However, you requested 5000",
+                                     "Requested tokens (600) exceed context window of 512"])
+def test_a_prompt_too_long_for_the_server_is_the_requests_fault(message):
+    from shepherd.models.base import PromptTooLong
+
+    def respond(handler, hit, body):
+        send_json(handler, 400, {"error": {"message": message, "code": "context_length_exceeded"}})
+
+    with http_server(respond) as (url, hits):
+        backend = fake_backend(url, max_retries=5)
+        with pytest.raises(PromptTooLong, match="HTTP 400"):
+            backend.generate(GenerationRequest.create("hi " * 50, max_tokens=4))
+    assert len(hits) == 1

@@ -348,3 +348,22 @@ def test_a_policy_bug_is_a_500_in_openai_format_and_the_server_keeps_serving(liv
     assert post(srv, {"model": "slm", "messages": QUESTION}).status_code == 200
     text = httpx.get(srv.url + "/metrics").text
     assert 'shepherd_requests_total{endpoint="/v1/chat/completions",status="500"} 2.0' in text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prompt_too_long_for_both_models_is_a_400_not_an_outage(live, stream):
+    from shepherd.models.base import PromptTooLong
+
+    srv = serve(live, fail=PromptTooLong("big: the prompt has 9000 tokens; the context window holds 4096"),
+                slm_fail=PromptTooLong("small: the prompt has 9000 tokens; the context window holds 2048"))
+    body = {"model": "shepherd", "messages": QUESTION}
+    if stream:
+        status, events, _ = stream_events(srv, body)
+        err = events[0]["error"]
+    else:
+        r = post(srv, body)
+        status, err = r.status_code, r.json()["error"]
+    assert status == 400
+    assert err["code"] == "context_length_exceeded" and "context window" in err["message"]
+    health = httpx.get(srv.url + "/health").json()["backends"]
+    assert health["llm"]["errors"] == 0 and health["slm"]["errors"] == 0  # the models are fine

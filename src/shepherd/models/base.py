@@ -25,6 +25,11 @@ class BackendTimeout(BackendError):
     """The backend did not answer within its time limit."""
 
 
+class PromptTooLong(BackendError):
+    """The prompt (with its hint) does not fit the model's context window: the request's fault, not the
+    backend's (an API answers 400 `context_length_exceeded`, and the backend's health is not marked)."""
+
+
 class PrefixNotSupported(BackendError):
     """The backend's route cannot continue an assistant prefix."""
 

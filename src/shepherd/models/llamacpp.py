@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, BackendError, Generation, GenerationRequest, StreamChunk
+from .base import Backend, BackendError, Generation, GenerationRequest, PromptTooLong, StreamChunk
 from .chat_template import CHATML, render_request
 
 
@@ -140,14 +140,25 @@ class LlamaCppBackend(Backend):
             seed=seed if seed is not None else -1,
         )
 
+    def _check_fits(self, llama: Any, prompt: str) -> None:
+        """A prompt that leaves no room for one generated token is refused before llama.cpp sees it."""
+        n = len(llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        ctx = llama.n_ctx()
+        if n >= ctx:
+            raise PromptTooLong(f"{self.model_id}: the prompt has {n} tokens; the context window holds {ctx} "
+                                "(shorten the prompt, or raise n_ctx in the model's config)")
+
     def _generate_one(self, request: GenerationRequest, seed: int | None) -> Generation:
         llama = self.load()
         prompt = self.render(request)
+        self._check_fits(llama, prompt)
         t0 = time.perf_counter()
         with self._run_lock:
             try:
                 out = llama.create_completion(prompt=prompt, **self._kwargs(request, seed))
             except ValueError as exc:  # e.g. prompt longer than the context window
+                if "context window" in str(exc):
+                    raise PromptTooLong(f"{self.model_id}: {exc}") from exc
                 raise BackendError(f"{self.model_id}: {exc}") from exc
         choice = out["choices"][0]
         usage = out["usage"]
@@ -177,6 +188,7 @@ class LlamaCppBackend(Backend):
         """Stream tokens from a worker thread; closing the iterator stops the generation."""
         llama = await asyncio.to_thread(self.load)
         prompt = self.render(request)
+        self._check_fits(llama, prompt)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -50,6 +51,7 @@ from .base import (
     Generation,
     GenerationRequest,
     PrefixNotSupported,
+    PromptTooLong,
     StreamChunk,
     run_sync,
 )
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 
 PREFIX_ROUTES = ("completions", "continue_final_message", "user_hint", "none")
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: how OpenAI, vLLM and llama.cpp servers word a prompt that does not fit the context window
+_CONTEXT_LENGTH = re.compile(r"context[ _](length|window)|maximum context|too many tokens|prompt is too long", re.I)
 
 #: end-of-turn markers of common chat templates; sent as stop strings on the completions route, so a
 #: model whose EOS token differs from its end-of-turn token still stops at the end of its answer
@@ -502,6 +506,8 @@ class OpenAICompatibleBackend(Backend):
                     sem.release()
                     continue
                 if status not in RETRY_STATUS:
+                    if status in (400, 413, 422) and _CONTEXT_LENGTH.search(message):
+                        raise PromptTooLong(f"{url}: HTTP {status}: {message}")
                     raise BackendError(f"{url}: HTTP {status}: {message}")
                 failure = f"{url}: HTTP {status}: {message}"
             except httpx.TimeoutException as exc:

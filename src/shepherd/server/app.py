@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..config import ConfigError, ShepherdConfig, load_config
-from ..models.base import Backend, BackendError, GenerationRequest
+from ..models.base import Backend, BackendError, GenerationRequest, PromptTooLong
 from ..policies.base import Decision, Policy, PolicyContext
 from ..policies.registry import make_policy
 from ..policies.simple import LLMOnly, SLMOnly
@@ -296,6 +296,9 @@ class ChatResponse(Response):
             scope = "the server's global budget" if exc.balance.account == Budgets.GLOBAL else f"key {name!r}"
             put(("error", ApiError(429, f"budget exhausted for {scope}: {exc}", type="insufficient_quota",
                                    code="budget_exceeded", headers={"x-should-retry": "false"})))
+        except PromptTooLong as exc:
+            put(("error", ApiError(400, f"the request does not fit the model's context window: {exc}",
+                                   type="invalid_request_error", code="context_length_exceeded")))
         except BackendError as exc:
             put(("error", ApiError(503, f"no model could answer: {_reason(exc)}", type="server_error",
                                    code="backend_unavailable")))

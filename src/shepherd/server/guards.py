@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..costs import Price
-from ..models.base import Backend, BackendError, BackendTimeout, Generation, GenerationRequest, StreamChunk
+from ..models.base import (
+    Backend,
+    BackendError,
+    BackendTimeout,
+    Generation,
+    GenerationRequest,
+    PromptTooLong,
+    StreamChunk,
+)
 from ..policies.base import Decision, Policy, PolicyContext
 from .ledger import Balance, Ledger
 
@@ -250,7 +258,7 @@ class GuardedBackend(Backend):
             err = BackendTimeout(f"{self.role} ({self.model_id}) did not answer within {self.timeout_s:g}s")
         else:
             err = BackendError(f"{self.role} ({self.model_id}) failed: {type(exc).__name__}: {exc}")
-        if self.health is not None:
+        if self.health is not None and not isinstance(err, PromptTooLong):  # the request's fault, not the model's
             self.health.record(err)
         return err
 

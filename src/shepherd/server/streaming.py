@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..answer import Answer
-from ..models.base import Backend, BackendError, Generation, GenerationRequest
+from ..models.base import Backend, BackendError, Generation, GenerationRequest, PromptTooLong
 from ..policies.base import Policy, PolicyContext
 from ..runner import Runner
 
@@ -26,6 +26,11 @@ Emit = Callable[[str, str], None]  # (source: "llm" | "slm" | "policy", text)
 
 class BackendsUnavailable(BackendError):
     """The model asked for and its fallback both failed (or no fallback is configured)."""
+
+
+def _both_failed(message: str, last: BackendError) -> BackendError:
+    """A prompt the fallback cannot fit either is the request's fault (400), not an outage (503)."""
+    return PromptTooLong(message) if isinstance(last, PromptTooLong) else BackendsUnavailable(message)
 
 
 class _LegFailed(Exception):
@@ -117,7 +122,7 @@ class StreamingRunner:
                 gen2 = await self._leg(other, replace(request, prefix=request.prefix + prefix + sent.text,
                                                       max_tokens=rest), emit)
             except _LegFailed as failed2:
-                raise BackendsUnavailable(f"{role}: {failed.error}; {other}: {failed2.error}") from None
+                raise _both_failed(f"{role}: {failed.error}; {other}: {failed2.error}", failed2.error) from None
             gens.append((other, gen2))
             return sent.text + gen2.text, True
         gens.append((role, gen))
@@ -146,7 +151,7 @@ class StreamingRunner:
                 cont = await self._leg("slm", replace(request, prefix=request.prefix + sent.text,
                                                       max_tokens=rest), emit)
             except _LegFailed as failed2:
-                raise BackendsUnavailable(f"llm: {failed.error}; slm: {failed2.error}") from None
+                raise _both_failed(f"llm: {failed.error}; slm: {failed2.error}", failed2.error) from None
             gens.append(("slm", cont))
             return sent.text + cont.text, sent.text, sent.completion_tokens, True
         gens.append(("llm", hint))
