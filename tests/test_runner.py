@@ -130,3 +130,13 @@ def test_fixed_hint_validates_settings():
     with pytest.raises(ValueError):
         FixedHint(fraction=1.5)
     assert FixedHint(fraction=0.25, expected_tokens=200).hint_tokens() == 50
+
+
+async def test_scripted_backend_draws_n_samples_with_consecutive_seeds():
+    from shepherd.models.base import GenerationRequest
+    from shepherd.models.scripted import ScriptedBackend
+
+    b = ScriptedBackend(lambda r: f"seed {r.seed}", model_id="s")
+    gens = await b.agenerate(GenerationRequest.create("hi", temperature=0.7, seed=5), n=3)
+    assert [g.text for g in gens] == ["seed 5", "seed 6", "seed 7"]
+    assert [c.seed for c in b.calls] == [5, 6, 7]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from .base import Backend, BackendError, Generation, GenerationRequest, StreamChunk
 
@@ -57,7 +58,9 @@ class ScriptedBackend(Backend):
 
     async def agenerate(self, request: GenerationRequest, n: int = 1) -> list[Generation]:
         out = []
-        for _ in range(n):
+        for i in range(n):
+            if i and request.seed is not None:  # like every backend: seeds seed, seed+1, ...
+                request = replace(request, seed=request.seed + 1)
             self.calls.append(request)
             t0 = time.perf_counter()
             if self.delay_s:
