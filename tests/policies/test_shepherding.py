@@ -171,7 +171,7 @@ async def test_reactive_live_sample_requests(artifact):
     req = GenerationRequest.create("What is 3 + 4?", max_tokens=64)
     d = await policy.decide(PolicyContext(request=req, slm=slm, llm=llm))
     assert d.kind == "slm" and d.answer_text == "We add them. The answer is 7." and len(d.spent) == 3
-    assert [(c.temperature, c.seed) for c in slm.calls] == [(0.7, 0)] * 3  # n=3: seeds 0, 1, 2 by contract
+    assert [(c.temperature, c.seed) for c in slm.calls] == [(0.7, 0), (0.7, 1), (0.7, 2)]  # n=3: seeds 0, 1, 2
     assert policy.sample_requests(PolicyContext(request=req, slm=slm, llm=llm)).max_tokens == 64
 
     # disagreeing samples go to the predictor, and the runner carries its decision out
