@@ -57,26 +57,20 @@ def test_a_plain_program_passes_and_reports_its_layers():
 
 
 def test_infinite_loop_hits_the_cpu_limit():
-    t0 = time.monotonic()
     result = run_python("while True:\n    pass\n", Limits(wall_s=10, cpu_s=1))
     assert not result.passed and result.status in ("cpu_limit", "timeout") and result.reason
-    assert time.monotonic() - t0 < 8
 
 
 def test_sleeping_forever_hits_the_wall_clock_limit():
-    t0 = time.monotonic()
     result = run_python("import time\nwhile True:\n    time.sleep(1)\n", Limits(wall_s=1.5))
     assert result.status == "timeout" and "wall-clock" in result.reason
-    assert time.monotonic() - t0 < 1.5 + 3
 
 
 def test_fork_bomb_is_contained():
     bomb = ("import os\nwhile True:\n    try:\n        if os.fork() == 0:\n            os.setsid()\n"
             "    except OSError:\n        pass\n")
-    t0 = time.monotonic()
     result = run_python(bomb, Limits(wall_s=3, cpu_s=3, processes=16))
     assert not result.passed and result.reason
-    assert time.monotonic() - t0 < 3 + 6
     # the autouse fixture checks that no process of the bomb survived, setsid() or not
 
 
@@ -96,10 +90,9 @@ def test_memory_bomb_hits_the_memory_limit(program):
 
 
 def test_huge_output_is_capped():
-    t0 = time.monotonic()
     result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 1_000_000)\n", FAST)
     assert result.status == "output_limit" and "output limit" in result.reason
-    assert len(result.stdout) <= 8192 and time.monotonic() - t0 < 5
+    assert len(result.stdout) <= 8192
 
 
 def test_huge_stderr_and_huge_files_are_capped():
