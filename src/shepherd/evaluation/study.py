@@ -293,6 +293,15 @@ def summarize(run: StudyRun) -> dict[str, Any]:
                         fd[s][key] = None
             b["policies"][fam.name] = fd
         b["headline"] = {s: _headline(b["policies"], s) for s in scen_names}
+        llm_fam = res.family("llm-only")
+        llm_pt = next((p for p in llm_fam.points if p.ok), None) if llm_fam else None
+        if llm_pt is not None:
+            n = len(llm_pt.outcomes)
+            P = sum(o.llm_prompt for o in llm_pt.outcomes) / n
+            C = sum(o.llm_completion for o in llm_pt.outcomes) / n
+            price = ev.scenarios[0].llm
+            b["llm_tokens"] = {"prompt": _r(P, 1), "answer": _r(C, 1),
+                               "prompt_cost_share": _r(price.cost(P, 0) / price.cost(P, C)) if C or P else None}
         out["benchmarks"][name] = b
     return out
 
@@ -447,6 +456,17 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
                      "best shepherding ≥100%", "best baseline ≥100%", "baseline/shepherding cost ≥100%",
                      "oracle shepherding (acc, cost)"], rows)
         L += [""]
+
+    L += ["What a hint can save is bounded by the prompt: a hint pays the LLM's whole prompt plus n answer "
+          "tokens, so no hint costs less than the prompt's share of an LLM-only answer.", ""]
+    rows = []
+    for b in spec.benchmarks:
+        lt = (S["benchmarks"].get(b.name) or {}).get("llm_tokens")
+        if lt:
+            rows.append([b.name, f"{lt['prompt']:.0f}", f"{lt['answer']:.0f}", _pct(lt["prompt_cost_share"])])
+    L += _table(["benchmark", "LLM prompt tokens (mean)", "LLM answer tokens (mean)",
+                 "prompt's share of LLM-only cost"], rows)
+    L += [""]
 
     # -- side by side with the paper -------------------------------------------------------------------
     L += ["## Side by side with the paper", ""]
