@@ -636,7 +636,7 @@ def _agree_range(xs: list[float], lo: float, hi: float) -> str:
     inside = [x for x in xs if lo <= x <= hi]
     if len(inside) == len(xs):
         return "yes"
-    return "partly" if inside or max(xs) > 0 else "no"
+    return "partly" if inside else "no"
 
 
 def _agree_ratio(best: float | None) -> str:
