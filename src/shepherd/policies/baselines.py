@@ -125,6 +125,13 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
 
 
+def _standardizer(X):
+    """Column means and scales for standardising; a constant column keeps scale 1 (no division by 0)."""
+    np = _np()
+    sd = X.std(axis=0)
+    return X.mean(axis=0), np.where(sd > 1e-8, sd, 1.0)
+
+
 class Logistic:
     """Standardised L2 logistic regression. Fitted with scikit-learn, applied with numpy; a training
     set with one class only gives the constant model of that class's smoothed rate."""
@@ -140,9 +147,7 @@ class Logistic:
         np = _np()
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64)
-        self.mean = X.mean(axis=0)
-        sd = X.std(axis=0)
-        self.scale = np.where(sd > 1e-8, sd, 1.0)
+        self.mean, self.scale = _standardizer(X)
         Z = (X - self.mean) / self.scale
         if len(set(y.tolist())) < 2:
             p = (y.sum() + 0.5) / (len(y) + 1.0)
@@ -192,9 +197,7 @@ class BilinearMF:
         np = _np()
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        self.mean = X.mean(axis=0)
-        sd = X.std(axis=0)
-        self.scale = np.where(sd > 1e-8, sd, 1.0)
+        self.mean, self.scale = _standardizer(X)
         Z = self._z(X)
         n, d = Z.shape
         rng = np.random.default_rng(self.seed)
