@@ -85,3 +85,24 @@ async def test_prompt_longer_than_the_context_window_is_refused_clearly(slm_path
             pass
     (ok,) = await small.agenerate(GenerationRequest.create("Say hi.", max_tokens=4))  # still serves short ones
     assert ok.completion_tokens <= 4
+
+
+async def test_cancelling_a_generation_frees_the_model_within_a_token(slm_backend):
+    import asyncio
+
+    req = GenerationRequest.create(COUNT[0]["content"].replace("30", "5000"), prefix="1, 2, 3,", max_tokens=160)
+    (full,) = await slm_backend.agenerate(req)
+    assert full.completion_tokens == 160 and full.finish_reason == "length"  # it would run to the limit
+
+    task = asyncio.create_task(slm_backend.agenerate(req))
+    while not slm_backend._run_lock.locked():  # the worker thread is decoding
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(slm_backend._run_lock.acquire)  # the thread gives the model back ...
+    slm_backend._run_lock.release()
+    decoded = slm_backend.load().n_tokens - full.prompt_tokens
+    assert decoded < 160 // 2  # ... long before max_tokens
+    (again,) = await slm_backend.agenerate(req)  # and the next call is served whole
+    assert again.text == full.text

@@ -148,14 +148,23 @@ class LlamaCppBackend(Backend):
             raise PromptTooLong(f"{self.model_id}: the prompt has {n} tokens; the context window holds {ctx} "
                                 "(shorten the prompt, or raise n_ctx in the model's config)")
 
-    def _generate_one(self, request: GenerationRequest, seed: int | None) -> Generation:
+    def _generate_one(self, request: GenerationRequest, seed: int | None,
+                      cancelled: threading.Event | None = None) -> Generation:
         llama = self.load()
         prompt = self.render(request)
         self._check_fits(llama, prompt)
+        kwargs = self._kwargs(request, seed)
+        if cancelled is not None:
+            # checked after every decoded token: a cancelled caller frees the context within one token
+            # instead of holding the lock (and the CPU) until max_tokens
+            from llama_cpp import StoppingCriteriaList
+            kwargs["stopping_criteria"] = StoppingCriteriaList([lambda _ids, _logits: cancelled.is_set()])
         t0 = time.perf_counter()
         with self._run_lock:
+            if cancelled is not None and cancelled.is_set():
+                raise asyncio.CancelledError()
             try:
-                out = llama.create_completion(prompt=prompt, **self._kwargs(request, seed))
+                out = llama.create_completion(prompt=prompt, **kwargs)
             except ValueError as exc:  # e.g. prompt longer than the context window
                 if "context window" in str(exc):
                     raise PromptTooLong(f"{self.model_id}: {exc}") from exc
@@ -177,7 +186,12 @@ class LlamaCppBackend(Backend):
         out = []
         for i in range(n):
             seed = None if request.seed is None else request.seed + i
-            out.append(await asyncio.to_thread(self._generate_one, request, seed))
+            cancelled = threading.Event()
+            try:
+                out.append(await asyncio.to_thread(self._generate_one, request, seed, cancelled))
+            except asyncio.CancelledError:
+                cancelled.set()  # the worker thread stops at its next token; its result is dropped
+                raise
         return out
 
     def _empty(self, request: GenerationRequest) -> Generation:
