@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shepherd.cli import app
-from shepherd.evaluation.study import StudyError, load_spec, run_study
+from shepherd.evaluation.study import StudyError, load_spec, render_discussion, run_study
 from shepherd.traces.compact import export_compact
 from shepherd.traces.store import TraceStore
 
@@ -30,7 +30,7 @@ title = "Test study"
 train_traces = ["train.jsonl.gz"]
 train_target_items = 500
 cv = 3
-discussion = "Hand-written discussion goes here."
+discussion = "Hand-written discussion goes here: SLM {{benchmarks.GSM8K.references.slm-free.slm.accuracy | pct1}}."
 
 [[benchmarks]]
 name = "GSM8K"
@@ -69,7 +69,8 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     assert pol["oracle-routing"]["point"]["slm-free"]["cost_reduction"] >= 0
     assert s["predictor"]["cv"]["proactive"]["auc"] > 0.5  # the scripted traces carry a learnable signal
     md = (tmp_path / "a/results.md").read_text()
-    for needle in ("Partial study", "Side by side with the paper", "Hand-written discussion goes here.",
+    slm_acc = f"{100 * g['references']['slm-free']['slm']['accuracy']:.1f}%"
+    for needle in ("Partial study", "Side by side with the paper", f"Hand-written discussion goes here: SLM {slm_acc}.",
                    "Proactive vs reactive", "Wall-clock per query", "results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png",
                    "results/hint_fraction_all.png"):
         assert needle in md, needle
@@ -77,6 +78,7 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     assert (tmp_path / "a/results/hint_fraction_all.png").is_file()
     assert (tmp_path / "a/results/gsm8k/report.md").is_file()
     assert a.summary == b.summary
+    assert md == (tmp_path / "b/results.md").read_text()  # the document too, wherever it is written
 
 
 def test_study_cli_and_bad_specs(traces_dir, tmp_path):
@@ -94,13 +96,31 @@ def test_study_cli_and_bad_specs(traces_dir, tmp_path):
     bad.write_text(spec.replace('traces = ["test.jsonl.gz"]', 'traces = ["missing.jsonl.gz"]'))
     r = CliRunner().invoke(app, ["study", str(bad), "--out", str(tmp_path / "o2"), "--work", str(tmp_path / "w2")])
     assert r.exit_code == 0, r.output
-    assert "No swept items yet." in (tmp_path / "o2/results.md").read_text()
+    md = (tmp_path / "o2/results.md").read_text()
+    assert "No swept items yet." in md and "Hand-written discussion goes here: SLM not swept yet." in md
     bad.write_text(SPEC.replace('train_traces = ["train.jsonl.gz"]', 'train_traces = ["missing.jsonl.gz"]'))
     r = CliRunner().invoke(app, ["study", str(bad), "--out", str(tmp_path / "o3"), "--work", str(tmp_path / "w3")])
     assert r.exit_code != 0 and "not found" in r.output
     bad.write_text("title = [broken")
     with pytest.raises(StudyError, match="not a readable TOML"):
         load_spec(bad)
+
+
+def test_discussion_numbers_come_from_the_summary():
+    summary = {"benchmarks": {"GSM8K": {"hint_curve": [{"acc": 0.2}, {"acc": 0.35}],
+                                        "at100": None, "ratio": 0.348, "red": 0.127}}}
+    text = ("{{benchmarks.GSM8K.hint_curve.0.acc|pct}} -> {{ benchmarks.GSM8K.hint_curve.1.acc | pct }}, "
+            "{{benchmarks.GSM8K.at100.cost_reduction|red}}, {{benchmarks.GSM8K.ratio|x}}, "
+            "{{benchmarks.GSM8K.red|red}}, {{benchmarks.GSM8K.ratio}}; {plain braces} stay")
+    assert render_discussion(text, summary) == "20% -> 35%, not reached, 0.35x, −13%, 0.35; {plain braces} stay"
+    with pytest.raises(StudyError, match="names no field.*'MBPP'"):
+        render_discussion("{{benchmarks.MBPP.items}}", summary)
+    with pytest.raises(StudyError, match="unknown format 'percent'"):
+        render_discussion("{{benchmarks.GSM8K.ratio|percent}}", summary)
+    with pytest.raises(StudyError, match="not a number"):
+        render_discussion("{{benchmarks.GSM8K.hint_curve}}", summary)
+    with pytest.raises(StudyError, match="names no field"):
+        render_discussion("{{benchmarks.GSM8K.hint_curve.7.acc}}", summary)
 
 
 @pytest.mark.slow
@@ -112,4 +132,6 @@ def test_committed_results_are_what_the_committed_traces_give(tmp_path):
     run = run_study(load_spec(spec_path), spec_path.parent, tmp_path / "docs", tmp_path / "work")
     fresh = json.loads((tmp_path / "docs/results/summary.json").read_text())
     assert fresh == json.loads(committed.read_text()), "docs/results is stale: run `shepherd study` and commit"
+    # the prose too: its numbers are placeholders filled from the summary
+    assert (tmp_path / "docs/results.md").read_text() == (REPO / "docs/results.md").read_text()
     assert run.summary["benchmarks"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -303,6 +304,34 @@ def summarize(run: StudyRun) -> dict[str, Any]:
             b["llm_tokens"] = {"prompt": _r(P, 1), "answer": _r(C, 1),
                                "prompt_cost_share": _r(price.cost(P, 0) / price.cost(P, C)) if C or P else None}
         out["benchmarks"][name] = b
+    for spec_b in run.spec.benchmarks:  # listed even before its first swept item
+        out["benchmarks"].setdefault(spec_b.name, {"items": 0})
+    out["comparison"] = _comparison(out, run.spec)
+    return out
+
+
+def _comparison(summary: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
+    """Spans across benchmarks (SLM free) that the paper's claims are stated in, for the discussion."""
+    def span(xs: list[float]) -> dict[str, Any]:
+        return {"min": min(xs), "max": max(xs), "n": len(xs)} if xs else {"min": None, "max": None, "n": 0}
+
+    out: dict[str, Any] = {}
+    for key in ("at90", "at100"):
+        heads = [b["headline"]["slm-free"][key] for b in summary["benchmarks"].values() if b.get("items")]
+        out[key] = {"shepherding_cost_reduction": span([h["shepherding"]["cost_reduction"] for h in heads
+                                                         if h.get("shepherding")]),
+                    "baseline_over_shepherding_cost": span([h["baseline_over_shepherding_cost"] for h in heads
+                                                             if h.get("baseline_over_shepherding_cost")])}
+    tr = summary["train"]
+    out["train_target_items"] = spec.train_target_items
+    out["llm_over_slm_seconds"] = {}
+    for name, b in summary["benchmarks"].items():
+        pol = b.get("policies") or {}
+        llm = ((pol.get("llm-only") or {}).get("point") or {}).get("seconds_per_query")
+        slm = ((pol.get("slm-only") or {}).get("point") or {}).get("seconds_per_query")
+        out["llm_over_slm_seconds"][name] = _r(llm / slm, 3) if llm and slm else None
+    out["train_no_hint_share"] = (_r((tr.get("kinds") or {}).get("none", 0) / tr["items"])
+                                  if tr.get("items") else None)
     return out
 
 
@@ -508,7 +537,7 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
                  "agrees?"], rows)
     L += [""]
     if spec.discussion.strip():
-        L += [spec.discussion.strip(), ""]
+        L += [render_discussion(spec.discussion.strip(), S), ""]
 
     # -- per benchmark ---------------------------------------------------------------------------------
     for b in spec.benchmarks:
@@ -622,6 +651,50 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
 
 def _num(x: Any, d: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{d}f}"
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}|]+?)\s*(?:\|\s*(\w+)\s*)?\}\}")
+_FORMATS: dict[str, Callable[[Any], str]] = {
+    "pct": lambda x: _pct(x, 0), "pct1": _pct, "red": _red, "num": _num, "ace": _ace, "usd": _usd,
+    "int": lambda x: f"{x:.0f}", "x": lambda x: f"{x:.2f}x", "pp": lambda x: f"{100 * x:.0f}",
+}
+
+
+def render_discussion(text: str, summary: dict[str, Any]) -> str:
+    """Fill `{{benchmarks.GSM8K.references.slm-free.slm.accuracy | pct}}` placeholders from the summary.
+
+    Why: the prose is hand-written but its numbers are not, so they cannot go stale when the traces grow.
+    A path through a missing point (a target not reached) renders "not reached", through a benchmark without
+    traces "not swept yet"; a path that names no field
+    of the summary is an error, not a silent blank.
+    """
+    def fill(m: re.Match) -> str:
+        path, fmt = m.group(1), m.group(2)
+        if fmt and fmt not in _FORMATS:
+            raise StudyError(f"discussion: unknown format {fmt!r} in {m.group(0)} "
+                             f"(known: {', '.join(sorted(_FORMATS))})")
+        node: Any = summary
+        for part in path.split("."):
+            if node is None:
+                return "not reached"
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, dict) and node.get("items") == 0:  # a benchmark with no traces yet
+                return "not swept yet"
+            else:
+                raise StudyError(f"discussion: {m.group(0)} names no field of the study summary "
+                                 f"(stopped at {part!r}; see docs/results/summary.json)")
+        if node is None:
+            return "not reached"
+        if isinstance(node, (dict, list)):
+            raise StudyError(f"discussion: {m.group(0)} is not a number or text")
+        if fmt:
+            return _FORMATS[fmt](node)
+        return f"{node:.2f}" if isinstance(node, float) else str(node)
+
+    return _PLACEHOLDER.sub(fill, text)
 
 
 def _span(reds: list[tuple[str, str, float]]) -> str:
