@@ -153,3 +153,23 @@ def test_messages_are_chat_messages(gsm8k, cnk12, humaneval, mbpp):
 def test_grade_is_a_plain_record():
     g = Grade(True, "42", "ok")
     assert (g.correct, g.extracted, g.reason) == (True, "42", "ok")
+
+
+def test_extract_is_what_grade_extracts_and_code_is_not_run(humaneval, mbpp, gsm8k, monkeypatch):
+    from shepherd.tasks import code_task
+
+    he, mb, gs = humaneval.load(limit=2)[1], mbpp.load(limit=1)[0], gsm8k.load(limit=1)[0]
+    cases = [(humaneval, he, "```python\n" + he.metadata["prompt"] + he.reference + "```"),
+             (humaneval, he, "```python\ndef separate_paren_groups(s):\n    return []\n```"),
+             (humaneval, he, "I cannot help."),
+             (mbpp, mb, "```python\ndef f(x):\n    return x\n```"), (mbpp, mb, ""),
+             (gsm8k, gs, "So she makes 9 * 2 = 18 dollars. The answer is 18."), (gsm8k, gs, "no idea")]
+    graded = [t.grade(item, resp) for t, item, resp in cases]
+    assert graded[0].correct and not graded[1].correct and graded[1].extracted
+    assert graded[4].extracted is None and graded[5].extracted == "18" and graded[6].extracted is None
+
+    def no_sandbox(*_a, **_k):
+        raise AssertionError("extract ran the code")
+
+    monkeypatch.setattr(code_task, "run_python", no_sandbox)
+    assert [t.extract(item, resp) for t, item, resp in cases] == [g.extracted for g in graded]

@@ -12,7 +12,7 @@ Both only call `ctx.slm` / `ctx.llm`, so they run live, in sweeps and in replay 
 `[policy] settings = {...}` or `make_policy(name, **settings)`):
   artifact      a predictor directory from `shepherd train` (default: $SHEPHERD_PREDICTOR)
   threshold, scale, cap, min_tokens, snap_to_grid, length   override the artifact's decision rule
-  reactive only: samples, temperature, seed, consensus_skip, task (grader used to extract answers)
+  reactive only: samples, temperature, seed, consensus_skip, task (whose extractor reads the samples' answers)
 """
 
 from __future__ import annotations
@@ -137,10 +137,10 @@ class ReactivePolicy(_PredictorPolicy):
         if task is None:
             return [normalize_answer(t) for t in texts]
 
-        def grade_all() -> list[str | None]:
-            return [normalize_extracted(task.grade(ctx.item, t).extracted) for t in texts]
+        def extract_all() -> list[str | None]:  # the answers only: code samples are not run against tests
+            return [normalize_extracted(task.extract(ctx.item, t)) for t in texts]
 
-        return await asyncio.to_thread(grade_all)
+        return await asyncio.to_thread(extract_all)
 
     async def decide(self, ctx: PolicyContext) -> Decision:
         from ..predictor.features import SampleFeaturizer, SampleInfo, query_text

@@ -122,6 +122,14 @@ class Task(ABC):
     def grade(self, item: Item, response: str) -> Grade:
         """Grade the model's full answer text (for a hinted answer: hint + continuation)."""
 
+    def extract(self, item: Item, response: str) -> str | None:
+        """The answer `grade` would extract, without judging it (what agreement between samples compares).
+
+        The default grades and keeps the extraction; tasks whose grading is costly (running code) override
+        it with the extraction alone. It must equal `grade(item, response).extracted`.
+        """
+        return self.grade(item, response).extracted
+
 
 def default_data_dir() -> Path | None:
     """$SHEPHERD_DATA_DIR, else `../shared/data` beside a development checkout, else None."""

@@ -26,3 +26,8 @@ class CodeTask(Task):
             return Grade(False, None, "no code found in the response")
         result = run_python(program, self.limits, options=self.options)
         return Grade(result.passed, code, result.reason)
+
+    def extract(self, item: Item, response: str) -> str | None:
+        """The extracted code, without running the tests (a reactive decision compares samples' code)."""
+        _, code = self.program(item, response)
+        return code if code.strip() else None
