@@ -1,22 +1,52 @@
 #!/bin/bash
-# The study's sweeps (issue 8), one model job at a time, each resumable: run it again after a stop and
-# it continues where it was, never paying for a stored call twice. Long: run it in the background,
+# The study's sweeps (issue 8), each resumable: run it again after a stop and it continues where it was,
+# never paying for a stored call twice. Long: run it in the background,
 #   nohup bash benchmarks/study_sweeps.sh > runs/study_sweeps.log 2>&1 &
 # then pack the stores into traces/ (bash traces/pack.sh) and regenerate docs/results.md
 # (shepherd study traces/study.toml --out docs).
-# CONFIG: a TOML with the model pair and threads (default: the embedded default pair, all cores).
+# LANES=2 (default): two lanes side by side (GSM8K | code + CNK12), each model on 1 thread. On the 2-core
+#   machine this gives 10-20% more tokens per second in all than one lane on 2 threads (0.5B: 50 vs 46
+#   tok/s, 1.5B: 31 vs 26). LANES=1: one job at a time.
+# CONFIG: a TOML with the model pair and threads (default: the embedded default pair, 1 thread a model
+#   with two lanes, all cores with one).
 set -u
 cd "$(dirname "$0")/.."
+LANES=${LANES:-2}
 CONFIG=${CONFIG:-}
+if [ -z "$CONFIG" ] && [ "$LANES" = 2 ]; then
+  mkdir -p runs
+  CONFIG=runs/one_thread.toml
+  cat > "$CONFIG" <<'TOML'
+[slm]
+model = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+n_threads = 1
+[llm]
+model = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+n_threads = 1
+price = { input = 0.59, output = 0.79 }
+TOML
+fi
 run() {
   echo "=== $(date -u +%T) $*"
   shepherd sweep run "$@" ${CONFIG:+--config "$CONFIG"} || echo "=== failed: $*"
 }
-# training traces: labels only need the first passing level (--early-stop)
-run gsm8k --split train --limit 300 --early-stop --store runs/gsm8k_train.sqlite
-# test traces: the full grid, for every policy's replay
-run gsm8k --split test --limit 300 --seed 0 --store runs/gsm8k_test.sqlite
-run humaneval --store runs/humaneval.sqlite
-run mbpp --split test --limit 200 --seed 0 --store runs/mbpp.sqlite
-run cnk12 --store runs/cnk12.sqlite
+gsm8k_lane() {
+  # training traces: labels only need the first passing level (--early-stop)
+  run gsm8k --split train --limit 300 --early-stop --store runs/gsm8k_train.sqlite
+  # test traces: the full grid, for every policy's replay
+  run gsm8k --split test --limit 300 --seed 0 --store runs/gsm8k_test.sqlite
+}
+other_lane() {
+  run humaneval --store runs/humaneval.sqlite
+  run mbpp --split test --limit 200 --seed 0 --store runs/mbpp.sqlite
+  run cnk12 --seed 0 --store runs/cnk12.sqlite
+}
+if [ "$LANES" = 2 ]; then
+  gsm8k_lane > >(sed 's/^/[gsm8k] /') 2>&1 &
+  other_lane > >(sed 's/^/[other] /') 2>&1 &
+  wait
+else
+  gsm8k_lane
+  other_lane
+fi
 echo "=== done $(date -u +%T)"
