@@ -128,14 +128,24 @@ def test_early_stop_stops_at_the_first_passing_level_and_gives_the_same_labels(t
     task = FakeTask(8)
     run_fake_sweep(full, task)
     run_fake_sweep(early, task, SweepPlan(trials=1, samples=2, temperature=0.7, early_stop=True))
-    assert full.labels(task.name, filter=False) == early.labels(task.name, filter=False)
+    assert full.labels(task.name) == early.labels(task.name)  # what the predictor trains on
+    every_full = full.labels(task.name, filter=False)
+    every_early = early.labels(task.name, filter=False)
     assert len(early.call_log()) < len(full.call_log())
+    llm_wrong = 0
     for s in early.item_sweeps(task.name):
         lab = label_item(s)
+        if not s.llm_full.correct:  # the filter drops it: no hint is tried
+            llm_wrong += 1
+            assert len(s.levels) == 1 and s.levels[0].fraction == 0.0 and len(s.samples) == 2
+            assert lab.kind == ("none" if s.levels[0].passed else "unsolvable")
+            continue
+        assert lab == every_full[s.item_id] == every_early[s.item_id]
         if lab.kind in ("none", "hint"):
             assert s.levels[-1].fraction == lab.hint_fraction  # nothing swept past n*
         else:
             assert len(s.levels) == 10
+    assert llm_wrong  # the fake task has items the LLM gets wrong
 
 
 def test_parallel_calls_give_the_same_rows(tmp_path):

@@ -120,7 +120,7 @@ def run_cmd(
     temperature: float = typer.Option(0.7, min=0.0, help="Temperature of sampled trials and samples."),
     max_tokens: int | None = typer.Option(None, min=1, help="Answer budget (default: config, else task)."),
     sample_seed: int = typer.Option(0, help="Decoding seed: sampled calls use seed, seed+1, ..."),
-    early_stop: bool = typer.Option(False, help="Stop each item at its first passing level."),
+    early_stop: bool = typer.Option(False, help="Stop each item at its first passing level, and after level 0 when the LLM is wrong (training sweeps: the label filter drops those items)."),
     concurrency: int = typer.Option(1, min=1, help="Items at a time (keep 1 for in-process models)."),
     prefix_reuse: bool = typer.Option(True, help="Let llama.cpp reuse the KV cache of the shared prompt "
                                       "prefix (off: every prompt from scratch, bit-reproducible)."),

@@ -4,7 +4,9 @@ The rule: a grid level passes when a strict majority of its trials is correct; n
 passing level. Level 0.0 (no hint: the SLM alone) passing gives kind "none"; a higher level gives
 "hint"; no passing level gives "llm" when the LLM's own answer is right, else "unsolvable".
 The filter (as in the paper) drops items the LLM gets wrong or that no swept hint fixes, i.e. keeps
-only items with kind "none" or "hint" whose LLM answer is correct.
+only items with kind "none" or "hint" whose LLM answer is correct. An early-stopped sweep does not try
+hints on an item the LLM gets wrong: its kind is then "none" or "unsolvable" (the LLM and the SLM alone are
+wrong), and the filter drops it all the same.
 """
 
 from __future__ import annotations

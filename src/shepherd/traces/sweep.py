@@ -46,7 +46,8 @@ class SweepPlan:
     #: SLM answers sampled at `temperature` (seeds seed, seed+1, ...)
     samples: int = 3
     temperature: float = 0.7
-    #: stop at the first passing level (training labels only need n*)
+    #: stop at the first passing level (training labels only need n*); an item whose LLM answer is wrong
+    #: stops after level 0 (the label filter drops it, so only what the baselines read is swept)
     early_stop: bool = False
 
     def __post_init__(self) -> None:
@@ -241,7 +242,9 @@ async def run_unit(unit: SweepUnit, ctx: WorkerContext) -> UnitResult:
         for i in range(unit.plan.samples):
             await sample(i)
         for lv in rest:
-            if unit.plan.early_stop and res.first_pass is not None:
+            # early stop: nothing past n*, and no hint at all when the LLM's own answer is wrong (the
+            # paper's filter drops those items from training whatever a hint would do)
+            if unit.plan.early_stop and (res.first_pass is not None or not res.llm_correct):
                 break
             if await level(*lv) and res.first_pass is None:
                 res.first_pass = lv[0]
