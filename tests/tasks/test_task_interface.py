@@ -173,3 +173,27 @@ def test_extract_is_what_grade_extracts_and_code_is_not_run(humaneval, mbpp, gsm
 
     monkeypatch.setattr(code_task, "run_python", no_sandbox)
     assert [t.extract(item, resp) for t, item, resp in cases] == [g.extracted for g in graded]
+
+
+def test_cnk12_extract_matches_grade_without_comparing_to_the_reference(cnk12, monkeypatch):
+    from shepherd.tasks import cnk12 as cnk12_mod
+
+    items = cnk12.load()
+    latex = next(i for i in items if i.metadata.get("answer_type") != "choice" and not i.metadata.get("choices"))
+    listed = next((i for i in items if i.metadata.get("answer_type") != "choice" and i.metadata.get("choices")),
+                  None)
+    choice = next(i for i in items if i.metadata.get("answer_type") == "choice")
+    responses = ["So the answer is $\\boxed{5}$.", "Hence $\\boxed{B}$", "I do not know."]
+    cases = [(it, r) for it in (latex, listed, choice) if it is not None for r in responses]
+    expected = [cnk12.grade(it, r).extracted for it, r in cases]
+    assert any(expected) and None in expected
+    # a choice item may match a value to its options (math-verify), never to the reference
+    assert [cnk12.extract(it, r) for it, r in cases if it is choice] == \
+        [e for (it, _), e in zip(cases, expected) if it is choice]
+
+    def no_reference(gold, pred, *a, **k):
+        raise AssertionError("extract compared with the reference")
+
+    monkeypatch.setattr(cnk12_mod, "latex_equal", no_reference)
+    assert [cnk12.extract(it, r) for it, r in cases if it is not choice] == \
+        [e for (it, _), e in zip(cases, expected) if it is not choice]

@@ -132,17 +132,33 @@ class CNK12(Task):
     def grade(self, item: Item, response: str) -> Grade:
         if item.metadata.get("answer_type") == "choice":
             return self._grade_choice(item, response)
-        extracted = extract_latex(response)
+        extracted, letter = self._read_latex(item, response)
         if not extracted:
             return Grade(False, None, "no final answer found in the response")
         options: dict[str, str] = item.metadata.get("choices") or {}
-        letter = choice_letters(extracted) if options else None
-        if letter in options:  # the problem lists options and the model named one: compare its text
+        if letter is not None:  # the problem lists options and the model named one: compare its text
             equal, why = latex_equal(item.reference, options[letter])
             return Grade(equal, letter, f"option {letter} ({options[letter]!r}) is "
                          + ("equivalent to" if equal else "not") + f" the reference: {why}")
         equal, why = latex_equal(item.reference, extracted)
         return Grade(equal, extracted, ("equivalent: " if equal else "not equivalent: ") + why)
+
+    def extract(self, item: Item, response: str) -> str | None:
+        """What `grade` extracts, without math-verify's comparison with the reference."""
+        if item.metadata.get("answer_type") == "choice":
+            return self._grade_choice(item, response).extracted  # compares with the options only
+        extracted, letter = self._read_latex(item, response)
+        return letter if letter is not None else (extracted or None)
+
+    @staticmethod
+    def _read_latex(item: Item, response: str) -> tuple[str | None, str | None]:
+        """(the final LaTeX answer, the option letter it names when the problem lists options)."""
+        extracted = extract_latex(response)
+        if not extracted:
+            return None, None
+        options: dict[str, str] = item.metadata.get("choices") or {}
+        letter = choice_letters(extracted) if options else None
+        return extracted, (letter if letter in options else None)
 
     def _grade_choice(self, item: Item, response: str) -> Grade:
         span = final_answer_span(response)
