@@ -137,8 +137,11 @@ class ReactivePolicy(_PredictorPolicy):
         if task is None:
             return [normalize_answer(t) for t in texts]
 
-        def extract_all() -> list[str | None]:  # the answers only: code samples are not run against tests
-            return [normalize_extracted(task.extract(ctx.item, t)) for t in texts]
+        # the answers only (code samples are not run against tests); a task without `extract` is graded
+        extract = getattr(task, "extract", None) or (lambda item, text: task.grade(item, text).extracted)
+
+        def extract_all() -> list[str | None]:
+            return [normalize_extracted(extract(ctx.item, t)) for t in texts]
 
         return await asyncio.to_thread(extract_all)
 
