@@ -5,8 +5,8 @@
 # then pack the stores into traces/ (bash traces/pack.sh) and regenerate docs/results.md
 # (shepherd study traces/study.toml --out docs).
 # LANES=2 (default): two lanes side by side (GSM8K | code + CNK12), each model on 1 thread. On the 2-core
-#   machine this gives 10-20% more tokens per second in all than one lane on 2 threads (0.5B: 50 vs 46
-#   tok/s, 1.5B: 31 vs 26). LANES=1: one job at a time.
+#   machine this gives 20-30% more tokens per second in all than one lane on 2 threads (0.5B: 52 vs 43
+#   tok/s, 1.5B: 33 vs 26; python benchmarks/sweep_lanes.py). LANES=1: one job at a time.
 # CONFIG: a TOML with the model pair and threads (default: the embedded default pair, 1 thread a model
 #   with two lanes, all cores with one).
 set -u
