@@ -528,7 +528,7 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
           + (", ".join(f"{n} {'100%' if k == 'at100' else '90%'}: {x:.2f}x" for n, k, x in ratios) or "no benchmark "
              "where both reach the target")
           + f" | {_agree_ratio(best_ratio)} |"]
-    no_hint = (tr["kinds"] or {}).get("none", 0) / tr["items"] if tr.get("items") else None
+    no_hint = S["comparison"]["train_no_hint_share"]
     L += [f"| ~{100 * PAPER['no_hint_share']:.0f}% of training queries need no hint | "
           f"{_pct(no_hint)} of {tr['items']} {spec.train_task} train items (labels: "
           + ", ".join(f"{k} {v}" for k, v in (tr["kinds"] or {}).items()) + f") | "
@@ -665,8 +665,7 @@ def render_discussion(text: str, summary: dict[str, Any]) -> str:
 
     Why: the prose is hand-written but its numbers are not, so they cannot go stale when the traces grow.
     A path through a missing point (a target not reached) renders "not reached", through a benchmark without
-    traces "not swept yet"; a path that names no field
-    of the summary is an error, not a silent blank.
+    traces "not swept yet"; a path that names no field of the summary is an error, not a silent blank.
     """
     def fill(m: re.Match) -> str:
         path, fmt = m.group(1), m.group(2)
