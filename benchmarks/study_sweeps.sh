@@ -4,16 +4,17 @@
 #   nohup bash benchmarks/study_sweeps.sh > runs/study_sweeps.log 2>&1 &
 # then pack the stores into traces/ (bash traces/pack.sh) and regenerate docs/results.md
 # (shepherd study traces/study.toml --out docs).
-# LANES=2 (default): two lanes side by side (GSM8K | code + CNK12), each model on 1 thread. On the 2-core
-#   machine this gives 20-30% more tokens per second in all than one lane on 2 threads (0.5B: 52 vs 43
-#   tok/s, 1.5B: 33 vs 26; python benchmarks/sweep_lanes.py). LANES=1: one job at a time.
+# LANES=2 (default; any N works): sweep processes side by side, each model on 1 thread, all working down the
+#   same list; the store's claims give each item to one of them. On the 2-core machine two give 20-30% more
+#   tokens per second in all than one process on 2 threads (0.5B: 52 vs 43 tok/s, 1.5B: 33 vs 26;
+#   python benchmarks/sweep_lanes.py). LANES=1: one process on all cores.
 # CONFIG: a TOML with the model pair and threads (default: the embedded default pair, 1 thread a model
 #   with two lanes, all cores with one).
 set -u
 cd "$(dirname "$0")/.."
 LANES=${LANES:-2}
 CONFIG=${CONFIG:-}
-if [ -z "$CONFIG" ] && [ "$LANES" = 2 ]; then
+if [ -z "$CONFIG" ] && [ "$LANES" != 1 ]; then
   mkdir -p runs
   CONFIG=runs/one_thread.toml
   cat > "$CONFIG" <<'TOML'
@@ -30,23 +31,18 @@ run() {
   echo "=== $(date -u +%T) $*"
   shepherd sweep run "$@" ${CONFIG:+--config "$CONFIG"} || echo "=== failed: $*"
 }
-gsm8k_lane() {
+queue() {
   # training traces: labels only need the first passing level (--early-stop)
   run gsm8k --split train --limit 300 --early-stop --store runs/gsm8k_train.sqlite
   # test traces: the full grid, for every policy's replay
   run gsm8k --split test --limit 300 --seed 0 --store runs/gsm8k_test.sqlite
-}
-other_lane() {
   run humaneval --store runs/humaneval.sqlite
   run mbpp --split test --limit 200 --seed 0 --store runs/mbpp.sqlite
   run cnk12 --seed 0 --store runs/cnk12.sqlite
 }
-if [ "$LANES" = 2 ]; then
-  gsm8k_lane > >(sed 's/^/[gsm8k] /') 2>&1 &
-  other_lane > >(sed 's/^/[other] /') 2>&1 &
-  wait
-else
-  gsm8k_lane
-  other_lane
-fi
+for lane in $(seq 1 "$LANES"); do
+  queue > >(sed "s/^/[lane $lane] /") 2>&1 &
+  sleep 5  # let the first lane claim its first item
+done
+wait
 echo "=== done $(date -u +%T)"

@@ -165,3 +165,13 @@ def test_mixed_curve_fills_the_ends_by_mixing():
     # the oracle measured at x* only: filled in, it gives 1 - x*/2 again
     assert m.apgr([0.25], [A_L], A_S, A_L, x_range=(0.0, 1.0)) == pytest.approx(0.875)
     assert m.cpt([0.25], [A_L], A_S, A_L, 0.5, x_range=(0.0, 1.0)) == pytest.approx(0.125)
+
+
+def test_best_ace_ignores_points_that_recover_too_little():
+    # (0.45, $0.1): barely above SLM-only, ACE = (0.05/0.1)/(0.4/10) = 12.5 -- the floor drops it
+    pts = [P(0.1, 0.45, "tiny"), P(2.5, 0.7, "good"), P(10.0, 0.8, "llm")]
+    assert m.ace(0.45, 0.1, A_S, C_S, A_L, C_L) == pytest.approx(12.5)
+    assert m.best_ace(pts, A_S, C_S, A_L, C_L) == pytest.approx(3.0)
+    assert m.best_ace(pts, A_S, C_S, A_L, C_L, min_gap_recovered=0.0) == pytest.approx(12.5)
+    # nothing reaches the floor; undefined ACE is skipped
+    assert m.best_ace([P(0.1, 0.45), P(0.0, 0.9)], A_S, C_S, A_L, C_L) is None

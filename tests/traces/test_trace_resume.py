@@ -137,3 +137,29 @@ def test_sigkill_real_sweep_with_the_local_model_then_resume(tmp_path):
     landed = kill_and_resume(cmd(res), res, kills=3, rng=random.Random(7), max_wait=1.5)
     assert landed >= 2
     assert_same_run(ref, res)
+
+
+def test_two_sweep_processes_on_one_store_share_the_items_out(tmp_path):
+    """Two sweeps of the same items started side by side on one store: each item is computed by one of
+    them (claims), no model call is paid twice, and the result is the one a single sweep gives."""
+    worker = str(HERE / "sweep_kill_worker.py")
+    ref, shared = tmp_path / "ref.sqlite", tmp_path / "shared.sqlite"
+    n, delay = "8", "0.05"
+    out = subprocess.run([sys.executable, worker, str(ref), str(tmp_path / "ref.log"), n, delay, "0"], cwd=REPO,
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = tmp_path / "shared.log"
+    procs = [subprocess.Popen([sys.executable, worker, str(shared), str(log), n, delay, "0"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    assert_same_run(ref, shared)
+    # every call was started once, and both processes did part of the work
+    started = [line.split() for line in log.read_text().splitlines()]
+    keys = [k for _, k, _ in started]
+    assert len(keys) == len(set(keys)) == len(snapshot(ref)["calls"])
+    assert len({pid for _, _, pid in started}) == 2
+    conn = sqlite3.connect(shared)
+    assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0, "claims are released when done"
+    conn.close()

@@ -1,7 +1,12 @@
 """The trace store: content keys, durable single-transaction writes, schema version, export."""
 
 import json
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -108,3 +113,30 @@ def test_export_jsonl_and_parquet(tmp_path, swept_store):
 
         assert store.export(tmp_path / "rows.parquet") == n
         assert pq.read_table(tmp_path / "rows.parquet").num_rows == n
+
+
+def test_claims_keep_an_item_to_one_live_process_and_free_a_dead_ones(tmp_path):
+    store = TraceStore(tmp_path / "t.sqlite")
+    assert store.claim("s", "a") is None
+    assert store.claim("s", "a") is None  # ours already: claiming again is fine
+    host = socket.gethostname()
+    # a live process on this host holds "b": not ours
+    live = os.getppid()
+    store._write("INSERT INTO claims(sweep, item_id, host, pid, at) VALUES ('s', 'b', ?, ?, ?)",
+                 (host, live, time.time()))
+    assert store.claim("s", "b") == f"{host}:{live}"
+    # ... unless its claim is older than the stale limit
+    assert store.claim("s", "b", stale_after_s=-1.0) is None
+    # a process that has exited (a killed sweep) leaves a claim that the next sweep takes over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    store._write("INSERT INTO claims(sweep, item_id, host, pid, at) VALUES ('s', 'c', ?, ?, ?)",
+                 (host, int(dead.stdout), time.time()))
+    assert store.claim("s", "c") is None
+    # release drops only this process's claims
+    store._write("INSERT INTO claims(sweep, item_id, host, pid, at) VALUES ('s', 'd', ?, ?, ?)",
+                 (host, live, time.time()))
+    for item in "abcd":
+        store.release("s", item)
+    left = store._query("SELECT item_id FROM claims")
+    assert [r[0] for r in left] == ["d"]

@@ -16,7 +16,6 @@ rerun the sandbox for an answer already graded.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import Counter
@@ -283,9 +282,7 @@ def family_metrics(fam: FamilyResult, slm: Point, llm: Point, scens: Sequence[Sc
                 out[key] = {"label": best.label, "accuracy": best.accuracy, "cost_per_query": best.cost,
                             "cost_reduction": M.cost_reduction(best.cost, c_l),
                             "ace": M.ace(best.accuracy, best.cost, a_s, c_s, a_l, c_l)}
-            aces = [M.ace(o.accuracy, o.cost, a_s, c_s, a_l, c_l) for o in ops]
-            aces = [a for a in aces if a is not None and math.isfinite(a)]
-            out["best_ace"] = max(aces) if aces else None
+            out["best_ace"] = M.best_ace(ops, a_s, c_s, a_l, c_l)
         fam.metrics[s.name] = out
 
 

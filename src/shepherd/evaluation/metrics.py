@@ -158,6 +158,23 @@ def pgr(acc: float, slm_acc: float, llm_acc: float) -> float | None:
     return (acc - slm_acc) / (llm_acc - slm_acc)
 
 
+def best_ace(points: Sequence[OperatingPoint], slm_acc: float, slm_cost: float, llm_acc: float, llm_cost: float,
+             *, min_gap_recovered: float = 0.5) -> float | None:
+    """The highest ACE among the points that recover at least `min_gap_recovered` of the SLM-LLM accuracy gap.
+
+    Without the floor the maximum is set by a point that costs barely more than SLM-only and is one item
+    better: a tiny cost difference in the denominator makes its ACE huge without saying anything about
+    buying accuracy. None when no point reaches the floor (or ACE is undefined everywhere).
+    """
+    aces = []
+    for p in points:
+        g = pgr(p.accuracy, slm_acc, llm_acc)
+        a = ace(p.accuracy, p.cost, slm_acc, slm_cost, llm_acc, llm_cost)
+        if g is not None and g >= min_gap_recovered - 1e-12 and a is not None and math.isfinite(a):
+            aces.append(a)
+    return max(aces) if aces else None
+
+
 # --------------------------------------------------------------------------- operating points
 
 

@@ -90,7 +90,8 @@ class _Progress:
         worked = [s for s in self.seconds]
         per = (sum(worked) / len(worked)) if worked else 0.0
         left = per * (self.total - self.done)
-        status = ("skipped (done before)" if res.skipped else f"error: {res.error}" if res.error else
+        status = (f"skipped (another sweep process has it: {res.claimed_by})" if res.claimed_by else
+                  "skipped (done before)" if res.skipped else f"error: {res.error}" if res.error else
                   f"{res.seconds:.1f}s, {res.calls} calls, {res.hits} cached, first pass "
                   f"{'-' if res.first_pass is None else res.first_pass}, llm {'ok' if res.llm_correct else 'wrong'}")
         if self.live:
@@ -172,14 +173,17 @@ def run_cmd(
     executor = LocalExecutor(slm_b, llm_b, task, store, concurrency=concurrency)
     errors = 0
     calls = 0
+    elsewhere = 0
     t0 = time.perf_counter()
     with _Progress(len(units), f"sweep {task.name}") as bar:
         for res in executor.run(units):
             errors += bool(res.error)
             calls += res.calls
+            elsewhere += res.claimed_by is not None
             bar.advance(res)
-    console.print(f"done in {time.perf_counter() - t0:.0f}s: {calls} model calls, {errors} failed items; "
-                  f"store: {store.counts()}", highlight=False)
+    console.print(f"done in {time.perf_counter() - t0:.0f}s: {calls} model calls, {errors} failed items"
+                  + (f", {elsewhere} left to another sweep process on this store" if elsewhere else "")
+                  + f"; store: {store.counts()}", highlight=False)
     store.close()
     if errors:
         raise typer.Exit(1)

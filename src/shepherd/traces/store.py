@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -95,6 +96,14 @@ CREATE TABLE IF NOT EXISTS hints (
     hint_key TEXT,
     PRIMARY KEY (sweep, item_id, fraction)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    sweep TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (sweep, item_id)
+);
 CREATE TABLE IF NOT EXISTS rows (
     sweep TEXT NOT NULL,
     item_id TEXT NOT NULL,
@@ -110,6 +119,16 @@ CREATE TABLE IF NOT EXISTS rows (
     PRIMARY KEY (sweep, item_id, kind, fraction, trial)
 );
 """
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 class StoreError(RuntimeError):
@@ -383,6 +402,36 @@ class TraceStore:
         rows = self._query("SELECT plan FROM sweep_items WHERE sweep = ? AND item_id = ? AND done_at IS NOT NULL",
                            (sweep, str(item_id)))
         return json.loads(rows[0]["plan"]) if rows and rows[0]["plan"] else None
+
+    # -- claims: several sweep processes on one store share out its items ----------------------------
+    def claim(self, sweep: str, item_id: str, *, stale_after_s: float = 6 * 3600.0) -> str | None:
+        """Claim an item for this process. None when it is ours now; else who holds it ("host:pid").
+
+        A claim is taken over when its process is gone (same host, pid not alive: a killed sweep) or
+        when it is older than `stale_after_s` (a process on another host cannot be checked)."""
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT host, pid, at FROM claims WHERE sweep=? AND item_id=?",
+                                         (sweep, item_id)).fetchone()
+                if row is not None and (row["host"], row["pid"]) != (host, pid):
+                    alive = _pid_alive(row["pid"]) if row["host"] == host else True
+                    if alive and now - row["at"] < stale_after_s:
+                        self._conn.execute("COMMIT")
+                        return f"{row['host']}:{row['pid']}"
+                self._conn.execute("INSERT OR REPLACE INTO claims(sweep, item_id, host, pid, at) "
+                                   "VALUES (?, ?, ?, ?, ?)", (sweep, item_id, host, pid, now))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return None
+
+    def release(self, sweep: str, item_id: str) -> None:
+        """Drop this process's claim on an item (done, failed or interrupted)."""
+        self._write("DELETE FROM claims WHERE sweep=? AND item_id=? AND host=? AND pid=?",
+                    (sweep, item_id, socket.gethostname(), os.getpid()))
 
     def put_hint(self, sweep: str, item_id: str, fraction: float, hint_tokens: int, hint_text: str,
                  hint_key: str | None) -> None:

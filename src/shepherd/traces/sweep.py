@@ -119,6 +119,8 @@ class UnitResult:
     first_pass: float | None = None
     llm_correct: bool | None = None
     skipped: bool = False
+    #: "host:pid" of the sweep process that holds the item, when skipped for that reason
+    claimed_by: str | None = None
     error: str | None = None
     call_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +160,28 @@ async def run_unit(unit: SweepUnit, ctx: WorkerContext) -> UnitResult:
         res.skipped = True
         res.seconds = time.perf_counter() - t0
         return res
+    # another sweep process on the same store is on this item: leave it to that one (run two processes
+    # on one store and they share the items out instead of both computing each)
+    holder = store.claim(sweep, unit.item_id)
+    if holder is not None:
+        res.skipped, res.claimed_by = True, holder
+        res.seconds = time.perf_counter() - t0
+        return res
+    try:
+        if store.done_plan(sweep, unit.item_id) == plan_d:  # finished by the holder we just took over from
+            res.skipped = True
+        else:
+            await _sweep_item(unit, ctx, res, base)
+    finally:
+        store.release(sweep, unit.item_id)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base: GenerationRequest) -> None:
+    """One claimed item: the LLM's answer, the hint levels, the samples; every call and grade stored."""
+    store, task, item, sweep = ctx.store, ctx.task, unit.item, unit.sweep
+    plan_d = unit.plan.to_dict()
 
     async def call(backend: Backend, request: GenerationRequest) -> Generation:
         (gen,) = await backend.agenerate(request)
@@ -249,8 +273,6 @@ async def run_unit(unit: SweepUnit, ctx: WorkerContext) -> UnitResult:
             if await level(*lv) and res.first_pass is None:
                 res.first_pass = lv[0]
     store.mark_done(sweep, unit.item_id, plan_d)
-    res.seconds = time.perf_counter() - t0
-    return res
 
 
 def make_units(task, items: Sequence[Any], config: SweepConfig, plan: SweepPlan,
