@@ -229,3 +229,92 @@ settings = {{ artifact = "{artifact}", threshold = 0.0 }}
     res = CliRunner().invoke(app, ["ask", "--config", str(cfg), "--json", "What is 2 + 3?"])
     assert res.exit_code == 0, res.output
     assert '"policy": "proactive"' in res.output and '"p_hint"' in res.output
+
+
+async def test_reactive_fixed_replays_the_sweep_and_hints_where_samples_disagree(store_path, data, items):
+    """No predictor: agreement answers; every other item gets the swept hint of fraction f, and its outcome
+    and cost are the sweep's own level f (what the runner pays is the samples on top)."""
+    from shepherd.predictor.calibrate import outcome
+    from shepherd.predictor.features import SampleFeaturizer
+    from shepherd.traces.hints import hint_tokens_for
+
+    task, by_id = items
+    runner, store = replay_runner(store_path)
+    lengths = {e.item_id: e.sweep.full_tokens for e in data.examples}
+    policy = make_policy("reactive-fixed", fraction=0.3, lengths=lengths)
+    assert policy.describe()["lengths_from_sweep"] is True
+    kinds = set()
+    try:
+        for e in data.examples[:40]:
+            item = by_id[e.item_id]
+            ans = await runner.answer(task.messages(item), policy, item=item)
+            d = ans.decision
+            assert len([g for role, g in d.spent if role == "slm"]) == 3
+            _, top = SampleFeaturizer.consensus(e.samples)
+            if top == 3:
+                assert d.kind == "slm" and d.details["consensus_skip"] is True
+                continue
+            n = hint_tokens_for(0.3, e.sweep.full_tokens)
+            assert (d.kind, d.hint_tokens) == ("hint", n) if n else d.kind == "slm"
+            sim = outcome(e.sweep, d.kind, d.hint_tokens)
+            assert task.grade(item, ans.text).correct == sim.correct, e.item_id
+            assert ans.usage["llm"].completion_tokens == d.hint_tokens
+            kinds.add(d.kind)
+    finally:
+        store.close()
+    assert "hint" in kinds
+
+
+async def test_reactive_fixed_live_and_its_bad_settings():
+    from shepherd.models.base import GenerationRequest
+
+    answers = iter(["The answer is 1.", "The answer is 2.", "The answer is 3."])
+    slm = ScriptedBackend(lambda r: next(answers, "so it is 7. The answer is 7."), model_id="s")
+    llm = ScriptedBackend("Add 3 and 4 to get 7. The answer is 7.", model_id="l")
+    policy = make_policy("reactive-fixed", fraction=0.25, expected_tokens=40)
+    req = GenerationRequest.create("What is 3 + 4?", max_tokens=64)
+    d = await policy.decide(PolicyContext(request=req, slm=slm, llm=llm))
+    assert (d.kind, d.hint_tokens) == ("hint", 10) and d.details["agreeing"] == 1 and len(d.spent) == 3
+    assert d.details["L_source"] == "expected"
+    # f = 1: disagreement goes to the LLM in full (ABC with t = 1)
+    answers = iter(["The answer is 1.", "The answer is 2.", "The answer is 3."])
+    d = await make_policy("reactive-fixed", fraction=1.0).decide(PolicyContext(request=req, slm=slm, llm=llm))
+    assert d.kind == "llm"
+    for bad in ({"fraction": 1.5}, {"samples": 0}, {"temperature": 0.0}):
+        with pytest.raises(ValueError):
+            make_policy("reactive-fixed", **bad)
+
+
+class _Verbatim(ScriptedBackend):
+    """Returns the given texts as they are, one per call (the scripted backend rejoins words, which
+    flattens code onto one line)."""
+
+    def __init__(self, texts):
+        super().__init__(model_id="s")
+        self.texts = iter(texts)
+
+    async def agenerate(self, request, n=1):
+        from shepherd.models.base import Generation
+
+        return [Generation(text=next(self.texts), prompt_tokens=1, completion_tokens=1, finish_reason="stop",
+                           latency_s=0.0, model=self.model_id) for _ in range(n)]
+
+
+@pytest.mark.parametrize("policy", ["reactive", "reactive-fixed"])
+async def test_code_samples_agree_when_their_programs_do(policy, artifact):
+    """Reactive agreement on code compares programs (as ABC does), not the last number in them."""
+    from shepherd.models.base import GenerationRequest
+    from shepherd.tasks.registry import get_task
+
+    item = get_task("humaneval").load(limit=1)[0]
+    entry = item.metadata["entry_point"]
+    prog = lambda body: f"```python\ndef {entry}(*args):\n{body}\n```"  # noqa: E731
+    a, a_again, b = prog("    return 1"), prog("    # the same program\n    return   1"), prog("    x = 0\n    return x + 1")
+    settings = {"artifact": str(artifact)} if policy == "reactive" else {"fraction": 0.3}
+    llm = ScriptedBackend("def f(): pass", model_id="l")
+    for texts, agree in (([a, a_again, a], True), ([a, b, a], False)):
+        slm = _Verbatim(texts)
+        req = GenerationRequest.create(item.metadata["prompt"], max_tokens=64)
+        d = await make_policy(policy, **settings).decide(PolicyContext(request=req, slm=slm, llm=llm, item=item))
+        assert d.details["consensus_skip"] is agree, texts
+        assert d.details["agreeing"] == (3 if agree else 2)

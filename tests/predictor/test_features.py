@@ -115,3 +115,14 @@ def test_import_is_light():
             "print(','.join(m for m in ('torch', 'sentence_transformers', 'sklearn', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_code_answers_compare_by_syntax_tree_not_by_their_last_number():
+    from shepherd.predictor.data import normalize_extracted
+    from shepherd.predictor.features import code_key
+
+    one = "def f(x):\n    return x + 1"
+    assert normalize_extracted(one, "code") == normalize_extracted("def f(x):\n  # same\n  return x+1", "code")
+    assert normalize_extracted(one, "code") != normalize_extracted("def g(y):\n    return y - 1", "code")
+    assert normalize_answer(one) == normalize_answer("def g(y):\n    return y - 1")  # why code needs its own key
+    assert code_key("def broken(:\n  1") == "def broken(: 1" and code_key("  ") is None

@@ -274,7 +274,7 @@ def summarize(run: StudyRun) -> dict[str, Any]:
                              "hint_curve": [{k: _r(v) for k, v in c.items()} for c in res.hint_curve],
                              "policies": {}}
         for fam in res.families:
-            fd: dict[str, Any] = {"group": fam.group, "knob": fam.knob}
+            fd: dict[str, Any] = {"group": fam.group, "knob": fam.knob, "points": sum(p.ok for p in fam.points)}
             rep = _representative(fam, scen_names[0], ref) if ref else None
             if rep is not None and ref:
                 fd["point"] = _point_dict(rep, scen_names, ref)
@@ -393,7 +393,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 ORDER = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf", "graphrouter",
-         "frugalgpt", "abc", "proactive", "reactive", "oracle-routing", "oracle-cascade", "oracle-shepherd")
+         "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "oracle-routing", "oracle-cascade",
+         "oracle-shepherd")
 
 
 def _policy_rows(b: dict[str, Any], scen: str) -> list[list[str]]:

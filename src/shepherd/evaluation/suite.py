@@ -32,8 +32,8 @@ from .evaluate import (
 
 LEARNED = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
 ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf",
-                "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "oracle-routing", "oracle-cascade",
-                "oracle-shepherd")
+                "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "oracle-routing",
+                "oracle-cascade", "oracle-shepherd")
 
 NOTES = {
     "slm-only": "the SLM answers every query (greedy)",
@@ -55,6 +55,8 @@ NOTES = {
                  "knob: the predictor's threshold",
     "reactive": "shepherding, reactive: 3 SLM samples first (paid); agreement answers, else the predictor "
                 "decides from query + samples; knob: threshold",
+    "reactive-fixed": "reactive shepherding without a predictor (ablation): the same 3 SLM samples; agreement "
+                      "answers, else the same hint fraction f of the LLM's answer for every query; knob f",
     "oracle-routing": "knows whether the SLM alone is right: SLM if so, else LLM",
     "oracle-cascade": "SLM first (paid); LLM only when the SLM's answer is wrong",
     "oracle-shepherd": "the smallest passing swept hint n* per item (none if the SLM alone passes), else LLM",
@@ -229,6 +231,11 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
                 lambda t: ReactivePolicy(predictor, threshold=t, samples=min(3, n_samples), temperature=temp),
                 label=_threshold_label("reactive"), default=d_re)
 
+    if n_samples >= 1:
+        from ..policies.shepherding import ReactiveFixedPolicy
+
+        add("reactive-fixed", "shepherding", "f", [f for f in grid if f > 0] + [1.0],
+            lambda f: ReactiveFixedPolicy(f, lengths=lengths, samples=min(3, n_samples), temperature=temp))
     add("oracle-routing", "oracle", "-", [None], lambda _: OracleRouting(sweeps))
     add("oracle-cascade", "oracle", "-", [None], lambda _: OracleCascade(sweeps))
     add("oracle-shepherd", "oracle", "-", [None], lambda _: OracleShepherd(sweeps))

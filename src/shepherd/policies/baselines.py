@@ -37,13 +37,11 @@ Learned baselines save and load as an artifact directory: baseline.json + arrays
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import hashlib
 import json
 import math
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -804,16 +802,6 @@ class FrugalGPT(_ThresholdPolicy):
 # agreement-based cascading
 # ----------------------------------------------------------------------------------------------------
 
-_WS = re.compile(r"\s+")
-
-
-def _code_key(code: str) -> str | None:
-    if not code.strip():
-        return None
-    try:
-        return ast.dump(ast.parse(code))
-    except SyntaxError:
-        return _WS.sub(" ", code).strip()
 
 
 class ABC(Policy):
@@ -846,6 +834,7 @@ class ABC(Policy):
         return task_for(self.task or _task_name(ctx))
 
     def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
+        from ..predictor.features import code_key as _code_key
         from ..predictor.features import normalize_answer
 
         task = self._task(ctx)

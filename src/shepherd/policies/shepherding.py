@@ -8,11 +8,16 @@
   rerun the SLM with the predicted hint. The samples are returned in `Decision.spent`, so they are paid
   for and counted. `consensus_skip=False` always goes to the predictor.
 
-Both only call `ctx.slm` / `ctx.llm`, so they run live, in sweeps and in replay alike. Settings (config
+- `reactive-fixed`: reactive without a predictor, the ablation that tells what the predictor adds: the
+  same samples and agreement test, and every disagreeing query gets the same hint fraction f of the LLM's
+  answer (its length from the sweep in replay, `expected_tokens` live). No training, one knob.
+
+All only call `ctx.slm` / `ctx.llm`, so they run live, in sweeps and in replay alike. Settings (config
 `[policy] settings = {...}` or `make_policy(name, **settings)`):
   artifact      a predictor directory from `shepherd train` (default: $SHEPHERD_PREDICTOR)
   threshold, scale, cap, min_tokens, snap_to_grid, length   override the artifact's decision rule
   reactive only: samples, temperature, seed, consensus_skip, task (whose extractor reads the samples' answers)
+  reactive-fixed: fraction, lengths, expected_tokens, samples, temperature, seed, task
 """
 
 from __future__ import annotations
@@ -94,32 +99,20 @@ class ProactivePolicy(_PredictorPolicy):
         return self._decision(pred)
 
 
-class ReactivePolicy(_PredictorPolicy):
-    """Sample the SLM first; agreeing samples answer, disagreeing ones go to the predictor."""
+class _SamplesFirst:
+    """Draw the SLM's samples (the sweep's sample requests, so replay finds them) and test agreement."""
 
-    name = "reactive"
-    mode = "reactive"
+    samples: int
+    temperature: float
+    seed: int | None
+    task: str | None
 
-    def __init__(self, artifact: Any = None, *, samples: int | None = None, temperature: float | None = None,
-                 seed: int | None = None, consensus_skip: bool = True, task: str | None = None,
-                 **rule: Any) -> None:
-        super().__init__(artifact, **rule)
-        sweep = self.predictor.manifest.get("sweep_settings", {}) or {}
-        self.samples = int(samples if samples is not None else (sweep.get("samples") or 3))
-        self.temperature = float(temperature if temperature is not None else (sweep.get("temperature") or 0.7))
-        self.seed = seed
-        self.consensus_skip = bool(consensus_skip)
-        self.task = task
-        if self.samples < 1:
-            raise ValueError("reactive needs samples >= 1")
-        if self.temperature <= 0:
-            raise ValueError("reactive samples need temperature > 0")
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        d.update({"samples": self.samples, "temperature": self.temperature, "seed": self.seed,
-                  "consensus_skip": self.consensus_skip, "task": self.task})
-        return d
+    def _sampling(self, samples: int, temperature: float, seed: int | None, task: str | None) -> None:
+        if samples < 1:
+            raise ValueError(f"{self.name} needs samples >= 1")  # type: ignore[attr-defined]
+        if temperature <= 0:
+            raise ValueError(f"{self.name} samples need temperature > 0")  # type: ignore[attr-defined]
+        self.samples, self.temperature, self.seed, self.task = int(samples), float(temperature), seed, task
 
     def sample_requests(self, ctx: PolicyContext):
         """The sweep's sample request: the query's request at the sampling temperature, seeds seed, seed+1..."""
@@ -140,13 +133,16 @@ class ReactivePolicy(_PredictorPolicy):
         # the answers only (code samples are not run against tests); a task without `extract` is graded
         extract = getattr(task, "extract", None) or (lambda item, text: task.grade(item, text).extracted)
 
+        kind = getattr(task, "kind", None)  # code is compared by syntax tree, as ABC compares it
+
         def extract_all() -> list[str | None]:
-            return [normalize_extracted(extract(ctx.item, t)) for t in texts]
+            return [normalize_extracted(extract(ctx.item, t), kind) for t in texts]
 
         return await asyncio.to_thread(extract_all)
 
-    async def decide(self, ctx: PolicyContext) -> Decision:
-        from ..predictor.features import SampleFeaturizer, SampleInfo, query_text
+    async def _draw(self, ctx: PolicyContext):
+        """The samples, what they cost, their features, and the answer all of them agree on (else None)."""
+        from ..predictor.features import SampleFeaturizer, SampleInfo
 
         gens = await ctx.slm.agenerate(self.sample_requests(ctx), n=self.samples)
         spent = [("slm", g) for g in gens]
@@ -154,9 +150,39 @@ class ReactivePolicy(_PredictorPolicy):
         infos = [SampleInfo.from_generation(g, answer=a) for g, a in zip(gens, answers)]
         consensus, top = SampleFeaturizer.consensus(infos)
         agree = {"samples": len(gens), "agreeing": top, "consensus": consensus}
-        if self.consensus_skip and consensus is not None and top == len(gens):
-            first = next(g for g, s in zip(gens, infos) if s.answer == consensus)
-            return Decision("slm", reason=f"reactive: all {len(gens)} SLM samples agree on {consensus!r}",
+        unanimous = consensus is not None and top == len(gens)
+        first = next((g for g, si in zip(gens, infos) if si.answer == consensus), None) if unanimous else None
+        return spent, infos, agree, first
+
+
+class ReactivePolicy(_SamplesFirst, _PredictorPolicy):
+    """Sample the SLM first; agreeing samples answer, disagreeing ones go to the predictor."""
+
+    name = "reactive"
+    mode = "reactive"
+
+    def __init__(self, artifact: Any = None, *, samples: int | None = None, temperature: float | None = None,
+                 seed: int | None = None, consensus_skip: bool = True, task: str | None = None,
+                 **rule: Any) -> None:
+        super().__init__(artifact, **rule)
+        sweep = self.predictor.manifest.get("sweep_settings", {}) or {}
+        self._sampling(int(samples if samples is not None else (sweep.get("samples") or 3)),
+                       float(temperature if temperature is not None else (sweep.get("temperature") or 0.7)),
+                       seed, task)
+        self.consensus_skip = bool(consensus_skip)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update({"samples": self.samples, "temperature": self.temperature, "seed": self.seed,
+                  "consensus_skip": self.consensus_skip, "task": self.task})
+        return d
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        from ..predictor.features import query_text
+
+        spent, infos, agree, first = await self._draw(ctx)
+        if self.consensus_skip and first is not None:
+            return Decision("slm", reason=f"reactive: all {len(spent)} SLM samples agree on {agree['consensus']!r}",
                             spent=spent, answer_text=first.text, details={**agree, "consensus_skip": True})
         text = query_text(ctx.request.messages)
         if self.model_mode == "reactive":
@@ -166,5 +192,35 @@ class ReactivePolicy(_PredictorPolicy):
         return self._decision(pred, spent=spent, extra={**agree, "consensus_skip": False})
 
 
+class ReactiveFixedPolicy(_SamplesFirst, Policy):
+    """Reactive shepherding with a constant instead of a predictor: agreeing samples answer, every other
+    query gets a hint of `fraction` of the LLM's answer (1.0: the LLM answers; that is ABC at t=1)."""
+
+    name = "reactive-fixed"
+
+    def __init__(self, fraction: float = 0.3, *, lengths: dict[str, int] | None = None, expected_tokens: int = 256,
+                 samples: int = 3, temperature: float = 0.7, seed: int | None = None, task: str | None = None):
+        from .baselines import FixedRatio
+
+        self.hint = FixedRatio(fraction, lengths=lengths, expected_tokens=expected_tokens)
+        self._sampling(samples, temperature, seed, task)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "fraction": self.hint.fraction, "expected_tokens": self.hint.expected_tokens,
+                "lengths_from_sweep": bool(self.hint.lengths), "samples": self.samples,
+                "temperature": self.temperature, "seed": self.seed, "task": self.task}
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        spent, _, agree, first = await self._draw(ctx)
+        if first is not None:
+            return Decision("slm", reason=f"reactive-fixed: all {len(spent)} SLM samples agree on "
+                            f"{agree['consensus']!r}", spent=spent, answer_text=first.text,
+                            details={**agree, "consensus_skip": True})
+        d = await self.hint.decide(ctx)
+        return Decision(d.kind, hint_tokens=d.hint_tokens, reason=f"reactive-fixed: samples disagree; {d.reason}",
+                        spent=spent, details={**agree, **d.details, "consensus_skip": False})
+
+
 register_policy("proactive", ProactivePolicy)
 register_policy("reactive", ReactivePolicy)
+register_policy("reactive-fixed", ReactiveFixedPolicy)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .features import SampleInfo, normalize_answer, query_text
+from .features import SampleInfo, code_key, normalize_answer, query_text
 
 POSITIVE_KINDS = ("hint", "llm")
 
@@ -52,22 +52,28 @@ class Example:
 def samples_of(sweep: Any) -> list[SampleInfo]:
     """The sweep's SLM samples as `SampleInfo`, answers as the task's grader extracted them (None where it
     found none), exactly as the reactive policy extracts them when it knows the task."""
+    from ..policies.base import task_for
+
+    kind = getattr(task_for(getattr(sweep, "task", None)), "kind", None)
     out = []
     for g in getattr(sweep, "samples", []) or []:
         gen = g[0]
-        answer = normalize_extracted(g[2]) if len(g) > 2 else normalize_answer(gen.text)
+        answer = normalize_extracted(g[2], kind) if len(g) > 2 else normalize_answer(gen.text)
         out.append(SampleInfo(gen.text, gen.completion_tokens, gen.finish_reason == "stop",
                               getattr(gen, "mean_logprob", None), answer))
     return out
 
 
-def normalize_extracted(extracted: str | None) -> str | None:
-    """A grader's extracted answer, in the same canonical form `normalize_answer` gives numbers."""
+def normalize_extracted(extracted: str | None, kind: str | None = None) -> str | None:
+    """A grader's extracted answer in a canonical form, so that equal answers compare equal: numbers as
+    `normalize_answer` gives them, code (`kind="code"`) by its syntax tree."""
     if extracted is None:
         return None
     s = str(extracted).strip()
     if not s:
         return None
+    if kind == "code":
+        return code_key(s)
     n = normalize_answer(s)
     return n if n is not None else s.lower()
 

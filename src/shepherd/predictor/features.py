@@ -543,6 +543,23 @@ def _canon_number(s: str) -> str | None:
     return f"{v:.6g}"
 
 
+_WS = re.compile(r"\s+")
+
+
+def code_key(code: str | None) -> str | None:
+    """Two programs agree when their syntax trees are equal (formatting and comments ignored); code that
+    does not parse is compared with whitespace collapsed. Never the last number in the code: two
+    different programs that both end in `return x + 1` do not agree."""
+    import ast
+
+    if code is None or not code.strip():
+        return None
+    try:
+        return ast.dump(ast.parse(code))
+    except (SyntaxError, ValueError):
+        return _WS.sub(" ", code).strip()
+
+
 def normalize_answer(text: str) -> str | None:
     """A task-free final answer: "The answer is N" / \\boxed{N} / the last number, else the last line.
 
