@@ -301,20 +301,23 @@ class _Verbatim(ScriptedBackend):
 
 
 @pytest.mark.parametrize("policy", ["reactive", "reactive-fixed"])
-async def test_code_samples_agree_when_their_programs_do(policy, artifact):
-    """Reactive agreement on code compares programs (as ABC does), not the last number in them."""
+async def test_code_samples_agree_when_their_programs_compute_the_same(policy, artifact):
+    """Reactive agreement on code runs the samples on the prompt's example calls (as ABC does): programs
+    written differently but computing the same agree; a different result, or a program that only raises,
+    does not. Never the last number in the code (which once made `return 1` and `return x + 1` agree)."""
     from shepherd.models.base import GenerationRequest
     from shepherd.tasks.registry import get_task
 
     item = get_task("humaneval").load(limit=1)[0]
     entry = item.metadata["entry_point"]
     prog = lambda body: f"```python\ndef {entry}(*args):\n{body}\n```"  # noqa: E731
-    a, a_again, b = prog("    return 1"), prog("    # the same program\n    return   1"), prog("    x = 0\n    return x + 1")
+    one, one_too = prog("    return 1"), prog("    x = 0\n    # same result, other code\n    return x + 1")
+    two, boom = prog("    return 2"), prog("    raise ValueError('no')")
     settings = {"artifact": str(artifact)} if policy == "reactive" else {"fraction": 0.3}
     llm = ScriptedBackend("def f(): pass", model_id="l")
-    for texts, agree in (([a, a_again, a], True), ([a, b, a], False)):
-        slm = _Verbatim(texts)
+    for texts, agree, top in (([one, one_too, one], True, 3), ([one, two, one], False, 2),
+                              ([boom, boom, boom], False, 0)):
         req = GenerationRequest.create(item.metadata["prompt"], max_tokens=64)
-        d = await make_policy(policy, **settings).decide(PolicyContext(request=req, slm=slm, llm=llm, item=item))
-        assert d.details["consensus_skip"] is agree, texts
-        assert d.details["agreeing"] == (3 if agree else 2)
+        ctx = PolicyContext(request=req, slm=_Verbatim(texts), llm=llm, item=item)
+        d = await make_policy(policy, **settings).decide(ctx)
+        assert (d.details["consensus_skip"], d.details["agreeing"]) == (agree, top), texts

@@ -809,8 +809,9 @@ class ABC(Policy):
     if the largest group of equal answers is at least `threshold` of them, answer with that group's
     first sample, else escalate to the LLM (paying for the samples and the LLM).
 
-    Answers are compared by the final answer (`normalize_answer`: the number for math) or, for code
-    tasks, by the extracted program's AST. The samples are the sweep's sample requests
+    Answers are compared as every agreement-based policy compares them (`policies/agreement.py`): the
+    final answer for math, what the program computes on the prompt's example calls for code. The samples
+    are the sweep's sample requests
     (`temperature`, seeds seed, seed+1, ...), so replay finds them.
     """
 
@@ -834,20 +835,9 @@ class ABC(Policy):
         return task_for(self.task or _task_name(ctx))
 
     def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
-        from ..predictor.features import code_key as _code_key
-        from ..predictor.features import normalize_answer
+        from .agreement import agreement_key
 
-        task = self._task(ctx)
-        if task is not None and getattr(task, "kind", None) == "code":
-            if ctx.item is not None and hasattr(task, "program"):
-                try:
-                    return _code_key(task.program(ctx.item, text)[1])
-                except Exception:  # noqa: BLE001, S110 - an odd answer must not stop the policy: fall back below
-                    pass
-            from ..tasks.code_extract import extract_code
-
-            return _code_key(extract_code(text))
-        return normalize_answer(text)
+        return agreement_key(self._task(ctx), ctx.item, text)
 
     async def decide(self, ctx: PolicyContext) -> Decision:
         seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)
@@ -855,7 +845,7 @@ class ABC(Policy):
         reqs = [replace(ctx.request, temperature=self.temperature, seed=seed0 + i) for i in range(self.k)]
         gens = [g for batch in await asyncio.gather(*(ctx.slm.agenerate(r) for r in reqs)) for g in batch]
         spent = [("slm", g) for g in gens]
-        keys = [self.answer_key(g.text, ctx) for g in gens]
+        keys = await asyncio.to_thread(lambda: [self.answer_key(g.text, ctx) for g in gens])  # code runs
         counts = Counter(k for k in keys if k is not None)
         top_key, top = (None, 0)
         if counts:

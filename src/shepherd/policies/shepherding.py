@@ -123,22 +123,11 @@ class _SamplesFirst:
         return task_for(self.task or task_name_of(item))
 
     async def _extract(self, ctx: PolicyContext, texts: list[str]) -> list[str | None]:
-        from ..predictor.data import normalize_extracted
-        from ..predictor.features import normalize_answer
+        """Each sample's agreement key (policies/agreement.py); off the event loop, since code runs."""
+        from .agreement import agreement_key
 
         task = self._task_for(ctx.item) if ctx.item is not None else None
-        if task is None:
-            return [normalize_answer(t) for t in texts]
-
-        # the answers only (code samples are not run against tests); a task without `extract` is graded
-        extract = getattr(task, "extract", None) or (lambda item, text: task.grade(item, text).extracted)
-
-        kind = getattr(task, "kind", None)  # code is compared by syntax tree, as ABC compares it
-
-        def extract_all() -> list[str | None]:
-            return [normalize_extracted(extract(ctx.item, t), kind) for t in texts]
-
-        return await asyncio.to_thread(extract_all)
+        return await asyncio.to_thread(lambda: [agreement_key(task, ctx.item, t) for t in texts])
 
     async def _draw(self, ctx: PolicyContext):
         """The samples, what they cost, their features, and the answer all of them agree on (else None)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .base import Item, Message, load_hub, read_jsonl
 from .code_extract import defines, extract_code, indent_body, is_body
-from .code_task import CodeTask
+from .code_task import CodeTask, doctest_calls
 from .prompts import CODE_FORMAT
 
 
@@ -35,7 +35,7 @@ class HumanEval(CodeTask):
         return [{"role": "user", "content": f"Complete this Python function.\n\n```python\n"
                  f"{item.question.rstrip()}\n```\n\n{CODE_FORMAT}"}]
 
-    def program(self, item: Item, response: str) -> tuple[str, str]:
+    def solution(self, item: Item, response: str) -> tuple[str, str]:
         prompt, entry = item.metadata["prompt"], item.metadata["entry_point"]
         code = extract_code(response, entry)
         if defines(code, entry) or "\ndef " in "\n" + code:
@@ -44,4 +44,12 @@ class HumanEval(CodeTask):
             head = prompt + code
         else:  # body lines that arrived flush left
             head = prompt + indent_body(code)
-        return f"{head}\n\n{item.metadata['test']}\n\ncheck({entry})\n", code
+        return head, code
+
+    def program(self, item: Item, response: str) -> tuple[str, str]:
+        head, code = self.solution(item, response)
+        return f"{head}\n\n{item.metadata['test']}\n\ncheck({item.metadata['entry_point']})\n", code
+
+    def probes(self, item: Item) -> list[str]:
+        """The calls of the docstring's examples (`>>> f(...)`, `f(...) == y`), which the prompt shows the model."""
+        return doctest_calls(item.metadata["prompt"], item.metadata["entry_point"])

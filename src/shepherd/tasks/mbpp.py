@@ -13,7 +13,7 @@ import re
 
 from .base import Item, Message, load_hub, read_jsonl
 from .code_extract import extract_code
-from .code_task import CodeTask
+from .code_task import CodeTask, assert_calls
 from .prompts import CODE_FORMAT
 from .sandbox import Limits
 
@@ -82,9 +82,17 @@ class MBPP(CodeTask):
         return [{"role": "user", "content": f"{item.question}\nYour code should pass these tests:\n\n"
                  f"```python\n{tests}\n```\n\n{CODE_FORMAT}"}]
 
-    def program(self, item: Item, response: str) -> tuple[str, str]:
+    def solution(self, item: Item, response: str) -> tuple[str, str]:
         code = extract_code(response, item.metadata.get("entry_point"))
         setup = item.metadata.get("test_setup_code") or ""
-        tests = "\n".join(item.metadata["test_list"])
         # the set-up code builds test data with the solution's own classes (mbpp/367, 927), so it follows
-        return f"{code}\n{setup}\n\n{tests}\n", code
+        return f"{code}\n{setup}\n", code
+
+    def program(self, item: Item, response: str) -> tuple[str, str]:
+        head, code = self.solution(item, response)
+        tests = "\n".join(item.metadata["test_list"])
+        return f"{head}\n{tests}\n", code
+
+    def probes(self, item: Item) -> list[str]:
+        """The calls the prompt's asserts make (`assert f(x) == y` -> `f(x)`), without their expected values."""
+        return assert_calls(item.metadata["test_list"])
