@@ -59,3 +59,29 @@ def test_mbpp_probes_use_the_prompts_asserts_without_their_expected_values():
     assert right is not None and len(right.splitlines()) == len(task.probes(item))
     wrong = f"def {item.metadata['entry_point']}(*a):\n    return None"
     assert task.behaviour(item, fence(wrong)) == "\n".join(["None"] * len(task.probes(item)))
+
+
+def test_the_same_program_behaves_the_same_on_every_run(humaneval):
+    """A study replays samples and compares the documents byte for byte: a program's key must not change
+    with the hash seed (sets of strings), `random`, or memory addresses in reprs."""
+    task, items = humaneval
+    item = items[0]
+    code = fence("import random\n"
+                 "def has_close_elements(numbers, threshold):\n"
+                 "    words = list({'alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'})\n"
+                 "    return (words, random.random(), object())")
+    keys = set()
+    for _ in range(4):
+        task.__dict__.pop("_behaviour_cache", None)
+        keys.add(task.behaviour(item, code))
+    assert len(keys) == 1 and None not in keys
+    assert "0x" not in keys.pop()
+
+
+def test_a_fixed_hash_seed_is_honoured_by_the_sandbox():
+    from shepherd.tasks.sandbox import SandboxOptions, run_python
+
+    prog = "print(hash('shepherd'))"
+    fixed = {run_python(prog, options=SandboxOptions(hash_seed=0)).stdout for _ in range(3)}
+    free = {run_python(prog).stdout for _ in range(3)}
+    assert len(fixed) == 1 and len(free) == 3

@@ -16,6 +16,8 @@ _DOCTEST = re.compile(r"^\s*>>>\s?(.*\S)\s*$", re.M)
 #: at most this many example calls per item, each result cut to this many characters
 MAX_PROBES, MAX_REPR = 10, 2000
 PROBE_LIMITS = Limits(wall_s=5.0, cpu_s=5.0, memory_bytes=512 << 20)
+#: the same program must print the same on every run (replays of a study are compared byte for byte)
+PROBE_OPTIONS = SandboxOptions(hash_seed=0)
 
 
 def _expression(src: str) -> str | None:
@@ -158,11 +160,15 @@ class CodeTask(Task):
 
 def _run_probes(head: str, calls: list[str]) -> str | None:
     mark = "@probe-" + secrets.token_hex(8) + ":"
-    lines = [head, "", "def __shepherd_probe(f):", "    try:", "        r = repr(f())",
+    # seeded `random`, a fixed hash seed (sandbox option) and reprs without memory addresses: what the
+    # program computes, not what differs from one run to the next
+    lines = [head, "", "def __shepherd_probe(f):", "    import random, re", "    random.seed(0)",
+             "    try:", "        r = repr(f())",
              "    except BaseException as e:", "        r = '!' + type(e).__name__",
+             "    r = re.sub(r' at 0x[0-9a-fA-F]+', '', r)",
              f"    print({mark!r} + r[:{MAX_REPR}].replace('\\n', '\\\\n'), flush=True)", ""]
     lines += [f"__shepherd_probe(lambda: ({c}))" for c in calls]
-    result = run_python("\n".join(lines) + "\n", PROBE_LIMITS)
+    result = run_python("\n".join(lines) + "\n", PROBE_LIMITS, options=PROBE_OPTIONS)
     if not result.passed:
         return None
     got = [ln[len(mark):] for ln in result.stdout.splitlines() if ln.startswith(mark)]

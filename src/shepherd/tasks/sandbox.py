@@ -74,6 +74,9 @@ class SandboxOptions:
     drop_privileges: bool = True
     private_tmp: bool = True
     grace_s: float = 5.0
+    #: a fixed str/bytes hash seed (None: random, as Python starts): set iteration order, and so what a
+    #: program that lists a set of strings prints, is then the same on every run
+    hash_seed: int | None = None
 
 
 @dataclass
@@ -167,10 +170,16 @@ def run_python(source: str, limits: Limits = Limits(), *, options: SandboxOption
         }
         nonce = secrets.token_hex(16)
         with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
+            flags, env = ["-I", "-S"], {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+            if options.hash_seed is not None:
+                # -I would ignore PYTHONHASHSEED: isolate by hand (-s -S, -P where it exists) with an env of
+                # our own making, so the only PYTHON* variable the interpreter sees is this one
+                flags = ["-s", "-S"] + (["-P"] if sys.version_info >= (3, 11) else [])
+                env["PYTHONHASHSEED"] = str(int(options.hash_seed))
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _CHILD_SOURCE, json.dumps(config)],
+                [sys.executable, *flags, "-c", _CHILD_SOURCE, json.dumps(config)],
                 stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=box, pass_fds=(status_w,),
-                start_new_session=True, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                start_new_session=True, env=env,
             )
         os.close(status_w)
         status_w = -1
