@@ -36,6 +36,7 @@ def test_sweep_labels_export_oracles_replay(tmp_path):
     assert r.exit_code == 0
     status = json.loads(r.stdout)
     assert status["duplicate_calls"] == 0 and status["sweeps"][0]["done"] == 3
+    assert status["in_progress"] == []  # a finished sweep leaves no claim behind
 
     r = runner.invoke(app, ["sweep", "labels", "gsm8k", "--store", str(store), "--json"])
     assert r.exit_code == 0, r.output

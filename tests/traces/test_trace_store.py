@@ -138,5 +138,5 @@ def test_claims_keep_an_item_to_one_live_process_and_free_a_dead_ones(tmp_path):
                  (host, live, time.time()))
     for item in "abcd":
         store.release("s", item)
-    left = store._query("SELECT item_id FROM claims")
-    assert [r[0] for r in left] == ["d"]
+    left = store.claims()
+    assert [(c["item_id"], c["holder"]) for c in left] == [("d", f"{host}:{live}")]

@@ -205,6 +205,7 @@ def status_cmd(store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s")) 
     """What the store holds: sweeps, items done, generations, model calls."""
     store = _open(store_path)
     out.print_json(json.dumps({"counts": store.counts(), "duplicate_calls": len(store.duplicate_calls()),
+                               "in_progress": store.claims(),
                                "sweeps": [{"sweep": s.sweep, "task": s.task, "slm": s.slm, "llm": s.llm,
                                            "items": len(store.item_entries(s.sweep)),
                                            "done": sum(e.done for e in store.item_entries(s.sweep))}

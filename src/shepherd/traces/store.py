@@ -428,6 +428,11 @@ class TraceStore:
                 raise
         return None
 
+    def claims(self) -> list[dict[str, Any]]:
+        """Items some sweep process is working on now (or was, when it died: the next run takes them over)."""
+        return [{"sweep": r["sweep"], "item_id": r["item_id"], "holder": f"{r['host']}:{r['pid']}",
+                 "since": r["at"]} for r in self._query("SELECT * FROM claims ORDER BY at")]
+
     def release(self, sweep: str, item_id: str) -> None:
         """Drop this process's claim on an item (done, failed or interrupted)."""
         self._write("DELETE FROM claims WHERE sweep=? AND item_id=? AND host=? AND pid=?",
