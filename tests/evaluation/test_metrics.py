@@ -175,3 +175,25 @@ def test_best_ace_ignores_points_that_recover_too_little():
     assert m.best_ace(pts, A_S, C_S, A_L, C_L, min_gap_recovered=0.0) == pytest.approx(12.5)
     # nothing reaches the floor; undefined ACE is skipped
     assert m.best_ace([P(0.1, 0.45), P(0.0, 0.9)], A_S, C_S, A_L, C_L) is None
+
+
+def test_matched_cost_ratio_ci_picks_points_again_on_each_resample():
+    rng = __import__("random").Random(0)
+    n = 200
+    llm = [1.0] * n
+    # shepherding: as accurate as the LLM at cost 1; a cheaper point (0.5) that is only 60% right
+    sh = [([1.0] * n, [1.0] * n), ([float(rng.random() < 0.6) for _ in range(n)], [0.5] * n)]
+    # baseline: as accurate as the LLM at cost 2
+    bl = [([1.0] * n, [2.0] * n)]
+    ci = m.matched_cost_ratio_ci(llm, sh, bl, 0.9, n_boot=300)
+    assert ci["low"] == ci["high"] == pytest.approx(2.0)  # the 60% point never reaches 90%
+    assert ci["p_shepherding_cheaper"] == 1.0 and ci["resamples"] == 300
+    # the same two policies with noisy, overlapping costs: an interval around 1 and a split verdict
+    noisy_s = [([1.0] * n, [rng.uniform(0, 2) for _ in range(n)])]
+    noisy_b = [([1.0] * n, [rng.uniform(0, 2) for _ in range(n)])]
+    ci = m.matched_cost_ratio_ci(llm, noisy_s, noisy_b, 1.0, n_boot=300)
+    assert ci["low"] < 1.0 < ci["high"] and 0.05 < ci["p_shepherding_cheaper"] < 0.95
+    # a side that never reaches the target: no interval
+    assert m.matched_cost_ratio_ci(llm, [([0.0] * n, [1.0] * n)], bl, 0.9, n_boot=50) is None
+    with pytest.raises(ValueError):
+        m.matched_cost_ratio_ci(llm, [([1.0], [1.0])], bl, 0.9)

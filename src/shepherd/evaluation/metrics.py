@@ -107,6 +107,54 @@ def paired_difference_ci(a: Sequence[float], b: Sequence[float], *, n_boot: int 
     return Estimate(sum(d) / len(d), lo, hi, level, len(d))
 
 
+def matched_cost_ratio_ci(llm_correct: Sequence[bool | float],
+                          shepherding: Sequence[tuple[Sequence[bool | float], Sequence[float]]],
+                          baselines: Sequence[tuple[Sequence[bool | float], Sequence[float]]], fraction: float,
+                          *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any] | None:
+    """How sure is "the cheapest baseline costs r times the cheapest shepherding policy at `fraction` of
+    LLM-only accuracy"? Items are resampled with replacement; on each resample the target accuracy, the
+    cheapest point of each side reaching it and the ratio of their costs are found again (the operating
+    point is chosen anew, as the headline chooses it). Points are (per-item correctness, per-item cost)
+    over the same items as `llm_correct`.
+
+    Returns the percentile interval of the ratio over the resamples where both sides reach the target,
+    the share of resamples in which shepherding is strictly cheaper (`p_shepherding_cheaper`, among
+    those), and how many resamples that was. None when fewer than half the resamples have both sides.
+    """
+    import numpy as np
+
+    n = len(llm_correct)
+    if n == 0 or not shepherding or not baselines:
+        return None
+
+    def stack(points):
+        a = np.asarray([[float(c) for c in p[0]] for p in points])
+        c = np.asarray([[float(x) for x in p[1]] for p in points])
+        if a.shape[1] != n or c.shape[1] != n:
+            raise ValueError("every point must cover the same items as llm_correct")
+        return a, c
+
+    (sa, sc), (ba, bc) = stack(shepherding), stack(baselines)
+    llm = np.asarray([float(c) for c in llm_correct])
+    rng = np.random.default_rng(seed)
+    ratios, cheaper = [], 0
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        target = fraction * llm[idx].mean() - 1e-12
+        cs = [c for a, c in zip(sa[:, idx].mean(1), sc[:, idx].mean(1)) if a >= target]
+        cb = [c for a, c in zip(ba[:, idx].mean(1), bc[:, idx].mean(1)) if a >= target]
+        if not cs or not cb or min(cs) <= 0:
+            continue
+        ratios.append(min(cb) / min(cs))
+        cheaper += min(cs) < min(cb)
+    if len(ratios) < n_boot / 2:
+        return None
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return {"low": float(lo), "high": float(hi), "p_shepherding_cheaper": cheaper / len(ratios),
+            "resamples": len(ratios), "level": level}
+
+
 # --------------------------------------------------------------------------- cost
 
 

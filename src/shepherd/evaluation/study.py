@@ -294,6 +294,11 @@ def summarize(run: StudyRun) -> dict[str, Any]:
                         fd[s][key] = None
             b["policies"][fam.name] = fd
         b["headline"] = {s: _headline(b["policies"], s) for s in scen_names}
+        for sc in ev.scenarios:
+            for key, frac in (("at90", 0.9), ("at100", 1.0)):
+                h = b["headline"][sc.name][key]
+                if h.get("baseline_over_shepherding_cost"):
+                    h["ratio_ci"] = _ratio_ci(res, sc, frac, seed=run.spec.seed)
         llm_fam = res.family("llm-only")
         llm_pt = next((p for p in llm_fam.points if p.ok), None) if llm_fam else None
         if llm_pt is not None:
@@ -333,6 +338,34 @@ def _comparison(summary: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
     out["train_no_hint_share"] = (_r((tr.get("kinds") or {}).get("none", 0) / tr["items"])
                                   if tr.get("items") else None)
     return out
+
+
+def _ratio_ci(res: Any, scen: Any, fraction: float, *, seed: int) -> dict[str, Any] | None:
+    """Bootstrap interval of the headline's baseline/shepherding cost ratio (metrics.matched_cost_ratio_ci),
+    with the same grouping as `_headline`: every non-oracle policy point, shepherding against the rest."""
+    from . import metrics as M
+
+    order = list(res.item_ids)
+
+    def vectors(p: Any) -> tuple[list[float], list[float]] | None:
+        by = {o.item_id: o for o in p.outcomes}
+        if any(i not in by for i in order):
+            return None
+        return [float(by[i].correct) for i in order], [by[i].cost(scen) for i in order]
+
+    groups: dict[str, list[tuple[list[float], list[float]]]] = {"shepherding": [], "baseline": []}
+    llm = None
+    for fam in res.families:
+        pts = [v for v in (vectors(p) for p in fam.points if p.ok) if v is not None]
+        if fam.name == "llm-only":
+            llm = pts[0][0] if pts else None
+        if fam.group == "oracle" or fam.name in ("llm-only", "slm-only"):
+            continue
+        groups["shepherding" if fam.group == "shepherding" else "baseline"] += pts
+    if llm is None:
+        return None
+    ci = M.matched_cost_ratio_ci(llm, groups["shepherding"], groups["baseline"], fraction, seed=seed)
+    return None if ci is None else {k: _r(v) if isinstance(v, float) else v for k, v in ci.items()}
 
 
 def _headline(policies: dict[str, Any], scen: str) -> dict[str, Any]:
@@ -477,8 +510,10 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
                 sh, bl = h.get("shepherding"), h.get("baseline")
                 row.append(f"`{sh['policy']}` {_red(sh['cost_reduction'])}" if sh else "not reached")
                 row.append(f"`{bl['policy']}` {_red(bl['cost_reduction'])}" if bl else "not reached")
-                ratio = h.get("baseline_over_shepherding_cost")
-                row.append(f"{ratio:.2f}x" if ratio else "n/a")
+                ratio, ci = h.get("baseline_over_shepherding_cost"), h.get("ratio_ci")
+                row.append((f"{ratio:.2f}x" + (f" [{ci['low']:.2f}, {ci['high']:.2f}] "
+                                               f"({100 * ci['p_shepherding_cheaper']:.0f}%)" if ci else ""))
+                           if ratio else "n/a")
             row.append(f"{_pct(orc['accuracy'])}, {_red(orc[scen]['cost_reduction'])}" if orc else "n/a")
             rows.append(row)
         L += _table(["benchmark", "items", "SLM-only acc", "LLM-only acc", "LLM-only $/1k",
@@ -486,6 +521,9 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
                      "best shepherding ≥100%", "best baseline ≥100%", "baseline/shepherding cost ≥100%",
                      "oracle shepherding (acc, cost)"], rows)
         L += [""]
+    L += ["Cost ratios come with a 95% bootstrap interval over the items (1000 resamples; on each, both sides' "
+          "cheapest point reaching the target is chosen anew) and, in parentheses, the share of resamples in "
+          "which shepherding is the cheaper one.", ""]
 
     L += ["What a hint can save is bounded by the prompt: a hint pays the LLM's whole prompt plus n answer "
           "tokens, so no hint costs less than the prompt's share of an LLM-only answer.", ""]
