@@ -135,3 +135,13 @@ def test_committed_results_are_what_the_committed_traces_give(tmp_path):
     # the prose too: its numbers are placeholders filled from the summary
     assert (tmp_path / "docs/results.md").read_text() == (REPO / "docs/results.md").read_text()
     assert run.summary["benchmarks"]
+
+
+def test_the_baseline_ratio_verdict_reads_the_bootstrap_interval():
+    from shepherd.evaluation.study import _agree_ratio
+
+    assert _agree_ratio(2.0).startswith("yes") and _agree_ratio(1.2).startswith("direction")
+    assert _agree_ratio(2.0, {"low": 0.8, "high": 3.0}).startswith("not shown")
+    assert _agree_ratio(2.0, {"low": 1.6, "high": 3.0}).startswith("yes")
+    assert _agree_ratio(0.7, {"low": 0.5, "high": 0.9}).startswith("no")
+    assert _agree_ratio(None) == "cannot tell"

@@ -549,7 +549,7 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
             if h.get("shepherding"):
                 reds.append((b.name, key, h["shepherding"]["cost_reduction"]))
             if h.get("baseline_over_shepherding_cost"):
-                ratios.append((b.name, key, h["baseline_over_shepherding_cost"]))
+                ratios.append((b.name, key, h["baseline_over_shepherding_cost"], h.get("ratio_ci")))
         re = bd["policies"].get("reactive", {}).get("slm-free", {})
         paper_ace = PAPER["reactive_ace"].get(bd["task"])
         r90 = (re.get("at90") or {}).get("ace")
@@ -562,11 +562,13 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     L += [f"| shepherding is {100 * lo:.0f}-{100 * hi:.0f}% cheaper than LLM-only (at its accuracy) | at ≥100% of "
           f"LLM accuracy: {_span(red100)}; at ≥90%: {_span(red90)} | "
           f"{_agree_range([r[2] for r in red100], lo, hi)} |"]
-    best_ratio = max((r[2] for r in ratios), default=None)
+    best = max(ratios, key=lambda r: r[2], default=None)
     L += [f"| up to {PAPER['vs_best_baseline']}x cheaper than the best baseline at matched accuracy | "
-          + (", ".join(f"{n} {'100%' if k == 'at100' else '90%'}: {x:.2f}x" for n, k, x in ratios) or "no benchmark "
+          + (", ".join(f"{n} {'100%' if k == 'at100' else '90%'}: {x:.2f}x"
+                       + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "") for n, k, x, ci in ratios)
+             or "no benchmark "
              "where both reach the target")
-          + f" | {_agree_ratio(best_ratio)} |"]
+          + f" | {_agree_ratio(best[2] if best else None, best[3] if best else None)} |"]
     no_hint = S["comparison"]["train_no_hint_share"]
     L += [f"| ~{100 * PAPER['no_hint_share']:.0f}% of training queries need no hint | "
           f"{_pct(no_hint)} of {tr['items']} {spec.train_task} train items (labels: "
@@ -751,9 +753,16 @@ def _agree_range(xs: list[float], lo: float, hi: float) -> str:
     return "partly" if inside else "no"
 
 
-def _agree_ratio(best: float | None) -> str:
+def _agree_ratio(best: float | None, ci: dict[str, Any] | None = None) -> str:
+    """The verdict on "up to 2.8x cheaper than the best baseline" from the largest ratio and, when there is
+    one, its bootstrap interval: a ratio whose interval spans 1 is no evidence either way."""
     if best is None:
         return "cannot tell"
+    if ci is not None and ci["low"] <= 1.0 <= ci["high"]:
+        return (f"not shown: the largest ratio ({best:.2f}x) has an interval that spans 1, so shepherding and "
+                "the best baseline are not told apart")
+    if ci is not None and ci["high"] < 1.0:
+        return "no: the best baseline is cheaper"
     if best >= 1.5:
         return "yes, shepherding is clearly cheaper"
     if best > 1.0:
