@@ -6,6 +6,9 @@ reactive-fixed, ABC) share, so that they are compared on equal terms.
   programs written differently but computing the same results agree; a program that does not load or
   raises on every example agrees with no one. A prompt without examples falls back to equal syntax trees;
 - no task item (a live query): a fenced program's syntax tree, else the task-free `normalize_answer`.
+
+Training examples read from a sweep (`predictor.data.samples_of`) have no task item at hand and compare code
+samples by syntax tree; the study trains on GSM8K only, where both definitions are the same.
 """
 
 from __future__ import annotations
