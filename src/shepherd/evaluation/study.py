@@ -340,6 +340,13 @@ def _comparison(summary: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
     return out
 
 
+def _side(name: str, group: str) -> str | None:
+    """Which side of the headline comparison a policy is on: shepherding, baseline, or neither."""
+    if group == "oracle" or name in ("llm-only", "slm-only"):
+        return None
+    return "shepherding" if group == "shepherding" else "baseline"
+
+
 def _ratio_ci(res: Any, scen: Any, fraction: float, *, seed: int) -> dict[str, Any] | None:
     """Bootstrap interval of the headline's baseline/shepherding cost ratio (metrics.matched_cost_ratio_ci),
     with the same grouping as `_headline`: every non-oracle policy point, shepherding against the rest."""
@@ -359,9 +366,9 @@ def _ratio_ci(res: Any, scen: Any, fraction: float, *, seed: int) -> dict[str, A
         pts = [v for v in (vectors(p) for p in fam.points if p.ok) if v is not None]
         if fam.name == "llm-only":
             llm = pts[0][0] if pts else None
-        if fam.group == "oracle" or fam.name in ("llm-only", "slm-only"):
-            continue
-        groups["shepherding" if fam.group == "shepherding" else "baseline"] += pts
+        side = _side(fam.name, fam.group)
+        if side is not None:
+            groups[side] += pts
     if llm is None:
         return None
     ci = M.matched_cost_ratio_ci(llm, groups["shepherding"], groups["baseline"], fraction, seed=seed)
@@ -374,12 +381,10 @@ def _headline(policies: dict[str, Any], scen: str) -> dict[str, Any]:
     for key in ("at90", "at100"):
         best: dict[str, tuple[str, dict[str, Any]]] = {}
         for name, fd in policies.items():
-            if fd["group"] == "oracle" or name in ("llm-only", "slm-only"):
-                continue
+            g = _side(name, fd["group"])
             v = (fd.get(scen) or {}).get(key)
-            if not v:
+            if g is None or not v:
                 continue
-            g = "shepherding" if fd["group"] == "shepherding" else "baseline"
             if g not in best or v["cost_per_query"] < best[g][1]["cost_per_query"]:
                 best[g] = (name, v)
         row: dict[str, Any] = {g: {"policy": n, **v} for g, (n, v) in best.items()}
