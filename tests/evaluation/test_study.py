@@ -30,6 +30,8 @@ title = "Test study"
 train_traces = ["train.jsonl.gz"]
 train_target_items = 500
 cv = 3
+predictor_candidates = [{ featurizer = "lexical", hidden = 0, l2 = 1.0 }, { featurizer = "lexical", hidden = 16, l2 = 0.1 }]
+select_repeats = 1
 discussion = "Hand-written discussion goes here: SLM {{benchmarks.GSM8K.references.slm-free.slm.accuracy | pct1}}."
 
 [[benchmarks]]
@@ -68,11 +70,19 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     assert pol["oracle-shepherd"]["point"]["accuracy"] >= pol["oracle-routing"]["point"]["accuracy"]
     assert pol["oracle-routing"]["point"]["slm-free"]["cost_reduction"] >= 0
     assert s["predictor"]["cv"]["proactive"]["auc"] > 0.5  # the scripted traces carry a learnable signal
+    sel = s["predictor"]["selection"]  # the recipe chosen on the training items, and the one trained
+    best = max(sel["candidates"], key=lambda c: c["score"])
+    assert sel["chosen"] == best["label"] and len(sel["candidates"]) == 2
+    assert s["predictor"]["model"] == {"hidden": best["hidden"], "l2": best["l2"]}
+    # how the predictor ranks the test items: the scripted test traces carry the training signal too
+    on_test = g["predictor_auc"]
+    assert 0 < on_test["positives"] < on_test["items"] <= 30 and on_test["proactive"] > 0.6
     md = (tmp_path / "a/results.md").read_text()
     slm_acc = f"{100 * g['references']['slm-free']['slm']['accuracy']:.1f}%"
     for needle in ("Partial study", "Side by side with the paper", f"Hand-written discussion goes here: SLM {slm_acc}.",
                    "Proactive vs reactive", "Wall-clock per query", "results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png",
-                   "results/hint_fraction_all.png"):
+                   "results/hint_fraction_all.png", "The recipe was chosen among 2",
+                   "the same predictor ranks"):
         assert needle in md, needle
     assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000
     assert (tmp_path / "a/results/hint_fraction_all.png").is_file()
@@ -90,6 +100,9 @@ def test_study_cli_and_bad_specs(traces_dir, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(SPEC.replace("cv = 3", "cv = 3\nfeaturiser = 'lexical'"))
     with pytest.raises(StudyError, match="featuriser"):
+        load_spec(bad)
+    bad.write_text(SPEC.replace("hidden = 0,", "hidden = -1,"))
+    with pytest.raises(StudyError, match="predictor_candidates.0.hidden"):
         load_spec(bad)
     # a benchmark not swept yet is listed as such; missing training traces are an error
     spec = SPEC.replace('"train.jsonl.gz"', f'"{traces_dir / "train.jsonl.gz"}"')

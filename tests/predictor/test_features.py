@@ -103,6 +103,42 @@ def test_minilm_offline_embeddings():
     # the two money/time questions are closer to each other than to ... at least not identical
     assert not np.allclose(X[0], X[1])
     assert np.allclose(f.transform(Q[:1]), X[:1], atol=1e-5)
+    # repeated queries come from the embedding cache: same rows, no second model call
+    from shepherd.predictor import features as F
+
+    calls = []
+    real = F._cached_embeddings
+    F._EMBED_CACHE.clear()
+    try:
+        F._cached_embeddings = lambda key, texts, dim, compute: real(
+            key, texts, dim, lambda b: (calls.append(list(b)), compute(b))[1])
+        first = f.transform([Q[2], Q[0], Q[2]])
+        again = f.transform([Q[0], Q[2]])
+    finally:
+        F._cached_embeddings = real
+    assert calls == [[Q[2], Q[0]]]  # each distinct text embedded once, the repeat in the batch included
+    assert np.array_equal(again, first[[1, 0]]) and np.allclose(first, X[[2, 0, 2]], atol=1e-5)
+
+
+def test_embedding_cache_is_bounded_and_keyed_by_model(monkeypatch):
+    from shepherd.predictor import features as F
+
+    monkeypatch.setattr(F, "EMBED_CACHE_SIZE", 3)
+    F._EMBED_CACHE.clear()
+    computed = []
+
+    def compute(batch):
+        computed.extend(batch)
+        return np.array([[len(t), ord(t[0])] for t in batch], dtype=np.float32)
+
+    a = F._cached_embeddings(("m1",), ["ab", "c", "ab"], 2, compute)
+    assert a.tolist() == [[2, 97], [1, 99], [2, 97]] and computed == ["ab", "c"]
+    F._cached_embeddings(("m2",), ["ab"], 2, compute)  # another model: its own rows
+    assert computed == ["ab", "c", "ab"]
+    F._cached_embeddings(("m1",), ["d", "e"], 2, compute)  # evicts the least recently used
+    assert len(F._EMBED_CACHE) == 3 and (("m1",), "ab") not in F._EMBED_CACHE
+    assert F._cached_embeddings(("m1",), [], 2, compute).shape == (0, 2)
+    F._EMBED_CACHE.clear()
 
 
 def test_import_is_light():

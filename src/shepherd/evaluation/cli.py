@@ -146,6 +146,7 @@ def study_cmd(
     from rich.console import Console
 
     from ..cli import fail
+    from ..predictor.features import EmbeddingUnavailable
     from ..traces.compact import CompactTraceError
     from ..traces.store import StoreError
     from .study import StudyError, load_spec, run_study
@@ -155,7 +156,8 @@ def study_cmd(
         s = load_spec(spec)
         run = run_study(s, spec.parent, out, work, data=str(data) if data else None,
                         log=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
-    except (StudyError, CompactTraceError, StoreError, LookupError, ValueError, FileNotFoundError) as exc:
+    except (StudyError, CompactTraceError, StoreError, LookupError, ValueError, FileNotFoundError,
+            EmbeddingUnavailable) as exc:  # a spec naming `minilm` features without the embeddings extra
         fail(str(exc))
         return
     for name, b in run.summary["benchmarks"].items():

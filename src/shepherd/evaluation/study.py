@@ -56,6 +56,16 @@ class StudyBenchmark(BaseModel):
     note: str = ""
 
 
+class PredictorCandidate(BaseModel):
+    """One recipe the study may train its predictor with (see `shepherd.predictor.select`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    featurizer: str = "lexical"
+    hidden: int = Field(16, ge=0)
+    l2: float = Field(0.1, ge=0.0)
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +75,11 @@ class StudySpec(BaseModel):
     train_target_items: int | None = None
     benchmarks: list[StudyBenchmark]
     featurizer: str = "lexical"
+    #: recipes to choose the predictor's from, by out-of-fold AUC on the training items only (the chosen
+    #: featurizer also feeds the learned baselines); empty: `featurizer` with the default model
+    predictor_candidates: list[PredictorCandidate] = Field(default_factory=list)
+    #: fold assignments each candidate is cross-validated on (the score is their mean)
+    select_repeats: int = Field(3, ge=1)
     seed: int = 0
     cv: int = Field(5, ge=0)
     #: calibrate the shepherding threshold and hint scale on the training items (out of fold) to reach this
@@ -100,6 +115,8 @@ class StudyRun:
     spec: StudySpec
     out: Path
     runs: dict[str, Any] = field(default_factory=dict)  # benchmark name -> EvalRun
+    #: benchmark name -> how the predictor ranks that benchmark's labelled test items (a diagnostic only)
+    predictor_on_test: dict[str, Any] = field(default_factory=dict)
     train_stats: dict[str, Any] = field(default_factory=dict)
     predictor_metrics: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -146,14 +163,29 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     run.train_stats = stats.to_dict()
     examples = examples_from_sweeps(train_sweeps, labels_from_sweeps(train_sweeps, filter=True))
     grid = sorted({float(lv.fraction) for s in train_sweeps for lv in s.levels})
-    log(f"training the predictor on {len(examples)} labelled {spec.train_task} items ({spec.featurizer})")
-    predictor, report = train(examples, TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv),
+    settings = TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv)
+    selection = None
+    if spec.predictor_candidates:
+        from ..predictor.select import Candidate, select
+
+        log(f"choosing the predictor's recipe among {len(spec.predictor_candidates)} by cross-validation on "
+            f"{len(examples)} training items")
+        selection = select(examples, [Candidate(**c.model_dump()) for c in spec.predictor_candidates], settings,
+                           k=max(2, spec.cv or 5), repeats=spec.select_repeats)
+        settings = selection.best.settings(settings)
+        log(f"chosen: {selection.best.label}")
+    featurizer = settings.featurizer
+    log(f"training the predictor on {len(examples)} labelled {spec.train_task} items ({featurizer})")
+    predictor, report = train(examples, settings,
                               grid=grid, sweep_settings=dict(train_sweeps[0].sweep) if train_sweeps else {},
                               source={"traces": spec.train_traces, "task": spec.train_task})
     run.predictor_metrics = {"items": report["items"], "positives": report["positives"],
                              "validation": report.get("validation"),
                              "cv": {k: v for k, v in (report.get("cv") or {}).items() if k != "oof"},
-                             "calibration": {}}
+                             "calibration": {}, "featurizer": featurizer,
+                             "model": {"hidden": settings.model.hidden, "l2": settings.model.l2}}
+    if selection is not None:
+        run.predictor_metrics["selection"] = selection.to_dict()
     ts.close()
 
     llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
@@ -185,7 +217,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
         store = _unpack(files, work / f"{slug}.sqlite", data, log)
         bench_out = results_dir / slug
         cfg = EvalConfig(test=str(store), out=str(bench_out), train=str(train_store), tasks=[b.task],
-                         train_tasks=[spec.train_task], featurizer=spec.featurizer, predictor=str(pred_dir),
+                         train_tasks=[spec.train_task], featurizer=featurizer, predictor=str(pred_dir),
                          baselines=str(baselines_dir) if baselines_dir else None, llm_price=llm_p, slm_price=slm_p,
                          seed=spec.seed, data=data,
                          argv=["shepherd", "study", "(benchmark " + b.name + ")"])
@@ -196,6 +228,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
             # the learned baselines trained for the first benchmark serve all others: one set of artifacts
             baselines_dir = bench_out / "artifacts"
         run.runs[b.name] = ev
+        run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task)
 
     run.summary = summarize(run)
     (results_dir / "summary.json").write_text(json.dumps(run.summary, indent=1, sort_keys=True, default=str),
@@ -203,6 +236,35 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     _hint_figure(run, results_dir / "hint_fraction_all.png")
     write_results_md(run, out / "results.md")
     return run
+
+
+def predictor_test_auc(predictor: Any, store: Path, task: str) -> dict[str, Any]:
+    """The predictor's AUC of "is a hint needed?" on a benchmark's test items, labelled as training items are.
+
+    Why: the policies' cost curves mix the predictor with everything else (the agreement gate, the hint
+    lengths); this isolates whether its ranking carries over from GSM8K train to the test items, in-domain
+    and zero-shot. Nothing is chosen by it: it is computed after the replay, for the reader.
+    """
+    from ..predictor.data import examples_from_sweeps
+    from ..predictor.train import auc
+    from ..traces.labels import labels_from_sweeps
+    from ..traces.store import TraceStore
+
+    ts = TraceStore(store, readonly=True)
+    try:
+        sweeps = ts.item_sweeps(task)
+    finally:
+        ts.close()
+    examples = examples_from_sweeps(sweeps, labels_from_sweeps(sweeps, filter=True))
+    y = [e.y for e in examples]
+    out: dict[str, Any] = {"items": len(examples), "positives": int(sum(y))}
+    for mode in ("proactive", "reactive"):
+        if not predictor.has(mode) or not examples or (mode == "reactive" and not all(e.samples for e in examples)):
+            out[mode] = None
+            continue
+        X = predictor.inputs(mode, texts=[e.text for e in examples], samples=[e.samples for e in examples])
+        out[mode] = _r(auc(y, predictor.raw(mode, X)["prob"]), 4)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -308,6 +370,8 @@ def summarize(run: StudyRun) -> dict[str, Any]:
             price = ev.scenarios[0].llm
             b["llm_tokens"] = {"prompt": _r(P, 1), "answer": _r(C, 1),
                                "prompt_cost_share": _r(price.cost(P, 0) / price.cost(P, C)) if C or P else None}
+        if name in run.predictor_on_test:
+            b["predictor_auc"] = run.predictor_on_test[name]
         out["benchmarks"][name] = b
     for spec_b in run.spec.benchmarks:  # listed even before its first swept item
         out["benchmarks"].setdefault(spec_b.name, {"items": 0})
@@ -490,7 +554,8 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
           "FrugalGPT read them), answers up to 512 tokens. "
           f"Prices: LLM ${spec.llm_price[0]}/${spec.llm_price[1]} per 1M input/output tokens (the paper's Groq "
           f"Llama-3.3-70B rate), SLM free (`slm-free`, as the paper) or ${spec.slm_price[0]}/${spec.slm_price[1]} "
-          f"(`slm-priced`). Predictor and learned baselines: `{spec.featurizer}` features, trained on "
+          f"(`slm-priced`). Predictor and learned baselines: "
+          f"`{(S.get('predictor') or {}).get('featurizer', spec.featurizer)}` features, trained on "
           f"{spec.train_task} train only; every other benchmark is zero-shot for them, as in the paper. "
           + (f"Hardware: {spec.hardware}." if spec.hardware else ""), ""]
     L += ["Operating points: every policy with a knob is replayed at many knob values; \"cheapest ≥ 90%\" is "
@@ -667,10 +732,13 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     # -- predictor -------------------------------------------------------------------------------------
     pm = S.get("predictor") or {}
     cv = pm.get("cv") or {}
+    mdl = pm.get("model") or {}
     L += ["## The predictor", "",
           f"Trained on {pm.get('items')} labelled {spec.train_task} train items ({pm.get('positives')} need a hint; "
-          "the paper's filter drops items the LLM gets wrong or no hint fixes). Out-of-fold metrics "
-          f"({spec.cv}-fold):", ""]
+          "the paper's filter drops items the LLM gets wrong or no hint fixes) with "
+          f"`{pm.get('featurizer', spec.featurizer)}` features"
+          + (f", trunk width {mdl['hidden']} (0: linear heads) and L2 {mdl['l2']:g}" if mdl else "")
+          + f". Out-of-fold metrics ({spec.cv}-fold):", ""]
     rows = []
     for mode in ("proactive", "reactive"):
         m = cv.get(mode) or {}
@@ -680,6 +748,28 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     L += _table(["mode", "AUC (hint needed?)", "balanced accuracy @0.5", "hint-size MAE (fraction of L)",
                  "MAE of a constant"], rows) if rows else ["(no cross-validation metrics)"]
     L += [""]
+    on_test = [(b.name, S["benchmarks"][b.name]["predictor_auc"]) for b in spec.benchmarks
+               if (S["benchmarks"].get(b.name) or {}).get("predictor_auc")]
+    if on_test:
+        L += ["On each benchmark's test items, labelled as the training items are (the smallest swept hint with "
+              "which the SLM is right; items the LLM gets wrong or no hint fixes dropped), the same predictor ranks "
+              "\"hint needed?\" as follows (0.5: chance). This is a diagnostic computed after the replay; nothing "
+              "is chosen by it.", ""]
+        L += _table(["benchmark", "setting", "labelled items", "need a hint", "AUC proactive", "AUC reactive"],
+                    [[name, next(b.setting for b in spec.benchmarks if b.name == name), str(a["items"]),
+                      str(a["positives"]), _num(a.get("proactive")), _num(a.get("reactive"))] for name, a in on_test])
+        L += [""]
+    sel = pm.get("selection")
+    if sel:
+        L += [f"The recipe was chosen among {len(sel['candidates'])} by out-of-fold AUC on the training items only "
+              f"({sel['folds']}-fold, mean over {sel['repeats']} fold assignments; the score is the mean of the "
+              "modes' AUC). The test benchmarks never influence the choice; the chosen recipe's out-of-fold AUC "
+              "above is a little optimistic, being the best of several.", ""]
+        L += _table(["featurizer", "trunk width", "L2", "AUC proactive", "AUC reactive", "score", "chosen"],
+                    [[f"`{c['featurizer']}`", str(c["hidden"]), f"{c['l2']:g}", _num(c["auc"].get("proactive")),
+                      _num(c["auc"].get("reactive")), _num(c["score"], 3),
+                      "yes" if c["label"] == sel["chosen"] else ""] for c in sel["candidates"]])
+        L += [""]
     cal = pm.get("calibration") or {}
     if cal:
         L += [f"Calibration (the \"point shown\" of proactive / reactive above): threshold and hint scale picked on "

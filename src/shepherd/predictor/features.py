@@ -29,8 +29,8 @@ import os
 import re
 import threading
 import zlib
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -283,6 +283,36 @@ class LexicalFeaturizer(Featurizer):
 
 _MODEL_CACHE: dict[tuple, Any] = {}
 _MODEL_LOCK = threading.Lock()
+#: (model key, text) -> embedding row, shared by all instances of a model in the process. Why: a replay
+#: asks the predictor about the same query at every operating point (hundreds of times), and a server sees
+#: repeated queries; a neural embedding is tens of ms each, the lookup microseconds. Bounded (LRU).
+_EMBED_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_EMBED_LOCK = threading.Lock()
+EMBED_CACHE_SIZE = 20_000
+
+
+def _cached_embeddings(key: tuple, texts: Sequence[str], dim: int,
+                       compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """Rows for `texts`, computing only those not cached (in one call, first-seen order)."""
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    missing: dict[str, list[int]] = {}
+    with _EMBED_LOCK:
+        for i, t in enumerate(texts):
+            row = _EMBED_CACHE.get((key, t))
+            if row is None:
+                missing.setdefault(t, []).append(i)
+            else:
+                _EMBED_CACHE.move_to_end((key, t))
+                out[i] = row
+    if missing:
+        rows = np.asarray(compute(list(missing)), dtype=np.float32)
+        with _EMBED_LOCK:
+            for (t, idx), row in zip(missing.items(), rows, strict=True):
+                out[idx] = row
+                _EMBED_CACHE[(key, t)] = row.copy()
+                while len(_EMBED_CACHE) > EMBED_CACHE_SIZE:
+                    _EMBED_CACHE.popitem(last=False)
+    return out
 
 
 class EmbeddingUnavailable(ImportError):
@@ -355,10 +385,13 @@ class MiniLMFeaturizer(Featurizer):
         import torch
 
         model = self._model()
-        with torch.inference_mode():
-            emb = model.encode(list(texts), batch_size=32, convert_to_numpy=True, normalize_embeddings=True,
-                               show_progress_bar=False)
-        return np.asarray(emb, dtype=np.float32)
+
+        def encode(batch: list[str]) -> np.ndarray:
+            with torch.inference_mode():
+                return model.encode(batch, batch_size=32, convert_to_numpy=True, normalize_embeddings=True,
+                                    show_progress_bar=False)
+
+        return _cached_embeddings(("minilm", self._path(), self.max_seq_length), texts, self.dim, encode)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -384,6 +417,7 @@ class SLMEmbeddingFeaturizer(Featurizer):
         self.threads = threads
         self.normalize = bool(normalize)
         self._dim: int | None = None
+        self._key: tuple = ()
 
     def config(self) -> dict[str, Any]:
         return {"model": self.model, "n_ctx": self.n_ctx, "threads": self.threads, "normalize": self.normalize}
@@ -405,6 +439,7 @@ class SLMEmbeddingFeaturizer(Featurizer):
                                         n_threads=self.threads or max(1, (os.cpu_count() or 2)),
                                         pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
                 _MODEL_CACHE[key] = llama
+        self._key = key
         return llama
 
     @property
@@ -417,18 +452,20 @@ class SLMEmbeddingFeaturizer(Featurizer):
         if isinstance(texts, str):
             raise TypeError("transform takes a list of texts, not one string")
         llama = self._llama()
-        rows = []
-        for t in texts:
-            v = np.asarray(llama.embed(t, truncate=True), dtype=np.float32)
-            if v.ndim == 2:  # per-token output from a build without pooling
-                v = v.mean(axis=0)
-            if self.normalize:
-                n = float(np.linalg.norm(v))
-                v = v / n if n > 0 else v
-            rows.append(v)
-        if not rows:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack(rows).astype(np.float32)
+
+        def embed(batch: list[str]) -> np.ndarray:
+            rows = []
+            for t in batch:
+                v = np.asarray(llama.embed(t, truncate=True), dtype=np.float32)
+                if v.ndim == 2:  # per-token output from a build without pooling
+                    v = v.mean(axis=0)
+                if self.normalize:
+                    n = float(np.linalg.norm(v))
+                    v = v / n if n > 0 else v
+                rows.append(v)
+            return np.stack(rows)
+
+        return _cached_embeddings((*self._key, self.normalize), texts, self.dim, embed)
 
 
 # ----------------------------------------------------------------------------------------------------
