@@ -69,3 +69,37 @@ def test_candidate_settings_and_bad_requests():
         select([], [], _base())
     with pytest.raises(ValueError, match="k >= 2"):
         select([], [Candidate()], _base(), k=1)
+
+
+def test_parse_candidates():
+    from shepherd.predictor.select import parse_candidates
+
+    assert parse_candidates("lexical:16:0.1, minilm:0:1,lexical+minilm") == [
+        Candidate("lexical", 16, 0.1), Candidate("minilm", 0, 1.0), Candidate("lexical+minilm", 16, 0.1)]
+    for bad, msg in (("lexical:x", "hidden must be an integer"), ("lexical:1:2:3", "featurizer\\[:hidden"),
+                     (":1", "featurizer\\[:hidden"), ("lexical:-1", ">= 0"), (" , ", "no predictor candidates")):
+        with pytest.raises(ValueError, match=msg):
+            parse_candidates(bad)
+
+
+def test_train_command_selects_a_recipe(signal_store, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from shepherd.cli import app
+    from shepherd.predictor.predictor import Predictor
+
+    out = tmp_path / "pred"
+    res = CliRunner().invoke(app, ["train", "--store", str(signal_store), "--task", "gsm8k", "--out", str(out),
+                                   "--epochs", "100", "--select", "lexical:0:0.1,lexical:16:0.1",
+                                   "--select-repeats", "1", "--cv", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    sel = report["selection"]
+    best = max(sel["candidates"], key=lambda c: c["score"])
+    assert sel["chosen"] == best["label"] and sel["folds"] == 3 and len(sel["candidates"]) == 2
+    assert Predictor.load(out).manifest["training"]["settings"]["model"]["hidden"] == best["hidden"]
+    res = CliRunner().invoke(app, ["train", "--store", str(signal_store), "--task", "gsm8k", "--out",
+                                   str(tmp_path / "x"), "--select", "lexical:zero"])
+    assert res.exit_code != 0 and "bad predictor candidate" in res.output

@@ -43,6 +43,11 @@ def train_cmd(
                                    help="Keep items no swept hint fixes (label llm, size 1.0)."),
     no_reactive: bool = typer.Option(False, "--no-reactive", help="Skip the reactive (sample-feature) model."),
     cv: int = typer.Option(0, "--cv", min=0, help="Also report k-fold out-of-fold metrics (k >= 2)."),
+    select_from: str | None = typer.Option(
+        None, "--select", metavar="F[:H[:L2]],...",
+        help="Choose featurizer, trunk width and L2 among these recipes by out-of-fold AUC on the training items "
+             "(e.g. 'lexical:16:0.1,minilm:0:1'); overrides -f/--hidden/--l2."),
+    select_repeats: int = typer.Option(3, "--select-repeats", min=1, help="Fold assignments per recipe."),
     as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
 ) -> None:
     """Train the hint predictor on a sweep's traces and save it as an artifact directory."""
@@ -59,6 +64,14 @@ def train_cmd(
                                                                            l2=l2, size_target=size_target, seed=seed,
                                                                            standardize=standardize),
                                  val_fraction=val_fraction, seed=seed, reactive=not no_reactive, cv=cv)
+        selection = None
+        if select_from:
+            from .select import parse_candidates, select
+
+            selection = select(data.examples, parse_candidates(select_from), settings, k=cv if cv >= 2 else 5,
+                               repeats=select_repeats)
+            settings = selection.best.settings(settings)
+            featurizer = settings.featurizer
         predictor, report = train(data.examples, settings, grid=data.grid, sweep_settings=data.sweep_settings,
                                   source={"store": str(store), "task": task, "sweep": data.sweep_settings.get("sweep"),
                                           "filter": not no_filter, "swept_items": data.n_swept,
@@ -69,6 +82,8 @@ def train_cmd(
         return
     report["label_counts_all"] = data.label_counts
     report["artifact"] = str(out)
+    if selection is not None:
+        report["selection"] = selection.to_dict()
     if as_json:
         if "cv" in report:
             report["cv"].pop("oof", None)
@@ -77,6 +92,11 @@ def train_cmd(
     console.print(f"trained on {report['train_items']} items, validated on {report['val_items']} "
                   f"({report['positives']} need a hint; swept {data.n_swept}: {data.label_counts}) "
                   f"with {featurizer} features", highlight=False)
+    if selection is not None:
+        for c in report["selection"]["candidates"]:
+            mark = "[bold]chosen[/] " if c["label"] == report["selection"]["chosen"] else ""
+            console.print(f"  recipe {c['label']}: out-of-fold AUC " + ", ".join(
+                f"{m} {v:.3f}" for m, v in c["auc"].items()) + f"  {mark}", highlight=False)
     for mode in report["modes"]:
         console.print(f"[bold]{mode}[/]", highlight=False)
         _print_metrics(console, "train", report["train"][mode])

@@ -64,6 +64,28 @@ class Selection:
                 "candidates": [s.to_dict() for s in self.scores], "notes": list(self.notes)}
 
 
+def parse_candidates(text: str) -> list[Candidate]:
+    """`"lexical:16:0.1,minilm:0:1"` (featurizer[:hidden[:l2]], comma-separated) -> candidates."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        bits = part.split(":")
+        if len(bits) > 3 or not bits[0]:
+            raise ValueError(f"bad predictor candidate {part!r}: expected featurizer[:hidden[:l2]]")
+        try:
+            hidden = int(bits[1]) if len(bits) > 1 else Candidate.hidden
+            l2 = float(bits[2]) if len(bits) > 2 else Candidate.l2
+        except ValueError:
+            raise ValueError(f"bad predictor candidate {part!r}: hidden must be an integer, l2 a number") from None
+        if hidden < 0 or not l2 >= 0:
+            raise ValueError(f"bad predictor candidate {part!r}: hidden and l2 must be >= 0")
+        out.append(Candidate(bits[0], hidden, l2))
+    if not out:
+        raise ValueError("no predictor candidates given")
+    return out
+
+
 def select(examples: Sequence[Example], candidates: Sequence[Candidate], base: TrainSettings | None = None, *,
            k: int = 5, repeats: int = 3) -> Selection:
     """Score every candidate by out-of-fold AUC on `examples` and pick the best (ties: the earliest)."""
