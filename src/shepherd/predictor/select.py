@@ -24,6 +24,10 @@ class Candidate:
     hidden: int = 16
     l2: float = 0.1
 
+    def __post_init__(self) -> None:
+        if not self.featurizer or self.hidden < 0 or not self.l2 >= 0:
+            raise ValueError(f"bad predictor candidate {self.label}: needs a featurizer, hidden >= 0 and l2 >= 0")
+
     @property
     def label(self) -> str:
         return f"{self.featurizer}, hidden {self.hidden}, l2 {self.l2:g}"
@@ -78,9 +82,7 @@ def parse_candidates(text: str) -> list[Candidate]:
             l2 = float(bits[2]) if len(bits) > 2 else Candidate.l2
         except ValueError:
             raise ValueError(f"bad predictor candidate {part!r}: hidden must be an integer, l2 a number") from None
-        if hidden < 0 or not l2 >= 0:
-            raise ValueError(f"bad predictor candidate {part!r}: hidden and l2 must be >= 0")
-        out.append(Candidate(bits[0], hidden, l2))
+        out.append(Candidate(bits[0], hidden, l2))  # checks the ranges
     if not out:
         raise ValueError("no predictor candidates given")
     return out
