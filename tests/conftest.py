@@ -14,4 +14,4 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-from local_models import llm_backend, llm_path, slm_backend, slm_path  # noqa: E402,F401  (shared fixtures)
+from local_models import llm_backend, llm_path, slm_backend, slm_path  # noqa: F401  (shared fixtures)

@@ -12,7 +12,7 @@ QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold
 
 def shepherd(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "shepherd.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 @pytest.mark.slow
@@ -62,6 +62,7 @@ def test_import_is_light():
     code = ("import sys, shepherd; shepherd.__version__; "
             "heavy = [m for m in ('llama_cpp', 'torch', 'fastapi', 'numpy', 'httpx', 'sklearn') if m in sys.modules]; "
             "print(heavy)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin"})
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin"},
+                         check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"

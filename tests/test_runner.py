@@ -36,7 +36,7 @@ async def test_hint_buys_exactly_n_tokens_and_slm_continues():
 
 
 async def test_hint_of_zero_is_slm_only():
-    runner, slm, llm = make_runner()
+    runner, _slm, llm = make_runner()
     ans = await runner.answer("What is (3+4)*2?", FixedHint(tokens=0))
     assert ans.decision.kind == "slm"
     assert llm.calls == []
@@ -45,7 +45,7 @@ async def test_hint_of_zero_is_slm_only():
 
 
 async def test_llm_finishing_inside_the_hint_returns_its_answer_without_slm():
-    runner, slm, llm = make_runner()
+    runner, slm, _llm = make_runner()
     ans = await runner.answer("q", FixedHint(tokens=500))
     assert ans.text == LLM_ANSWER
     assert slm.calls == []
@@ -67,7 +67,7 @@ async def test_slm_only_has_counterfactual_but_no_llm_call():
 
 
 async def test_llm_failure_falls_back_to_slm_when_configured():
-    runner, slm, llm = make_runner(on_llm_error="slm")
+    runner, _slm, llm = make_runner(on_llm_error="slm")
     llm.fail = BackendError("connection refused")
     ans = await runner.answer("q", FixedHint(tokens=3))
     assert ans.degraded and ans.text == SLM_ANSWER

@@ -7,7 +7,6 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -63,14 +62,14 @@ class _Bytes:
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question to answer."),
-    hint_tokens: Optional[int] = typer.Option(None, "--hint-tokens", "-n", min=0,
+    hint_tokens: int | None = typer.Option(None, "--hint-tokens", "-n", min=0,
                                               help="Buy exactly N LLM tokens as the hint."),
-    policy: Optional[str] = typer.Option(None, "--policy", "-p",
+    policy: str | None = typer.Option(None, "--policy", "-p",
                                          help="Policy name (slm-only, llm-only, fixed-hint, ...)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
-    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a",
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file."),
+    artifact: Path | None = typer.Option(None, "--artifact", "-a",
                                             help="Trained predictor (for --policy proactive|reactive)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Answer length cap."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Answer length cap."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer record as JSON."),
 ) -> None:
     """Answer QUESTION with the shepherding policy (default: the local Qwen2.5-Coder pair)."""
@@ -146,7 +145,7 @@ def _register_optional() -> None:
                 continue  # its optional extra is not installed
             console.print(f"[yellow]warning:[/] commands of {module} unavailable: {exc}")
             continue
-        except Exception as exc:  # a broken component must not take every other command down with it
+        except Exception as exc:  # noqa: BLE001 - a broken component must not take every other command down with it
             console.print(f"[yellow]warning:[/] commands of {module} unavailable: {exc!r}")
             continue
         register = getattr(mod, "register", None)

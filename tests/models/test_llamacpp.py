@@ -44,8 +44,8 @@ async def test_hint_length_is_exact_with_the_real_pair(slm_backend, llm_backend,
     runner = Runner(slm_backend, llm_backend, settings=RunSettings(max_tokens=80))
     q = "A farmer has 17 cows and buys 8 more, then sells 5. How many cows are left? Finish with 'The answer is N.'"
     ans = await runner.answer(q, FixedHint(tokens=n))
-    llm_gen = [g for r, g in ans.generations if r == "llm"][0]
-    slm_gen = [g for r, g in ans.generations if r == "slm"][0]
+    llm_gen = next(g for r, g in ans.generations if r == "llm")
+    slm_gen = next(g for r, g in ans.generations if r == "slm")
     assert ans.hint_tokens == n == llm_gen.completion_tokens
     assert ans.text.startswith(ans.hint_text) and ans.hint_text
     # the two Qwen models share a tokenizer: the hint costs exactly n tokens in the SLM's prompt too

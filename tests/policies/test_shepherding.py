@@ -310,7 +310,7 @@ async def test_code_samples_agree_when_their_programs_compute_the_same(policy, a
 
     item = get_task("humaneval").load(limit=1)[0]
     entry = item.metadata["entry_point"]
-    prog = lambda body: f"```python\ndef {entry}(*args):\n{body}\n```"  # noqa: E731
+    prog = lambda body: f"```python\ndef {entry}(*args):\n{body}\n```"
     one, one_too = prog("    return 1"), prog("    x = 0\n    # same result, other code\n    return x + 1")
     two, boom = prog("    return 2"), prog("    raise ValueError('no')")
     settings = {"artifact": str(artifact)} if policy == "reactive" else {"fraction": 0.3}

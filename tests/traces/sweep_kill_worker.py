@@ -20,7 +20,7 @@ def main() -> None:
     store_path, started_log, n, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     parallel = sys.argv[5] == "1"
     slm, llm = models(delay)
-    log = open(started_log, "a", buffering=1)
+    log = open(started_log, "a", buffering=1)  # noqa: SIM115 - open until the test kills this process
     for b in (slm, llm):
         inner = b.agenerate
 

@@ -35,7 +35,7 @@ def packed(swept_store, tmp_path):
 
 
 def test_pack_holds_outputs_but_no_question_text(packed):
-    store, task, path, summary = packed
+    _store, task, path, summary = packed
     assert summary.items == 8 and summary.generations > 0 and summary.calls > 0
     raw = gzip.decompress(path.read_bytes()).decode()
     for item in task.items:

@@ -164,8 +164,7 @@ def test_oracle_shepherd_follows_the_labels(swept_store):
 def test_a_truncated_full_answer_served_as_hint_ends_the_answer(tmp_path):
     """The LLM's full answer hit the budget: a hint past the last level is that whole answer, and the
     SLM has nothing left to continue (no missing 1-token continuation)."""
-    from trace_fakes import run_fake_sweep
-    from trace_fakes import FakeTask
+    from trace_fakes import FakeTask, run_fake_sweep
 
     from shepherd.traces.store import TraceStore
     from shepherd.traces.sweep import SweepPlan

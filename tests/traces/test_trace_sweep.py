@@ -1,8 +1,7 @@
 """The sweep driver on scripted models: what it stores, that reruns pay for nothing, early stop, labels."""
 
 import pytest
-from trace_fakes import run_fake_sweep
-from trace_fakes import FakeTask, llm_answer, need
+from trace_fakes import FakeTask, llm_answer, need, run_fake_sweep
 
 from shepherd.models.base import GenerationRequest
 from shepherd.models.scripted import ScriptedBackend

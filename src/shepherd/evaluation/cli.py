@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,35 +31,35 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def eval_cmd(
-    test: Optional[Path] = typer.Option(None, "--test", help="Trace store (SQLite) with the test sweeps."),
-    train: Optional[Path] = typer.Option(None, "--train", help="Trace store to train the learned baselines and the "
+    test: Path | None = typer.Option(None, "--test", help="Trace store (SQLite) with the test sweeps."),
+    train: Path | None = typer.Option(None, "--train", help="Trace store to train the learned baselines and the "
                                          "shepherding predictor on. The same file as --test: its items are split."),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated test tasks (default: all in --test)."),
-    train_tasks: Optional[str] = typer.Option(None, "--train-tasks",
+    tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated test tasks (default: all in --test)."),
+    train_tasks: str | None = typer.Option(None, "--train-tasks",
                                               help="Tasks of --train to train on (default: all)."),
     out: Path = typer.Option(Path("runs/eval"), "--out", "-o", help="Directory for report.md, manifest.json, "
                                                                      "results.json and figures/."),
     featurizer: str = typer.Option("auto", "--featurizer", "-f",
                                    help="Query features of the learned baselines and predictor: auto (minilm if "
                                         "installed, else lexical) | lexical | minilm | a+b."),
-    predictor: Optional[Path] = typer.Option(None, "--predictor", help="Use this predictor artifact instead of "
+    predictor: Path | None = typer.Option(None, "--predictor", help="Use this predictor artifact instead of "
                                              "training one on --train."),
-    baselines: Optional[Path] = typer.Option(None, "--baselines", help="Load learned baselines from DIR/<kind>/ "
+    baselines: Path | None = typer.Option(None, "--baselines", help="Load learned baselines from DIR/<kind>/ "
                                              "(an earlier run's artifacts/) instead of training them."),
     llm_price: str = typer.Option("0.59,0.79", "--llm-price", help="LLM USD per 1M input,output tokens (paper: Groq "
                                                                    "Llama-3.3-70B)."),
     slm_price: str = typer.Option("0.05,0.08", "--slm-price", help="SLM price of the priced scenario (the other "
                                                                    "scenario counts the SLM free, as the paper)."),
-    policies: Optional[str] = typer.Option(None, "--policies", help="Comma-separated subset of policies."),
+    policies: str | None = typer.Option(None, "--policies", help="Comma-separated subset of policies."),
     test_fraction: float = typer.Option(0.5, "--test-fraction", min=0.05, max=0.95,
                                         help="Share of items held out for testing when --train is --test."),
     split_seed: int = typer.Option(0, "--split-seed"),
     max_points: int = typer.Option(21, "--max-points", min=3, help="Knob values per learned policy curve."),
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples for the intervals."),
     seed: int = typer.Option(0, "--seed"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N test items per task."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Benchmark data folder (default: $SHEPHERD_DATA_DIR)."),
-    rerun: Optional[Path] = typer.Option(None, "--rerun", help="Repeat the run a manifest.json describes (same "
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most N test items per task."),
+    data: Path | None = typer.Option(None, "--data", help="Benchmark data folder (default: $SHEPHERD_DATA_DIR)."),
+    rerun: Path | None = typer.Option(None, "--rerun", help="Repeat the run a manifest.json describes (same "
                                          "config, exactly its items) and check its fingerprints; the other options "
                                          "but --out are ignored."),
 ) -> None:
@@ -137,7 +136,7 @@ def study_cmd(
     spec: Path = typer.Argument(Path("traces/study.toml"), help="Study spec (TOML) naming the packed traces."),
     out: Path = typer.Option(Path("docs"), "--out", "-o", help="Writes OUT/results.md and OUT/results/."),
     work: Path = typer.Option(Path("runs/study"), "--work", help="Folder for the unpacked trace stores."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Benchmark data folder (default: $SHEPHERD_DATA_DIR "
+    data: Path | None = typer.Option(None, "--data", help="Benchmark data folder (default: $SHEPHERD_DATA_DIR "
                                         "or ../shared/data)."),
 ) -> None:
     """Recompute the whole study from packed traces, without calling a model: unpack them, train the

@@ -14,6 +14,7 @@ never reached), so a report can print "n/a" instead of crashing.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -277,7 +278,7 @@ def _sorted_xy(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float, fl
 
 
 def _trapezoid(xy: Sequence[tuple[float, float]]) -> float:
-    return sum((x1 - x0) * (y0 + y1) / 2.0 for (x0, y0), (x1, y1) in zip(xy, xy[1:]))
+    return sum((x1 - x0) * (y0 + y1) / 2.0 for (x0, y0), (x1, y1) in itertools.pairwise(xy))
 
 
 def mixed_curve(xs: Sequence[float], accs: Sequence[float], slm_acc: float, llm_acc: float,
@@ -300,7 +301,7 @@ def mixed_curve(xs: Sequence[float], accs: Sequence[float], slm_acc: float, llm_
 
 def _clip(xy: list[tuple[float, float]], lo: float, hi: float) -> list[tuple[float, float]]:
     out: list[tuple[float, float]] = []
-    for (x0, y0), (x1, y1) in zip(xy, xy[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(xy):
         for edge in (lo, hi):  # a segment crossing an edge contributes the crossing point
             if x0 < edge < x1:
                 out.append((edge, y0 + (edge - x0) * (y1 - y0) / (x1 - x0)))
@@ -349,7 +350,7 @@ def cpt(xs: Sequence[float], accs: Sequence[float], slm_acc: float, llm_acc: flo
     eps = 1e-12
     if xy[0][1] >= target - eps:
         return xy[0][0]
-    for (x0, y0), (x1, y1) in zip(xy, xy[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(xy):
         if y1 >= target - eps:
             if y1 == y0:
                 return x1
@@ -408,7 +409,7 @@ def aiq(costs: Sequence[float], quals: Sequence[float], *, c_min: float = 0.0,
             return 0.0
         if c >= hull[-1][0]:
             return hull[-1][1]
-        for (x0, y0), (x1, y1) in zip(hull, hull[1:]):
+        for (x0, y0), (x1, y1) in itertools.pairwise(hull):
             if x0 <= c <= x1:
                 return y0 + (c - x0) * (y1 - y0) / (x1 - x0)
         return hull[-1][1]  # pragma: no cover
@@ -416,7 +417,7 @@ def aiq(costs: Sequence[float], quals: Sequence[float], *, c_min: float = 0.0,
     # integrate the piecewise-linear R~ exactly over [c_min, c_max] at its breakpoints
     knots = sorted({c_min, c_max, *(x for x, _ in hull if c_min < x < c_max)})
     area = 0.0
-    for a, b in zip(knots, knots[1:]):
+    for a, b in itertools.pairwise(knots):
         if a < hull[0][0]:
             continue  # R~ is 0 up to the cheapest point (a knot itself when inside the range)
         else:

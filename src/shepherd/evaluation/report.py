@@ -271,20 +271,20 @@ def write_report(run: EvalRun, out: str | Path | None = None, *, item_outcomes: 
     L.append("")
     L += [
         "- **Cost reduction** = 1 − C / C_LLM-only on the same queries and prices.",
-        "- **ACE** = ((A − A_slm)/(C − C_slm)) / ((A_llm − A_slm)/(C_llm − C_slm)): accuracy bought per dollar "
-        "relative to LLM-only (1 for LLM-only and for random mixing; > 1 is more efficient).",
-        "- **APGR** (RouteLLM): the mean performance gap recovered, PGR = (A − A_slm)/(A_llm − A_slm), over "
+        ("- **ACE** = ((A − A_slm)/(C − C_slm)) / ((A_llm − A_slm)/(C_llm − C_slm)): accuracy bought per dollar "
+        "relative to LLM-only (1 for LLM-only and for random mixing; > 1 is more efficient)."),
+        ("- **APGR** (RouteLLM): the mean performance gap recovered, PGR = (A − A_slm)/(A_llm − A_slm), over "
         "normalised cost x = (C − C_slm)/(C_llm − C_slm) in [0, 1]; each curve's ends are filled by random "
-        "mixing with SLM-only / LLM-only so that curves with different knob ranges compare. Random mixing ≈ 0.5.",
+        "mixing with SLM-only / LLM-only so that curves with different knob ranges compare. Random mixing ≈ 0.5."),
         "- **CPT(p)**: the smallest normalised cost x at which the curve recovers p of the gap.",
-        "- **AIQ** (RouterBench): area under the non-decreasing convex hull of the cost-accuracy points over "
-        "[0, LLM-only cost], divided by that range (0 below a policy's cheapest point).",
-        "- **Knob values** of the learned policies sit at the scores the policy itself gives the test queries "
+        ("- **AIQ** (RouterBench): area under the non-decreasing convex hull of the cost-accuracy points over "
+        "[0, LLM-only cost], divided by that range (0 below a policy's cheapest point)."),
+        ("- **Knob values** of the learned policies sit at the scores the policy itself gives the test queries "
         "(label-free: no grade is looked at), so each point is a distinct split of the queries; the value a "
-        "policy uses as configured (trained default or calibrated threshold) is always one of them.",
-        "- **cheapest ≥ 90% / 100%**: the cheapest measured point whose accuracy reaches that share of the "
+        "policy uses as configured (trained default or calibrated threshold) is always one of them."),
+        ("- **cheapest ≥ 90% / 100%**: the cheapest measured point whose accuracy reaches that share of the "
         "LLM-only accuracy (with its cost reduction and ACE). With few test items, read it with the intervals "
-        "in the appendix: a point 'reaching' 100% may be within noise of it.",
+        "in the appendix: a point 'reaching' 100% may be within noise of it."),
         "",
     ]
 

@@ -526,11 +526,11 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     spec, S = run.spec, run.summary
     scen_names = ["slm-free", "slm-priced"]
     L: list[str] = [f"# {spec.title}", ""]
-    L += ["Every number and figure below is recomputed from the packed traces in `traces/` by one command, "
-          "without calling a model:", "", "```bash", "shepherd study traces/study.toml --out docs", "```", "",
-          "Per-benchmark reports with every operating point, figures and manifests are in "
+    L += [("Every number and figure below is recomputed from the packed traces in `traces/` by one command, "
+          "without calling a model:"), "", "```bash", "shepherd study traces/study.toml --out docs", "```", "",
+          ("Per-benchmark reports with every operating point, figures and manifests are in "
           "[`docs/results/`](results/) (per-item outcomes: `shepherd eval --rerun docs/results/<benchmark>/manifest.json "
-          "--out DIR` after `shepherd study`, which leaves the unpacked stores in `runs/study/`).", ""]
+          "--out DIR` after `shepherd study`, which leaves the unpacked stores in `runs/study/`)."), ""]
 
     # -- status ----------------------------------------------------------------------------------------
     L += ["## What was run", ""]
@@ -544,10 +544,10 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     L += [""]
     if any(b.target_items and S["benchmarks"].get(b.name, {}).get("items", 0) < b.target_items
            for b in spec.benchmarks) or (spec.train_target_items and (tr["items"] or 0) < spec.train_target_items):
-        L += ["> **Partial study.** Some benchmarks have fewer swept items than the study asks for: sweeps on "
+        L += [("> **Partial study.** Some benchmarks have fewer swept items than the study asks for: sweeps on "
               "this CPU take 40-140 s per item, so they continue across sessions (resumable, see "
               "`traces/README.md`). Confidence intervals below are wide accordingly; read differences between "
-              "policies inside them as not significant.", ""]
+              "policies inside them as not significant."), ""]
     L += ["Setup: SLM Qwen2.5-Coder-0.5B-Instruct and LLM Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, llama.cpp), "
           "greedy decoding for the LLM answer and the hinted SLM continuations, the paper's hint grid "
           "0%, 10%, …, 90% of the LLM's answer, 3 SLM samples at T=0.7 per item (reactive shepherding, ABC, "
@@ -558,10 +558,10 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
           f"`{(S.get('predictor') or {}).get('featurizer', spec.featurizer)}` features, trained on "
           f"{spec.train_task} train only; every other benchmark is zero-shot for them, as in the paper. "
           + (f"Hardware: {spec.hardware}." if spec.hardware else ""), ""]
-    L += ["Operating points: every policy with a knob is replayed at many knob values; \"cheapest ≥ 90%\" is "
+    L += [("Operating points: every policy with a knob is replayed at many knob values; \"cheapest ≥ 90%\" is "
           "the cheapest of those points whose accuracy reaches 90% of LLM-only accuracy on the same items. "
           "Knob values are picked on the test items for every policy alike (as RouteLLM-style curves are), so "
-          "these are best-case operating points for baselines and shepherding equally.", ""]
+          "these are best-case operating points for baselines and shepherding equally."), ""]
 
     # -- headline --------------------------------------------------------------------------------------
     for scen in scen_names:
@@ -591,12 +591,12 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
                      "best shepherding ≥100%", "best baseline ≥100%", "baseline/shepherding cost ≥100%",
                      "oracle shepherding (acc, cost)"], rows)
         L += [""]
-    L += ["Cost ratios come with a 95% bootstrap interval over the items (1000 resamples; on each, both sides' "
+    L += [("Cost ratios come with a 95% bootstrap interval over the items (1000 resamples; on each, both sides' "
           "cheapest point reaching the target is chosen anew) and, in parentheses, the share of resamples in "
-          "which shepherding is the cheaper one.", ""]
+          "which shepherding is the cheaper one."), ""]
 
-    L += ["What a hint can save is bounded by the prompt: a hint pays the LLM's whole prompt plus n answer "
-          "tokens, so no hint costs less than the prompt's share of an LLM-only answer.", ""]
+    L += [("What a hint can save is bounded by the prompt: a hint pays the LLM's whole prompt plus n answer "
+          "tokens, so no hint costs less than the prompt's share of an LLM-only answer."), ""]
     rows = []
     for b in spec.benchmarks:
         lt = (S["benchmarks"].get(b.name) or {}).get("llm_tokens")
@@ -629,9 +629,9 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     red100 = [r for r in reds if r[1] == "at100"]
     red90 = [r for r in reds if r[1] == "at90"]
     L += ["| paper claim | this pair (SLM free) | agrees? |", "|---|---|---|"]
-    L += [f"| shepherding is {100 * lo:.0f}-{100 * hi:.0f}% cheaper than LLM-only (at its accuracy) | at ≥100% of "
+    L += [(f"| shepherding is {100 * lo:.0f}-{100 * hi:.0f}% cheaper than LLM-only (at its accuracy) | at ≥100% of "
           f"LLM accuracy: {_span(red100)}; at ≥90%: {_span(red90)} | "
-          f"{_agree_range([r[2] for r in red100], lo, hi)} |"]
+          f"{_agree_range([r[2] for r in red100], lo, hi)} |")]
     best = max(ratios, key=lambda r: r[2], default=None)
     L += [f"| up to {PAPER['vs_best_baseline']}x cheaper than the best baseline at matched accuracy | "
           + (", ".join(f"{n} {'100%' if k == 'at100' else '90%'}: {x:.2f}x"
@@ -663,9 +663,9 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
             L += [b.note, ""]
         for scen in scen_names:
             ref = bd["references"][scen]
-            L += [f"### Every policy ({scen}; LLM-only {_pct(ref['llm']['accuracy'])} at "
+            L += [(f"### Every policy ({scen}; LLM-only {_pct(ref['llm']['accuracy'])} at "
                   f"{_usd(ref['llm']['cost_per_query'])}/1k queries, SLM-only {_pct(ref['slm']['accuracy'])} at "
-                  f"{_usd(ref['slm']['cost_per_query'])})", ""]
+                  f"{_usd(ref['slm']['cost_per_query'])})"), ""]
             L += _table(["policy", "point shown", "accuracy [95% CI]", "$/1k q", "cost vs LLM-only", "ACE",
                          "cheapest ≥ 90% of LLM acc", "cheapest ≥ 100% of LLM acc"], _policy_rows(bd, scen))
             L += [""]
@@ -708,9 +708,9 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     L += ["## Accuracy vs hint fraction, all benchmarks", "", "![accuracy vs hint fraction](results/hint_fraction_all.png)",
           ""]
     L += ["## Wall-clock per query on this CPU", "",
-          "Model time each policy spent per query (sum of the recorded latencies of the calls it made, serial, "
+          ("Model time each policy spent per query (sum of the recorded latencies of the calls it made, serial, "
           "SLM and LLM on the same 2 cores; a hint's LLM time is its share n/L of the full answer's), at the "
-          "policy's cheapest point ≥ 90% of LLM-only accuracy (or its only point).", ""]
+          "policy's cheapest point ≥ 90% of LLM-only accuracy (or its only point)."), ""]
     hdr = ["policy"] + [b.name for b in spec.benchmarks if S["benchmarks"].get(b.name, {}).get("items")]
     rows = []
     for name in ORDER:
@@ -751,20 +751,20 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     on_test = [(b.name, S["benchmarks"][b.name]["predictor_auc"]) for b in spec.benchmarks
                if (S["benchmarks"].get(b.name) or {}).get("predictor_auc")]
     if on_test:
-        L += ["On each benchmark's test items, labelled as the training items are (the smallest swept hint with "
+        L += [("On each benchmark's test items, labelled as the training items are (the smallest swept hint with "
               "which the SLM is right; items the LLM gets wrong or no hint fixes dropped), the same predictor ranks "
               "\"hint needed?\" as follows (0.5: chance). This is a diagnostic computed after the replay; nothing "
-              "is chosen by it.", ""]
+              "is chosen by it."), ""]
         L += _table(["benchmark", "setting", "labelled items", "need a hint", "AUC proactive", "AUC reactive"],
                     [[name, next(b.setting for b in spec.benchmarks if b.name == name), str(a["items"]),
                       str(a["positives"]), _num(a.get("proactive")), _num(a.get("reactive"))] for name, a in on_test])
         L += [""]
     sel = pm.get("selection")
     if sel:
-        L += [f"The recipe was chosen among {len(sel['candidates'])} by out-of-fold AUC on the training items only "
+        L += [(f"The recipe was chosen among {len(sel['candidates'])} by out-of-fold AUC on the training items only "
               f"({sel['folds']}-fold, mean over {sel['repeats']} fold assignments; the score is the mean of the "
               "modes' AUC). The test benchmarks never influence the choice; the chosen recipe's out-of-fold AUC "
-              "above is a little optimistic, being the best of several.", ""]
+              "above is a little optimistic, being the best of several."), ""]
         L += _table(["featurizer", "trunk width", "L2", "AUC proactive", "AUC reactive", "score", "chosen"],
                     [[f"`{c['featurizer']}`", str(c["hidden"]), f"{c['l2']:g}", _num(c["auc"].get("proactive")),
                       _num(c["auc"].get("reactive")), _num(c["score"], 3),
@@ -772,11 +772,11 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
         L += [""]
     cal = pm.get("calibration") or {}
     if cal:
-        L += [f"Calibration (the \"point shown\" of proactive / reactive above): threshold and hint scale picked on "
+        L += [(f"Calibration (the \"point shown\" of proactive / reactive above): threshold and hint scale picked on "
               f"the training items, out of fold, as the cheapest setting reaching {_pct(spec.calibrate_accuracy, 0)} of "
-              "LLM-only accuracy there; the test items never influence it.", ""]
-        L += _table(["mode", "threshold", "hint scale", "accuracy on train, share of LLM-only", "cost on train, share "
-                     "of LLM-only", "target met on train"],
+              "LLM-only accuracy there; the test items never influence it."), ""]
+        L += _table(["mode", "threshold", "hint scale", "accuracy on train, share of LLM-only", ("cost on train, share "
+                     "of LLM-only"), "target met on train"],
                     [[m, _num(c.get("threshold"), 3), _num(c.get("scale"), 0),
                       _pct(c.get("relative_accuracy")), _pct(c.get("relative_cost")),
                       "yes" if c.get("feasible") else "no (most accurate setting)"] for m, c in cal.items()])

@@ -152,7 +152,7 @@ def to_messages(messages: Sequence[Message] | str) -> list[Message]:
         if m["role"] not in ("system", "user", "assistant", "tool"):
             raise ValueError(f"message {i} has unknown role {m['role']!r}")
         if not isinstance(m["content"], str):
-            raise ValueError(f"message {i} content must be text")
+            raise ValueError(f"message {i} content must be text")  # noqa: TRY004 - callers map ValueError to a 400
     if not any(m["role"] == "user" and m["content"].strip() for m in msgs):
         raise ValueError("no non-empty user message: nothing to answer")
     return [{"role": m["role"], "content": m["content"]} for m in msgs]
@@ -188,7 +188,7 @@ class Backend(ABC):
     def generate(self, request: GenerationRequest, n: int = 1) -> list[Generation]:
         return run_sync(self.agenerate(request, n=n))
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Release connections or model memory."""
 
 

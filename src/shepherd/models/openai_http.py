@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 PREFIX_ROUTES = ("completions", "continue_final_message", "user_hint", "none")
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 #: how OpenAI, vLLM and llama.cpp servers word a prompt that does not fit the context window
-_CONTEXT_LENGTH = re.compile(r"context[ _](length|window)|maximum context|too many tokens|prompt is too long", re.I)
+_CONTEXT_LENGTH = re.compile(r"context[ _](length|window)|maximum context|too many tokens|prompt is too long", re.IGNORECASE)
 
 #: end-of-turn markers of common chat templates; sent as stop strings on the completions route, so a
 #: model whose EOS token differs from its end-of-turn token still stops at the end of its answer

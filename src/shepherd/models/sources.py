@@ -83,7 +83,7 @@ def _chunk_files(model: KnownModel) -> list[Path]:
         spec = importlib.util.find_spec(pkg)
         if spec is None or not spec.submodule_search_locations:
             raise ModelNotFound(f"{model.name}: chunk package {pkg} is not installed")
-        path = Path(list(spec.submodule_search_locations)[0]) / rel
+        path = Path(next(iter(spec.submodule_search_locations))) / rel
         if not path.is_file():
             raise ModelCorrupt(f"{model.name}: chunk file {path} is missing; reinstall {pkg}")
         files.append(path)

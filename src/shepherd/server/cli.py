@@ -4,7 +4,6 @@ the web stack is imported only when the command runs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,9 +11,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file ([server] section)."),
-        host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default: server.host)."),
-        port: Optional[int] = typer.Option(None, "--port", min=0, max=65535,
+        config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file ([server] section)."),
+        host: str | None = typer.Option(None, "--host", help="Address to bind (default: server.host)."),
+        port: int | None = typer.Option(None, "--port", min=0, max=65535,
                                            help="Port (default: server.port)."),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     ) -> None:

@@ -12,7 +12,7 @@ from abc import abstractmethod
 from .base import Grade, Item, Task
 from .sandbox import Limits, SandboxOptions, run_python
 
-_DOCTEST = re.compile(r"^\s*>>>\s?(.*\S)\s*$", re.M)
+_DOCTEST = re.compile(r"^\s*>>>\s?(.*\S)\s*$", re.MULTILINE)
 #: at most this many example calls per item, each result cut to this many characters
 MAX_PROBES, MAX_REPR = 10, 2000
 PROBE_LIMITS = Limits(wall_s=5.0, cpu_s=5.0, memory_bytes=512 << 20)

@@ -71,7 +71,7 @@ class LocalExecutor(Executor):
     async def _guarded(self, unit: SweepUnit) -> UnitResult:
         try:
             return await run_unit(unit, self.ctx)
-        except Exception as exc:  # one item's failure must not stop the sweep
+        except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the sweep
             return UnitResult(item_id=unit.item_id, error=f"{type(exc).__name__}: {exc}",
                               extra={"traceback": traceback.format_exc()})
 

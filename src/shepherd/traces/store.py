@@ -245,7 +245,7 @@ class TraceStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> TraceStore:
+    def __enter__(self) -> TraceStore:  # noqa: PYI034 (never subclassed)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -325,8 +325,8 @@ class TraceStore:
         for key, model, pt, ct, lat, at in calls:
             if self._query("SELECT 1 FROM calls WHERE key = ? AND at = ?", (key, float(at))):
                 continue
-            stmts.append(("INSERT INTO calls(key, model, prompt_tokens, completion_tokens, latency_s, pid, at) "
-                          "VALUES (?,?,?,?,?,?,?)", (key, model, int(pt), int(ct), float(lat), 0, float(at))))
+            stmts.append((("INSERT INTO calls(key, model, prompt_tokens, completion_tokens, latency_s, pid, at) "
+                          "VALUES (?,?,?,?,?,?,?)"), (key, model, int(pt), int(ct), float(lat), 0, float(at))))
         if stmts:
             self._tx(stmts)
         return len(stmts)
