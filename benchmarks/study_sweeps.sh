@@ -41,7 +41,7 @@ queue() {
   run cnk12 --seed 0 --store runs/cnk12.sqlite
 }
 for lane in $(seq 1 "$LANES"); do
-  queue > >(sed "s/^/[lane $lane] /") 2>&1 &
+  queue > >(sed -u "s/^/[lane $lane] /") 2>&1 &
   sleep 5  # let the first lane claim its first item
 done
 wait

@@ -74,6 +74,12 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     best = max(sel["candidates"], key=lambda c: c["score"])
     assert sel["chosen"] == best["label"] and len(sel["candidates"]) == 2
     assert s["predictor"]["model"] == {"hidden": best["hidden"], "l2": best["l2"]}
+    # the learning curve: shares as the spec asks (default), fewer items per model at smaller shares, and its
+    # full-share point is the study's own cross-validation (same folds, one fold assignment)
+    lc = s["predictor"]["learning_curve"]["points"]
+    assert [p["fraction"] for p in lc] == [0.25, 0.5, 0.75, 1.0]
+    assert [p["train_items"] for p in lc] == sorted(p["train_items"] for p in lc) and lc[0]["train_items"] < 15
+    assert lc[-1]["auc"]["proactive"] == pytest.approx(s["predictor"]["cv"]["proactive"]["auc"], abs=1e-4)
     # how the predictor ranks the test items: the scripted test traces carry the training signal too
     on_test = g["predictor_auc"]
     assert 0 < on_test["positives"] < on_test["items"] <= 30 and on_test["proactive"] > 0.6
@@ -82,7 +88,7 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     for needle in ("Partial study", "Side by side with the paper", f"Hand-written discussion goes here: SLM {slm_acc}.",
                    "Proactive vs reactive", "Wall-clock per query", "results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png",
                    "results/hint_fraction_all.png", "The recipe was chosen among 2",
-                   "the same predictor ranks"):
+                   "the same predictor ranks", "Would more training items help?"):
         assert needle in md, needle
     assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000
     assert (tmp_path / "a/results/hint_fraction_all.png").is_file()
@@ -100,6 +106,9 @@ def test_study_cli_and_bad_specs(traces_dir, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(SPEC.replace("cv = 3", "cv = 3\nfeaturiser = 'lexical'"))
     with pytest.raises(StudyError, match="featuriser"):
+        load_spec(bad)
+    bad.write_text(SPEC.replace("cv = 3", "cv = 3\nlearning_curve = [0.5, 1.5]"))
+    with pytest.raises(StudyError, match="learning_curve.1"):
         load_spec(bad)
     bad.write_text(SPEC.replace("hidden = 0,", "hidden = -1,"))
     with pytest.raises(StudyError, match="predictor_candidates.0.hidden"):

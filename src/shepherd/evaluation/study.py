@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -80,6 +80,9 @@ class StudySpec(BaseModel):
     predictor_candidates: list[PredictorCandidate] = Field(default_factory=list)
     #: fold assignments each candidate is cross-validated on (the score is their mean)
     select_repeats: int = Field(3, ge=1)
+    #: training shares for the predictor's learning curve (out-of-fold AUC of the chosen recipe as its training
+    #: data grows; a diagnostic: does more data help?); empty: no curve
+    learning_curve: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.25, 0.5, 0.75, 1.0)
     seed: int = 0
     cv: int = Field(5, ge=0)
     #: calibrate the shepherding threshold and hint scale on the training items (out of fold) to reach this
@@ -186,6 +189,14 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
                              "model": {"hidden": settings.model.hidden, "l2": settings.model.l2}}
     if selection is not None:
         run.predictor_metrics["selection"] = selection.to_dict()
+    if spec.learning_curve:
+        from ..predictor.learning_curve import learning_curve
+
+        log(f"learning curve of the predictor at training shares {list(spec.learning_curve)}")
+        curve = learning_curve(examples, settings, spec.learning_curve, k=max(2, spec.cv or 5),
+                               repeats=spec.select_repeats)
+        run.predictor_metrics["learning_curve"] = {"folds": max(2, spec.cv or 5), "repeats": spec.select_repeats,
+                                                   "points": [p.to_dict() for p in curve]}
     ts.close()
 
     llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
@@ -769,6 +780,17 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
                     [[f"`{c['featurizer']}`", str(c["hidden"]), f"{c['l2']:g}", _num(c["auc"].get("proactive")),
                       _num(c["auc"].get("reactive")), _num(c["score"], 3),
                       "yes" if c["label"] == sel["chosen"] else ""] for c in sel["candidates"]])
+        L += [""]
+    lc = pm.get("learning_curve")
+    if lc and lc.get("points"):
+        L += [("Would more training items help? The chosen recipe's out-of-fold AUC when each fold's model is fitted "
+               f"on only a share of its training items (class-stratified; every item is still scored, out of fold; "
+               f"{lc['folds']}-fold, mean over {lc['repeats']} fold assignments). A curve still rising at the full "
+               "share says the predictor is short of data; a flat one, that more of the same items will not fix it."),
+              ""]
+        L += _table(["training share", "items per fold's model", "AUC proactive", "AUC reactive"],
+                    [[_pct(p["fraction"], 0), f"{p['train_items']:.0f}", _num(p["auc"].get("proactive")),
+                      _num(p["auc"].get("reactive"))] for p in lc["points"]])
         L += [""]
     cal = pm.get("calibration") or {}
     if cal:

@@ -8,6 +8,7 @@ steadier than one small validation split.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -186,10 +187,28 @@ def train(examples: Sequence[Example], settings: TrainSettings | None = None, *,
     return predictor, report
 
 
+def _stratified_share(examples: Sequence[Example], idx: Sequence[int], fraction: float, seed: int) -> list[int]:
+    """A seeded share of `idx` keeping each class's proportion (at least one item of each class present)."""
+    rng = random.Random(seed)
+    keep: list[int] = []
+    for cls in (0, 1):
+        members = [i for i in idx if examples[i].y == cls]
+        rng.shuffle(members)
+        if members:
+            keep.extend(members[:max(1, round(fraction * len(members)))])
+    return sorted(keep)
+
+
 def cross_validate(examples: Sequence[Example], s: TrainSettings, featurizer_spec: dict[str, Any] | None = None,
-                   k: int | None = None) -> dict[str, Any]:
-    """Out-of-fold metrics: each item is scored by a model that did not see it."""
+                   k: int | None = None, train_fraction: float = 1.0) -> dict[str, Any]:
+    """Out-of-fold metrics: each item is scored by a model that did not see it.
+
+    `train_fraction` < 1 fits each fold's model on a seeded, class-stratified share of that fold's training
+    items while still scoring every held-out item: the held-out set stays the same, only the training data
+    shrinks (a learning curve, see `learning_curve`)."""
     k = k or s.cv
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
     examples = list(examples)
     folds = kfold(examples, k, s.seed)
     modes = _modes(examples, s.reactive)
@@ -202,17 +221,22 @@ def cross_validate(examples: Sequence[Example], s: TrainSettings, featurizer_spe
     X_fixed = probe.transform([e.text for e in examples]) if not probe.fit([]).state() else None
     qmask = probe.standardize_mask()
     const = np.full(len(examples), np.nan)  # the training folds' mean positive fraction: a size baseline
-    for fold in folds:
+    fitted_on: list[int] = []
+    for fi, fold in enumerate(folds):
         if not fold:
             continue
         held = set(fold)
-        tr = [e for i, e in enumerate(examples) if i not in held]
+        tr_idx = [i for i in range(len(examples)) if i not in held]
+        if train_fraction < 1.0:
+            tr_idx = _stratified_share(examples, tr_idx, train_fraction, seed=s.seed * 1000 + fi)
+        tr = [examples[i] for i in tr_idx]
         te = [examples[i] for i in fold]
         if len({e.y for e in tr}) < 2:
             continue
         const[fold] = float(np.mean([e.fraction for e in tr if e.y == 1]))
+        fitted_on.append(len(tr))
         if X_fixed is not None:
-            X_tr = X_fixed[[i for i in range(len(examples)) if i not in held]]
+            X_tr = X_fixed[tr_idx]
             X_te = X_fixed[fold]
         else:
             feat = get_featurizer(spec["name"], **spec.get("config", {}))
@@ -234,6 +258,7 @@ def cross_validate(examples: Sequence[Example], s: TrainSettings, featurizer_spe
         for m in modes:
             out[m]["size_mae_fraction_constant"] = round(float(np.abs(const[pos] - f_true).mean()), 4)
     out["folds"] = k
+    out["train_items"] = round(float(np.mean(fitted_on)), 1) if fitted_on else 0.0  # per fold's model
     out["oof"] = {m: {"item_ids": [e.item_id for e in examples], "prob": oof[m]["prob"].round(5).tolist(),
                       "size": oof[m]["size"].round(5).tolist(), "loglen": oof[m]["loglen"].round(5).tolist()}
                   for m in modes}
