@@ -57,3 +57,26 @@ def test_curve_points_average_cross_validation_over_fold_assignments(signal_data
             learning_curve(ex, _settings(), bad)
     with pytest.raises(ValueError, match="folds"):
         learning_curve(ex, _settings(), (1.0,), k=1)
+
+
+def test_train_command_reports_a_learning_curve(signal_store, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from shepherd.cli import app
+
+    base = ["train", "--store", str(signal_store), "--task", "gsm8k", "--epochs", "100", "--hidden", "0", "--cv", "3"]
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "p"), "--learning-curve", "0.5,1",
+                                   "--select-repeats", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    curve = report["learning_curve"]
+    assert [p["fraction"] for p in curve] == [0.5, 1.0] and curve[0]["train_items"] < curve[1]["train_items"]
+    assert curve[1]["auc"]["proactive"] == pytest.approx(report["cv"]["proactive"]["auc"], abs=1e-4)
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "p"), "--learning-curve", "0.5,1",
+                                   "--select-repeats", "1"])
+    assert res.exit_code == 0 and "learning curve: share 0.5" in res.output
+    for bad in ("half", "0.5,2"):
+        res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x"), "--learning-curve", bad])
+        assert res.exit_code != 0 and ("--learning-curve" in res.output or "training shares" in res.output)

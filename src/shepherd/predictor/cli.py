@@ -47,7 +47,12 @@ def train_cmd(
         None, "--select", metavar="F[:H[:L2]],...",
         help="Choose featurizer, trunk width and L2 among these recipes by out-of-fold AUC on the training items "
              "(e.g. 'lexical:16:0.1,minilm:0:1'); overrides -f/--hidden/--l2."),
-    select_repeats: int = typer.Option(3, "--select-repeats", min=1, help="Fold assignments per recipe."),
+    select_repeats: int = typer.Option(3, "--select-repeats", min=1,
+                                       help="Fold assignments per recipe (and per learning-curve point)."),
+    curve_shares: str | None = typer.Option(
+        None, "--learning-curve", metavar="S,...",
+        help="Also report out-of-fold AUC with each fold's model fitted on these shares of its training items "
+             "(e.g. '0.25,0.5,1'): does more data help?"),
     as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
 ) -> None:
     """Train the hint predictor on a sweep's traces and save it as an artifact directory."""
@@ -72,6 +77,15 @@ def train_cmd(
                                repeats=select_repeats)
             settings = selection.best.settings(settings)
             featurizer = settings.featurizer
+        curve = None
+        if curve_shares:
+            from .learning_curve import learning_curve
+
+            try:
+                shares = [float(x) for x in curve_shares.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError(f"--learning-curve: expected comma-separated shares, got {curve_shares!r}") from None
+            curve = learning_curve(data.examples, settings, shares, k=cv if cv >= 2 else 5, repeats=select_repeats)
         predictor, report = train(data.examples, settings, grid=data.grid, sweep_settings=data.sweep_settings,
                                   source={"store": str(store), "task": task, "sweep": data.sweep_settings.get("sweep"),
                                           "filter": not no_filter, "swept_items": data.n_swept,
@@ -84,6 +98,8 @@ def train_cmd(
     report["artifact"] = str(out)
     if selection is not None:
         report["selection"] = selection.to_dict()
+    if curve is not None:
+        report["learning_curve"] = [p.to_dict() for p in curve]
     if as_json:
         if "cv" in report:
             report["cv"].pop("oof", None)
@@ -97,6 +113,9 @@ def train_cmd(
             mark = "[bold]chosen[/] " if c["label"] == report["selection"]["chosen"] else ""
             console.print(f"  recipe {c['label']}: out-of-fold AUC " + ", ".join(
                 f"{m} {v:.3f}" for m, v in c["auc"].items()) + f"  {mark}", highlight=False)
+    for p in report.get("learning_curve", []):
+        console.print(f"  learning curve: share {p['fraction']:g} ({p['train_items']:.0f} items a model): out-of-fold "
+                      "AUC " + ", ".join(f"{m} {v:.3f}" for m, v in p["auc"].items()), highlight=False)
     for mode in report["modes"]:
         console.print(f"[bold]{mode}[/]", highlight=False)
         _print_metrics(console, "train", report["train"][mode])
