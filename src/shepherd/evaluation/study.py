@@ -145,7 +145,7 @@ def _unpack(files: list[Path], store_path: Path, data: str | None, log: Callable
 
 def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: str | None = None,
               log: Callable[[str], None] = lambda m: None) -> StudyRun:
-    from ..predictor.data import examples_from_sweeps
+    from ..predictor.data import examples_from_sweeps, sweep_task_items
     from ..predictor.train import TrainSettings, train
     from ..traces.labels import label_stats, labels_from_sweeps
     from ..traces.store import TraceStore
@@ -164,7 +164,8 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     train_sweeps = ts.item_sweeps(spec.train_task)
     stats = label_stats(train_sweeps)
     run.train_stats = stats.to_dict()
-    examples = examples_from_sweeps(train_sweeps, labels_from_sweeps(train_sweeps, filter=True))
+    examples = examples_from_sweeps(train_sweeps, labels_from_sweeps(train_sweeps, filter=True),
+                                    sweep_task_items(spec.train_task, train_sweeps, data))
     grid = sorted({float(lv.fraction) for s in train_sweeps for lv in s.levels})
     settings = TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv)
     selection = None
@@ -239,7 +240,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
             # the learned baselines trained for the first benchmark serve all others: one set of artifacts
             baselines_dir = bench_out / "artifacts"
         run.runs[b.name] = ev
-        run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task)
+        run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task, data)
 
     run.summary = summarize(run)
     (results_dir / "summary.json").write_text(json.dumps(run.summary, indent=1, sort_keys=True, default=str),
@@ -249,14 +250,15 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     return run
 
 
-def predictor_test_auc(predictor: Any, store: Path, task: str) -> dict[str, Any]:
+def predictor_test_auc(predictor: Any, store: Path, task: str, data: str | None = None) -> dict[str, Any]:
     """The predictor's AUC of "is a hint needed?" on a benchmark's test items, labelled as training items are.
 
     Why: the policies' cost curves mix the predictor with everything else (the agreement gate, the hint
     lengths); this isolates whether its ranking carries over from GSM8K train to the test items, in-domain
-    and zero-shot. Nothing is chosen by it: it is computed after the replay, for the reader.
+    and zero-shot. Nothing is chosen by it: it is computed after the replay, for the reader. Code samples
+    agree by behaviour, as in the replayed reactive policy (the task items are read from `data`).
     """
-    from ..predictor.data import examples_from_sweeps
+    from ..predictor.data import examples_from_sweeps, sweep_task_items
     from ..predictor.train import auc
     from ..traces.labels import labels_from_sweeps
     from ..traces.store import TraceStore
@@ -266,7 +268,8 @@ def predictor_test_auc(predictor: Any, store: Path, task: str) -> dict[str, Any]
         sweeps = ts.item_sweeps(task)
     finally:
         ts.close()
-    examples = examples_from_sweeps(sweeps, labels_from_sweeps(sweeps, filter=True))
+    examples = examples_from_sweeps(sweeps, labels_from_sweeps(sweeps, filter=True),
+                                    sweep_task_items(task, sweeps, data))
     y = [e.y for e in examples]
     out: dict[str, Any] = {"items": len(examples), "positives": int(sum(y))}
     for mode in ("proactive", "reactive"):

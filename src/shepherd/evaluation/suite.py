@@ -252,14 +252,19 @@ def _threshold_label(name: str) -> Callable[[float], str]:
 
 
 def _train_predictor(train_sweeps: dict[str, list[Any]], out: Path, featurizer: str, seed: int,
-                     source: dict[str, Any], log: Callable[[str], None]):
-    from ..predictor.data import examples_from_sweeps
+                     source: dict[str, Any], log: Callable[[str], None], data: str | None = None):
+    from ..predictor.data import examples_from_sweeps, sweep_task_items
     from ..predictor.train import TrainSettings, train
     from ..traces.labels import labels_from_sweeps
 
     examples, grid, settings = [], set(), {}
-    for sw in train_sweeps.values():
-        examples += examples_from_sweeps(sw, labels_from_sweeps(sw, filter=True))
+    for task, sw in train_sweeps.items():
+        try:
+            items = sweep_task_items(task, sw, data)
+        except (OSError, ImportError, LookupError, ValueError) as exc:
+            items = {}
+            log(f"{task}: code samples compared by syntax tree, not behaviour (task items unavailable: {exc})")
+        examples += examples_from_sweeps(sw, labels_from_sweeps(sw, filter=True), items)
         grid |= {float(lv.fraction) for s in sw for lv in s.levels}
         if sw and not settings:
             settings = dict(sw[0].sweep)
@@ -381,7 +386,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = lambda m: None) -> Ev
         elif train_sweeps:
             log(f"training the shepherding predictor ({featurizer} features)")
             predictor, rep = _train_predictor(train_sweeps, out / "artifacts" / "predictor", featurizer, cfg.seed,
-                                              {"store": cfg.train, "tasks": train_tasks}, log)
+                                              {"store": cfg.train, "tasks": train_tasks}, log, cfg.data)
             if predictor is None:
                 artifacts["predictor"] = rep
         if predictor is not None:

@@ -7,8 +7,8 @@ reactive-fixed, ABC) share, so that they are compared on equal terms.
   raises on every example agrees with no one. A prompt without examples falls back to equal syntax trees;
 - no task item (a live query): a fenced program's syntax tree, else the task-free `normalize_answer`.
 
-Training examples read from a sweep (`predictor.data.samples_of`) have no task item at hand and compare code
-samples by syntax tree; the study trains on GSM8K only, where both definitions are the same.
+Training and diagnostic examples read from a sweep (`predictor.data.samples_of`) use these same keys when the
+task items can be read (`predictor.data.sweep_task_items`); without them, code samples compare by syntax tree.
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ def train_cmd(
         None, "--learning-curve", metavar="S,...",
         help="Also report out-of-fold AUC with each fold's model fitted on these shares of its training items "
              "(e.g. '0.25,0.5,1'): does more data help?"),
+    data_dir: Path | None = typer.Option(None, "--data", help="Benchmark data folder, for code tasks' items "
+                                         "(default: $SHEPHERD_DATA_DIR or the task's source)."),
     as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
 ) -> None:
     """Train the hint predictor on a sweep's traces and save it as an artifact directory."""
@@ -64,7 +66,9 @@ def train_cmd(
 
     console = Console(stderr=True)
     try:
-        data = load_store(store, task, filter=not no_filter, sweep=sweep, split=split)
+        data = load_store(store, task, filter=not no_filter, sweep=sweep, split=split, data=data_dir)
+        for note in data.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
         settings = TrainSettings(featurizer=featurizer, model=ModelConfig(hidden=hidden, lam=lam, epochs=epochs,
                                                                            l2=l2, size_target=size_target, seed=seed,
                                                                            standardize=standardize),
@@ -144,6 +148,8 @@ def calibrate_cmd(
     scales: str = typer.Option("0.75,1,1.25,1.5,2,3", "--scales",
                                help="Hint-size scales to search, comma-separated."),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML config (for the models' prices)."),
+    data_dir: Path | None = typer.Option(None, "--data", help="Benchmark data folder, for code tasks' items "
+                                         "(default: $SHEPHERD_DATA_DIR or the task's source)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without saving it."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -170,7 +176,9 @@ def calibrate_cmd(
         if not store_path or not task_name:
             _fail("the artifact does not name its store/task: pass --store and --task")
         data = load_store(store_path, task_name, filter=bool(training.get("filter", True)),
-                          sweep=training.get("sweep"))
+                          sweep=training.get("sweep"), data=data_dir)
+        for note in data.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
         raws = {}
         if held_out == "val":
             ids = set(training.get("val_ids", []))

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,16 +49,24 @@ class Example:
         return math.log1p(self.full_tokens)
 
 
-def samples_of(sweep: Any) -> list[SampleInfo]:
-    """The sweep's SLM samples as `SampleInfo`, answers as the task's grader extracted them (None where it
-    found none), exactly as the reactive policy extracts them when it knows the task."""
+def samples_of(sweep: Any, item: Any = None) -> list[SampleInfo]:
+    """The sweep's SLM samples as `SampleInfo`. With the task item at hand, each answer is the sample's
+    agreement key, exactly as the reactive policy computes it (for code: what the program does on the
+    prompt's example calls). Without it, the answer the task's grader extracted (None where it found none):
+    the same key for math, the program's syntax tree for code."""
     from ..policies.base import task_for
 
-    kind = getattr(task_for(getattr(sweep, "task", None)), "kind", None)
+    task = task_for(getattr(sweep, "task", None))
+    kind = getattr(task, "kind", None)
+    if item is not None and task is not None:
+        from ..policies.agreement import agreement_key
     out = []
     for g in getattr(sweep, "samples", []) or []:
         gen = g[0]
-        answer = normalize_extracted(g[2], kind) if len(g) > 2 else normalize_answer(gen.text)
+        if item is not None and task is not None:
+            answer = agreement_key(task, item, gen.text)
+        else:
+            answer = normalize_extracted(g[2], kind) if len(g) > 2 else normalize_answer(gen.text)
         out.append(SampleInfo(gen.text, gen.completion_tokens, gen.finish_reason == "stop",
                               getattr(gen, "mean_logprob", None), answer))
     return out
@@ -78,8 +86,11 @@ def normalize_extracted(extracted: str | None, kind: str | None = None) -> str |
     return n if n is not None else s.lower()
 
 
-def examples_from_sweeps(sweeps: Iterable[Any], labels: dict[str, Any]) -> list[Example]:
-    """Join sweeps with their labels (items without a label, or unsolvable ones, are left out)."""
+def examples_from_sweeps(sweeps: Iterable[Any], labels: dict[str, Any],
+                         items: Mapping[str, Any] | None = None) -> list[Example]:
+    """Join sweeps with their labels (items without a label, or unsolvable ones, are left out). `items`
+    (item id -> task item, see `sweep_task_items`) lets code samples agree by behaviour, as the policies'."""
+    items = items or {}
     out = []
     for s in sweeps:
         lab = labels.get(s.item_id)
@@ -95,7 +106,28 @@ def examples_from_sweeps(sweeps: Iterable[Any], labels: dict[str, Any]) -> list[
         else:  # pragma: no cover - future kinds
             continue
         out.append(Example(item_id=str(s.item_id), text=query_text(s.messages), kind=lab.kind, y=y,
-                           fraction=frac, tokens=tok, full_tokens=L, samples=samples_of(s), sweep=s))
+                           fraction=frac, tokens=tok, full_tokens=L,
+                           samples=samples_of(s, items.get(str(s.item_id))), sweep=s))
+    return out
+
+
+def sweep_task_items(task: str, sweeps: Sequence[Any], data: str | Path | None = None) -> dict[str, Any]:
+    """The task items behind code sweeps (item id -> Item), read from the benchmark's data, so that training
+    and diagnostic features compare code samples by behaviour as the reactive policy does. Empty for other
+    tasks, whose grader-extracted answers already are the policies' agreement keys. Raises what loading the
+    data raises (a missing data folder, an unknown id)."""
+    from ..policies.base import task_for
+    from ..tasks.registry import get_task
+
+    if getattr(task_for(task), "kind", None) != "code" or not sweeps:
+        return {}
+    loader = get_task(task, data) if data else get_task(task)
+    out: dict[str, Any] = {}
+    by_split: dict[str | None, list[str]] = {}
+    for s in sweeps:
+        by_split.setdefault(getattr(s, "split", None), []).append(str(s.item_id))
+    for split, ids in by_split.items():
+        out.update({str(it.id): it for it in loader.load(split, ids=ids)})
     return out
 
 
@@ -108,11 +140,15 @@ class StoreData:
     task: str
     n_swept: int
     label_counts: dict[str, int]
+    #: what the reader should know (e.g. code samples compared by syntax tree: no task items at hand)
+    notes: list[str] = field(default_factory=list)
 
 
 def load_store(store: str | Path | Any, task: str, *, filter: bool = True, sweep: str | None = None,
-               split: str | None = None) -> StoreData:
-    """Read a trace store's sweeps and labels for `task` (a path or an open `TraceStore`)."""
+               split: str | None = None, data: str | Path | None = None) -> StoreData:
+    """Read a trace store's sweeps and labels for `task` (a path or an open `TraceStore`). Code tasks also
+    read their items (from `data`, else the task's default source) so that samples agree by behaviour; when
+    the items cannot be read, samples are compared by syntax tree and a note says so."""
     from ..traces.labels import label_item, labels_from_sweeps
     from ..traces.store import TraceStore
 
@@ -133,8 +169,15 @@ def load_store(store: str | Path | Any, task: str, *, filter: bool = True, sweep
     settings = dict(sweeps[0].sweep) if sweeps else {}
     grid = sorted({float(f) for s in sweeps for f in (s.sweep.get("grid") or [])} |
                   {float(lv.fraction) for s in sweeps for lv in s.levels})
-    return StoreData(examples=examples_from_sweeps(sweeps, labels), grid=grid, sweep_settings=settings,
-                     store=str(getattr(ts, "path", store)), task=task, n_swept=len(sweeps), label_counts=counts)
+    notes: list[str] = []
+    try:
+        items = sweep_task_items(task, sweeps, data)
+    except (OSError, ImportError, LookupError, ValueError) as exc:
+        items = {}
+        notes.append(f"{task}: code samples compared by syntax tree, not behaviour (task items unavailable: {exc})")
+    return StoreData(examples=examples_from_sweeps(sweeps, labels, items), grid=grid, sweep_settings=settings,
+                     store=str(getattr(ts, "path", store)), task=task, n_swept=len(sweeps), label_counts=counts,
+                     notes=notes)
 
 
 def fingerprint(examples: Sequence[Example]) -> str:
