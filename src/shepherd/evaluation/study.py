@@ -752,7 +752,8 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
           "the paper's filter drops items the LLM gets wrong or no hint fixes) with "
           f"`{pm.get('featurizer', spec.featurizer)}` features"
           + (f", trunk width {mdl['hidden']} (0: linear heads) and L2 {mdl['l2']:g}" if mdl else "")
-          + f". Out-of-fold metrics ({spec.cv}-fold):", ""]
+          + f". Out-of-fold metrics ({spec.cv}-fold, one fold assignment, seed {spec.seed}; the recipe table and "
+          "the learning curve below average several, so their AUCs differ a little):", ""]
     rows = []
     for mode in ("proactive", "reactive"):
         m = cv.get(mode) or {}
