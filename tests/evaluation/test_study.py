@@ -74,6 +74,11 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     best = max(sel["candidates"], key=lambda c: c["score"])
     assert sel["chosen"] == best["label"] and len(sel["candidates"]) == 2
     assert s["predictor"]["model"] == {"hidden": best["hidden"], "l2": best["l2"]}
+    assert sel["by"] == "auc" and sel["target"] == 0.9  # the decision-aware cost is reported beside the AUC
+    assert all(set(c["cost"]) == {"proactive", "reactive"} for c in sel["candidates"])
+    cal = s["predictor"]["calibration"]  # one fold assignment: the chosen recipe's cost is its calibration's
+    for mode, c in next(c for c in sel["candidates"] if c["label"] == sel["chosen"])["cost"].items():
+        assert c == (pytest.approx(cal[mode]["relative_cost"], abs=1e-4) if cal[mode]["feasible"] else None)
     # the learning curve: shares as the spec asks (default), fewer items per model at smaller shares, and its
     # full-share point is the study's own cross-validation (same folds, one fold assignment)
     lc = s["predictor"]["learning_curve"]["points"]
@@ -88,7 +93,8 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     for needle in ("Partial study", "Side by side with the paper", f"Hand-written discussion goes here: SLM {slm_acc}.",
                    "Proactive vs reactive", "Wall-clock per query", "results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png",
                    "results/hint_fraction_all.png", "The recipe was chosen among 2",
-                   "the same predictor ranks", "Would more training items help?"):
+                   "the same predictor ranks", "Would more training items help?",
+                   "cost at 90% proactive"):
         assert needle in md, needle
     assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000
     assert (tmp_path / "a/results/hint_fraction_all.png").is_file()
@@ -106,6 +112,9 @@ def test_study_cli_and_bad_specs(traces_dir, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(SPEC.replace("cv = 3", "cv = 3\nfeaturiser = 'lexical'"))
     with pytest.raises(StudyError, match="featuriser"):
+        load_spec(bad)
+    bad.write_text(SPEC.replace("cv = 3", "cv = 3\nselect_by = 'price'"))
+    with pytest.raises(StudyError, match="select_by"):
         load_spec(bad)
     bad.write_text(SPEC.replace("cv = 3", "cv = 3\nlearning_curve = [0.5, 1.5]"))
     with pytest.raises(StudyError, match="learning_curve.1"):

@@ -100,6 +100,69 @@ def test_train_command_selects_a_recipe(signal_store, tmp_path):
     best = max(sel["candidates"], key=lambda c: c["score"])
     assert sel["chosen"] == best["label"] and sel["folds"] == 3 and len(sel["candidates"]) == 2
     assert Predictor.load(out).manifest["training"]["settings"]["model"]["hidden"] == best["hidden"]
+    assert sel["by"] == "auc" and set(sel["candidates"][0]["cost"]) == {"proactive", "reactive"}
+    res = CliRunner().invoke(app, ["train", "--store", str(signal_store), "--task", "gsm8k", "--out",
+                                   str(tmp_path / "c"), "--epochs", "100", "--select", "lexical:0:0.1,lexical:16:0.1",
+                                   "--select-repeats", "1", "--cv", "3", "--select-by", "cost"])
+    assert res.exit_code == 0, res.output
+    assert "cost share proactive" in res.output
+    res = CliRunner().invoke(app, ["train", "--store", str(signal_store), "--task", "gsm8k", "--out",
+                                   str(tmp_path / "c"), "--select", "lexical", "--select-by", "price"])
+    assert res.exit_code != 0 and "'auc' or 'cost'" in res.output
     res = CliRunner().invoke(app, ["train", "--store", str(signal_store), "--task", "gsm8k", "--out",
                                    str(tmp_path / "x"), "--select", "lexical:zero"])
     assert res.exit_code != 0 and "bad predictor candidate" in res.output
+
+
+def test_decision_aware_cost_is_reported_and_matches_calibrating_the_out_of_fold_predictions(signal_data):
+    ex = signal_data.examples
+    cand = Candidate("lexical", hidden=0, l2=0.1)
+    sel = select(ex, [cand], _base(), k=3, repeats=1, target=0.9)
+    cv = cross_validate(ex, cand.settings(_base()), k=3)
+    expect = S.oof_cost(ex, cv, "fraction", 0.9)
+    assert sel.scores[0].cost == expect and set(expect) == {"proactive", "reactive"}
+    assert all(c is None or 0.0 < c <= 1.0 + 1e-9 for c in expect.values())
+    assert sel.target == 0.9 and sel.to_dict()["by"] == "auc"
+    # the same number the calibration of a predictor trained with this recipe reaches on out-of-fold predictions
+    from shepherd.predictor.calibrate import calibrate, oof_raw
+    from shepherd.predictor.train import train
+
+    pred, _ = train(ex, cand.settings(_base()), grid=signal_data.grid)
+    raws = oof_raw(pred, ex, k=3)
+    for mode in ("proactive", "reactive"):
+        choice, _ = calibrate(pred, mode, ex, "accuracy", 0.9, scales=(1.0, 2.0, 3.0), raw=raws[mode])
+        assert expect[mode] == (pytest.approx(choice.cost / choice.llm_cost) if choice.feasible else None)
+    # a lower target never costs more: the cheapest setting reaching 90% also reaches 50%
+    low = S.oof_cost(ex, cv, "fraction", 0.5)
+    assert all(low[m] <= expect[m] for m in expect if expect[m] is not None)
+    # without sweeps (or a target) there is no cost to report, and choosing by it is refused
+    bare = [type(e)(**{**e.__dict__, "sweep": None}) for e in ex]
+    assert select(bare, [cand], _base(), k=3, repeats=1).scores[0].cost == {}
+    with pytest.raises(ValueError, match="needs an accuracy target and the items' sweeps"):
+        select(bare, [cand], _base(), k=3, repeats=1, by="cost")
+    with pytest.raises(ValueError, match="'auc' or 'cost'"):
+        select(ex, [cand], _base(), by="price")
+
+
+def test_choosing_by_cost_takes_the_cheapest_and_skips_unreached(monkeypatch, signal_data):
+    ex = signal_data.examples[:10]
+    table = {1.0: {"proactive": 0.8, "reactive": 0.7}, 2.0: {"proactive": 0.6, "reactive": 0.8},
+             3.0: {"proactive": None, "reactive": 0.1}}
+    monkeypatch.setattr(S, "cross_validate", lambda examples, s, k=None: {
+        "proactive": {"auc": s.model.l2 / 10}, "reactive": {"auc": s.model.l2 / 10}, "oof": {}, "l2": s.model.l2})
+    monkeypatch.setattr(S, "oof_cost", lambda examples, cv, size_target, target, **kw: dict(table[cv["l2"]]))
+    cands = [Candidate(l2=1.0), Candidate(l2=2.0), Candidate(l2=3.0)]
+    by_cost = select(ex, cands, _base(), repeats=2, by="cost")
+    assert by_cost.best == cands[1]  # mean cost 0.7 beats 0.75; l2=3 is cheap but misses the target in a mode
+    assert [s.score for s in by_cost.scores][:2] == pytest.approx([-0.75, -0.7])
+    assert by_cost.scores[2].score == -math.inf and by_cost.scores[2].cost == {"proactive": None, "reactive": 0.1}
+    assert any("not reached" in n for n in by_cost.notes)
+    assert select(ex, cands, _base(), repeats=1, by="auc").best == cands[2]  # AUC would take l2=3
+    # a mode no candidate reaches the target in is left out of the comparison
+    table.update({1.0: {"proactive": 0.8, "reactive": None}, 2.0: {"proactive": 0.6, "reactive": None},
+                  3.0: {"proactive": 0.9, "reactive": None}})
+    only_pro = select(ex, cands, _base(), repeats=1, by="cost")
+    assert only_pro.best == cands[1] and [s.score for s in only_pro.scores] == pytest.approx([-0.8, -0.6, -0.9])
+    table.update({1.0: {"proactive": None}, 2.0: {"proactive": None}, 3.0: {"proactive": None}})
+    with pytest.raises(ValueError, match="not reached out of fold in any mode"):
+        select(ex, cands, _base(), repeats=1, by="cost")

@@ -80,6 +80,9 @@ class StudySpec(BaseModel):
     predictor_candidates: list[PredictorCandidate] = Field(default_factory=list)
     #: fold assignments each candidate is cross-validated on (the score is their mean)
     select_repeats: int = Field(3, ge=1)
+    #: what chooses among the candidates: out-of-fold AUC, or the out-of-fold cost share at the calibration's
+    #: accuracy target (both are reported)
+    select_by: Literal["auc", "cost"] = "auc"
     #: training shares for the predictor's learning curve (out-of-fold AUC of the chosen recipe as its training
     #: data grows; a diagnostic: does more data help?); empty: no curve
     learning_curve: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.25, 0.5, 0.75, 1.0)
@@ -168,6 +171,8 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
                                     sweep_task_items(spec.train_task, train_sweeps, data))
     grid = sorted({float(lv.fraction) for s in train_sweeps for lv in s.levels})
     settings = TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv)
+    llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
+    slm_p = Price(input=spec.slm_price[0], output=spec.slm_price[1])
     selection = None
     if spec.predictor_candidates:
         from ..predictor.select import Candidate, select
@@ -175,7 +180,8 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
         log(f"choosing the predictor's recipe among {len(spec.predictor_candidates)} by cross-validation on "
             f"{len(examples)} training items")
         selection = select(examples, [Candidate(**c.model_dump()) for c in spec.predictor_candidates], settings,
-                           k=max(2, spec.cv or 5), repeats=spec.select_repeats)
+                           k=max(2, spec.cv or 5), repeats=spec.select_repeats, by=spec.select_by,
+                           target=spec.calibrate_accuracy, scales=spec.calibrate_scales, llm_price=llm_p)
         settings = selection.best.settings(settings)
         log(f"chosen: {selection.best.label}")
     featurizer = settings.featurizer
@@ -200,8 +206,6 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
                                                    "points": [p.to_dict() for p in curve]}
     ts.close()
 
-    llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
-    slm_p = Price(input=spec.slm_price[0], output=spec.slm_price[1])
     if spec.calibrate_accuracy:
         from ..costs import FREE
         from ..predictor.calibrate import apply_choice, calibrate, oof_raw
@@ -776,14 +780,33 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
         L += [""]
     sel = pm.get("selection")
     if sel:
-        L += [(f"The recipe was chosen among {len(sel['candidates'])} by out-of-fold AUC on the training items only "
-              f"({sel['folds']}-fold, mean over {sel['repeats']} fold assignments; the score is the mean of the "
-              "modes' AUC). The test benchmarks never influence the choice; the chosen recipe's out-of-fold AUC "
-              "above is a little optimistic, being the best of several."), ""]
-        L += _table(["featurizer", "trunk width", "L2", "AUC proactive", "AUC reactive", "score", "chosen"],
-                    [[f"`{c['featurizer']}`", str(c["hidden"]), f"{c['l2']:g}", _num(c["auc"].get("proactive")),
-                      _num(c["auc"].get("reactive")), _num(c["score"], 3),
-                      "yes" if c["label"] == sel["chosen"] else ""] for c in sel["candidates"]])
+        by_cost = sel.get("by") == "cost"
+        target = sel.get("target")
+        L += [(f"The recipe was chosen among {len(sel['candidates'])} by "
+               + ("out-of-fold cost" if by_cost else "out-of-fold AUC")
+               + f" on the training items only ({sel['folds']}-fold, mean over {sel['repeats']} fold assignments; "
+               + ("the score is minus the mean of the modes' cost share" if by_cost
+                  else "the score is the mean of the modes' AUC")
+               + "). The test benchmarks never influence the choice; the chosen recipe's out-of-fold "
+               + ("cost" if by_cost else "AUC") + " is a little optimistic, being the best of several."
+               + (f" The cost columns are decision-aware: on the same out-of-fold predictions, the cost (share of "
+                  f"LLM-only) of the cheapest threshold and hint scale that reach {_pct(target, 0)} of LLM-only "
+                  "accuracy on the training items, as the calibration below picks them (lower is better; "
+                  "\"not reached\": on some fold assignment no setting got there)." if target is not None else "")),
+              ""]
+        hdr = ["featurizer", "trunk width", "L2", "AUC proactive", "AUC reactive"]
+        if target is not None:
+            hdr += [f"cost at {_pct(target, 0)} proactive", f"cost at {_pct(target, 0)} reactive"]
+        rows = []
+        for c in sel["candidates"]:
+            row = [f"`{c['featurizer']}`", str(c["hidden"]), f"{c['l2']:g}", _num(c["auc"].get("proactive")),
+                   _num(c["auc"].get("reactive"))]
+            if target is not None:
+                cost = c.get("cost") or {}
+                row += ["not reached" if m in cost and cost[m] is None else
+                        (_pct(cost[m]) if m in cost else "n/a") for m in ("proactive", "reactive")]
+            rows.append(row + [_num(c["score"], 3), "yes" if c["label"] == sel["chosen"] else ""])
+        L += _table(hdr + ["score", "chosen"], rows)
         L += [""]
     lc = pm.get("learning_curve")
     if lc and lc.get("points"):

@@ -49,6 +49,11 @@ def train_cmd(
              "(e.g. 'lexical:16:0.1,minilm:0:1'); overrides -f/--hidden/--l2."),
     select_repeats: int = typer.Option(3, "--select-repeats", min=1,
                                        help="Fold assignments per recipe (and per learning-curve point)."),
+    select_by: str = typer.Option("auc", "--select-by",
+                                  help="auc: the mean out-of-fold AUC; cost: the out-of-fold cost share at "
+                                       "--select-target of LLM-only accuracy (both are reported)."),
+    select_target: float = typer.Option(0.9, "--select-target", min=0.01, max=1.0,
+                                        help="Accuracy target (share of LLM-only) of the cost score."),
     curve_shares: str | None = typer.Option(
         None, "--learning-curve", metavar="S,...",
         help="Also report out-of-fold AUC with each fold's model fitted on these shares of its training items "
@@ -78,7 +83,7 @@ def train_cmd(
             from .select import parse_candidates, select
 
             selection = select(data.examples, parse_candidates(select_from), settings, k=cv if cv >= 2 else 5,
-                               repeats=select_repeats)
+                               repeats=select_repeats, by=select_by, target=select_target)
             settings = selection.best.settings(settings)
             featurizer = settings.featurizer
         curve = None
@@ -115,8 +120,10 @@ def train_cmd(
     if selection is not None:
         for c in report["selection"]["candidates"]:
             mark = "[bold]chosen[/] " if c["label"] == report["selection"]["chosen"] else ""
+            cost = ", ".join(f"{m} {'not reached' if v is None else f'{v:.3f}'}" for m, v in c["cost"].items())
             console.print(f"  recipe {c['label']}: out-of-fold AUC " + ", ".join(
-                f"{m} {v:.3f}" for m, v in c["auc"].items()) + f"  {mark}", highlight=False)
+                f"{m} {v:.3f}" for m, v in c["auc"].items()) + (f"; cost share {cost}" if cost else "")
+                + f"  {mark}", highlight=False)
     for p in report.get("learning_curve", []):
         console.print(f"  learning curve: share {p['fraction']:g} ({p['train_items']:.0f} items a model): out-of-fold "
                       "AUC " + ", ".join(f"{m} {v:.3f}" for m, v in p["auc"].items()), highlight=False)

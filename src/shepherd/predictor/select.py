@@ -5,6 +5,11 @@ benchmarks would leak: the choice here sees the training items only. Each candid
 out-of-fold AUC of "is a hint needed?" (mean over the modes it can train, proactive and reactive),
 averaged over a few fold assignments so that one lucky split does not decide. Ties keep the earlier
 candidate, so listing the default first makes it win unless another is strictly better.
+
+AUC ranks queries; the policies use the predictor at one operating point. So each candidate also gets a
+decision-aware score when its items carry their sweeps: the cost (a share of LLM-only cost) of the cheapest
+threshold and hint scale that reach a target share of LLM-only accuracy on the same out-of-fold predictions,
+the way the study calibrates the chosen one. `by="cost"` chooses by it (lower is better) instead of AUC.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..costs import PAPER_LLM_PRICE, Price
 from .data import Example
 from .train import TrainSettings, cross_validate
 
@@ -43,11 +49,17 @@ class CandidateScore:
     candidate: Candidate
     #: mode -> out-of-fold AUC, averaged over the fold assignments
     auc: dict[str, float]
+    #: the selection criterion: mean AUC over modes (by="auc", higher is better) or minus the mean cost share
+    #: over the modes in which some candidate reaches the target (by="cost")
     score: float
+    #: mode -> cost share of LLM-only at the cheapest setting reaching the accuracy target out of fold,
+    #: averaged over the fold assignments (None: the target was not reached on some assignment)
+    cost: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self.candidate), "label": self.candidate.label,
-                "auc": {m: round(v, 4) for m, v in self.auc.items()}, "score": round(self.score, 4)}
+                "auc": {m: round(v, 4) for m, v in self.auc.items()}, "score": round(self.score, 4),
+                "cost": {m: None if v is None else round(v, 4) for m, v in self.cost.items()}}
 
 
 @dataclass
@@ -63,8 +75,13 @@ class Selection:
     def best(self) -> Candidate:
         return self.scores[self.chosen].candidate
 
+    by: str = "auc"
+    #: the accuracy target (share of LLM-only) of the cost score; None when no cost was computed
+    target: float | None = None
+
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.best.label, "folds": self.folds, "repeats": self.repeats, "items": self.items,
+                "by": self.by, "target": self.target,
                 "candidates": [s.to_dict() for s in self.scores], "notes": list(self.notes)}
 
 
@@ -88,30 +105,84 @@ def parse_candidates(text: str) -> list[Candidate]:
     return out
 
 
+def oof_cost(examples: Sequence[Example], cv: dict[str, Any], size_target: str, target: float, *,
+             scales: Sequence[float] = (1.0, 2.0, 3.0), llm_price: Price = PAPER_LLM_PRICE) -> dict[str, float | None]:
+    """Mode -> cost share of LLM-only at the cheapest (threshold, scale) reaching `target` x LLM-only accuracy
+    on `examples`, from cross_validate's out-of-fold predictions (None where no setting reaches it)."""
+    import numpy as np
+
+    from .calibrate import calibrate
+    from .features import get_featurizer
+    from .predictor import DecisionRule, Predictor
+
+    modes = [m for m in cv.get("oof", {}) if m in ("proactive", "reactive")]
+    med_L = float(np.median([e.full_tokens for e in examples]))
+    rules = {m: DecisionRule(constant_length=med_L) for m in modes}
+    # hint fractions snap up to the label grid, as a trained predictor's do (its grid: the swept levels)
+    grid = sorted({float(lv.fraction) for e in examples for lv in e.sweep.levels}
+                  | {float(g) for e in examples for g in (e.sweep.sweep.get("grid") or [])})
+    shell = Predictor(featurizer=get_featurizer("lexical", n_features=0), models={}, rules=rules,
+                      size_target=size_target, grid=grid)  # rules and size semantics; predictions come from cv
+    out: dict[str, float | None] = {}
+    for mode in modes:
+        o = cv["oof"][mode]
+        if [e.item_id for e in examples] != list(o["item_ids"]):
+            raise ValueError("out-of-fold predictions do not belong to these examples")
+        raw = {key: np.asarray(o[key], dtype=np.float64) for key in ("prob", "size", "loglen")}
+        choice, _ = calibrate(shell, mode, examples, "accuracy", target, scales=scales, raw=raw, llm_price=llm_price)
+        out[mode] = choice.cost / choice.llm_cost if choice.feasible and choice.llm_cost else None
+    return out
+
+
 def select(examples: Sequence[Example], candidates: Sequence[Candidate], base: TrainSettings | None = None, *,
-           k: int = 5, repeats: int = 3) -> Selection:
-    """Score every candidate by out-of-fold AUC on `examples` and pick the best (ties: the earliest)."""
+           k: int = 5, repeats: int = 3, by: str = "auc", target: float | None = 0.9,
+           scales: Sequence[float] = (1.0, 2.0, 3.0), llm_price: Price = PAPER_LLM_PRICE) -> Selection:
+    """Score every candidate out of fold on `examples` and pick the best (ties: the earliest): by mean AUC
+    (`by="auc"`) or by the mean cost share at the accuracy `target` (`by="cost"`; needs the items' sweeps).
+    With `target` set and sweeps at hand, the cost is reported either way."""
     if not candidates:
         raise ValueError("no predictor candidates to choose from")
     if k < 2 or repeats < 1:
         raise ValueError(f"need k >= 2 folds and repeats >= 1 (got k={k}, repeats={repeats})")
+    if by not in ("auc", "cost"):
+        raise ValueError(f"select by 'auc' or 'cost', not {by!r}")
     base = base or TrainSettings()
     examples = list(examples)
+    with_cost = target is not None and bool(examples) and all(e.sweep is not None for e in examples)
+    if by == "cost" and not with_cost:
+        raise ValueError("choosing by cost needs an accuracy target and the items' sweeps (load them from a store)")
     scores: list[CandidateScore] = []
     notes: list[str] = []
     for cand in candidates:
         per_mode: dict[str, list[float]] = {}
+        costs: dict[str, list[float | None]] = {}
         for r in range(repeats):
             s = replace(cand.settings(base), seed=base.seed + r)
             cv = cross_validate(examples, s, k=k)
             for mode, m in cv.items():
                 if isinstance(m, dict) and "auc" in m and m["auc"] is not None and math.isfinite(m["auc"]):
                     per_mode.setdefault(mode, []).append(float(m["auc"]))
+            if with_cost:
+                for mode, c in oof_cost(examples, cv, s.model.size_target, float(target), scales=scales,
+                                        llm_price=llm_price).items():
+                    costs.setdefault(mode, []).append(c)
         auc = {mode: sum(v) / len(v) for mode, v in per_mode.items()}
+        cost = {mode: None if any(c is None for c in v) else sum(v) / len(v) for mode, v in costs.items()}
         if not auc:
             notes.append(f"{cand.label}: no out-of-fold AUC (one class in every fold?)")
-        scores.append(CandidateScore(cand, auc, sum(auc.values()) / len(auc) if auc else -math.inf))
+        scores.append(CandidateScore(cand, auc, sum(auc.values()) / len(auc) if auc else -math.inf, cost))
+    if by == "cost":
+        # the modes in which some candidate reaches the target; missing one of them disqualifies a candidate
+        modes = sorted({m for sc in scores for m, c in sc.cost.items() if c is not None})
+        for sc in scores:
+            if modes and all(sc.cost.get(m) is not None for m in modes):
+                sc.score = -sum(sc.cost[m] for m in modes) / len(modes)
+            else:
+                sc.score = -math.inf
+                missed = ", ".join(m for m in modes if sc.cost.get(m) is None) or "any mode"
+                notes.append(f"{sc.candidate.label}: the accuracy target was not reached out of fold in {missed}")
     chosen = max(range(len(scores)), key=lambda i: (scores[i].score, -i))
     if not math.isfinite(scores[chosen].score):
         raise ValueError("no candidate could be scored: " + "; ".join(notes))
-    return Selection(scores, chosen, k, repeats, len(examples), notes)
+    return Selection(scores, chosen, k, repeats, len(examples), notes, by=by,
+                     target=float(target) if with_cost else None)
