@@ -88,13 +88,15 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     # how the predictor ranks the test items: the scripted test traces carry the training signal too
     on_test = g["predictor_auc"]
     assert 0 < on_test["positives"] < on_test["items"] <= 30 and on_test["proactive"] > 0.6
+    # and the same recipe cross-validated on the test items themselves (the in-domain reference)
+    assert set(on_test["in_domain"]) == {"proactive", "reactive"} and on_test["in_domain"]["proactive"] > 0.55
     md = (tmp_path / "a/results.md").read_text()
     slm_acc = f"{100 * g['references']['slm-free']['slm']['accuracy']:.1f}%"
     for needle in ("Partial study", "Side by side with the paper", f"Hand-written discussion goes here: SLM {slm_acc}.",
                    "Proactive vs reactive", "Wall-clock per query", "results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png",
                    "results/hint_fraction_all.png", "The recipe was chosen among 2",
                    "the same predictor ranks", "Would more training items help?",
-                   "cost at 90% proactive"):
+                   "cost at 90% proactive", "own-items AUC proactive"):
         assert needle in md, needle
     assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000
     assert (tmp_path / "a/results/hint_fraction_all.png").is_file()

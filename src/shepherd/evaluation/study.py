@@ -244,7 +244,8 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
             # the learned baselines trained for the first benchmark serve all others: one set of artifacts
             baselines_dir = bench_out / "artifacts"
         run.runs[b.name] = ev
-        run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task, data)
+        run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task, data, settings=settings,
+                                                           k=max(2, spec.cv or 5))
 
     run.summary = summarize(run)
     (results_dir / "summary.json").write_text(json.dumps(run.summary, indent=1, sort_keys=True, default=str),
@@ -254,13 +255,17 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     return run
 
 
-def predictor_test_auc(predictor: Any, store: Path, task: str, data: str | None = None) -> dict[str, Any]:
+def predictor_test_auc(predictor: Any, store: Path, task: str, data: str | None = None,
+                       settings: Any = None, k: int = 5) -> dict[str, Any]:
     """The predictor's AUC of "is a hint needed?" on a benchmark's test items, labelled as training items are.
 
     Why: the policies' cost curves mix the predictor with everything else (the agreement gate, the hint
     lengths); this isolates whether its ranking carries over from GSM8K train to the test items, in-domain
     and zero-shot. Nothing is chosen by it: it is computed after the replay, for the reader. Code samples
     agree by behaviour, as in the replayed reactive policy (the task items are read from `data`).
+    With `settings` (the predictor's recipe), `in_domain` is the same recipe's out-of-fold AUC on these items
+    themselves: it tells a benchmark whose hard items cannot be ranked from one whose ranking does not carry
+    over from GSM8K.
     """
     from ..predictor.data import examples_from_sweeps, sweep_task_items
     from ..predictor.train import auc
@@ -282,6 +287,13 @@ def predictor_test_auc(predictor: Any, store: Path, task: str, data: str | None 
             continue
         X = predictor.inputs(mode, texts=[e.text for e in examples], samples=[e.samples for e in examples])
         out[mode] = _r(auc(y, predictor.raw(mode, X)["prob"]), 4)
+    if settings is not None:
+        from ..predictor.train import cross_validate
+
+        out["in_domain"] = None
+        if min(sum(y), len(y) - sum(y)) >= k:  # every fold holds both classes
+            cv = cross_validate(examples, settings, k=k)
+            out["in_domain"] = {m: _r(cv[m]["auc"], 4) for m in ("proactive", "reactive") if m in cv}
     return out
 
 
@@ -774,9 +786,16 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
               "which the SLM is right; items the LLM gets wrong or no hint fixes dropped), the same predictor ranks "
               "\"hint needed?\" as follows (0.5: chance). This is a diagnostic computed after the replay; nothing "
               "is chosen by it."), ""]
-        L += _table(["benchmark", "setting", "labelled items", "need a hint", "AUC proactive", "AUC reactive"],
+        L += [("The last two columns train the same recipe on the benchmark's own labelled items instead "
+               f"({spec.cv}-fold, out of fold): where they are well above the zero-shot AUC, that benchmark's hard "
+               "items can be ranked, and it is the transfer from GSM8K that fails. n/a: too few items of a class "
+               "to cross-validate."), ""]
+        L += _table(["benchmark", "setting", "labelled items", "need a hint", "AUC proactive", "AUC reactive",
+                     "own-items AUC proactive", "own-items AUC reactive"],
                     [[name, next(b.setting for b in spec.benchmarks if b.name == name), str(a["items"]),
-                      str(a["positives"]), _num(a.get("proactive")), _num(a.get("reactive"))] for name, a in on_test])
+                      str(a["positives"]), _num(a.get("proactive")), _num(a.get("reactive")),
+                      _num((a.get("in_domain") or {}).get("proactive")), _num((a.get("in_domain") or {}).get("reactive"))]
+                     for name, a in on_test])
         L += [""]
     sel = pm.get("selection")
     if sel:
