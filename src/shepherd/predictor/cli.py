@@ -45,8 +45,8 @@ def train_cmd(
     cv: int = typer.Option(0, "--cv", min=0, help="Also report k-fold out-of-fold metrics (k >= 2)."),
     select_from: str | None = typer.Option(
         None, "--select", metavar="F[:H[:L2]],...",
-        help="Choose featurizer, trunk width and L2 among these recipes by out-of-fold AUC on the training items "
-             "(e.g. 'lexical:16:0.1,minilm:0:1'); overrides -f/--hidden/--l2."),
+        help="Choose featurizer, trunk width and L2 among these recipes out of fold on the training items "
+             "(by AUC, or cost with --select-by; e.g. 'lexical:16:0.1,minilm:0:1'); overrides -f/--hidden/--l2."),
     select_repeats: int = typer.Option(3, "--select-repeats", min=1,
                                        help="Fold assignments per recipe (and per learning-curve point)."),
     select_by: str = typer.Option("auc", "--select-by",
