@@ -131,6 +131,13 @@ def sweep_task_items(task: str, sweeps: Sequence[Any], data: str | Path | None =
     return out
 
 
+def label_grid(sweeps: Iterable[Any]) -> list[float]:
+    """The hint fractions the labels live on: the sweeps' grid and every level they reached."""
+    sweeps = list(sweeps)
+    return sorted({float(f) for s in sweeps for f in (s.sweep.get("grid") or [])}
+                  | {float(lv.fraction) for s in sweeps for lv in s.levels})
+
+
 @dataclass
 class StoreData:
     examples: list[Example]
@@ -167,8 +174,7 @@ def load_store(store: str | Path | Any, task: str, *, filter: bool = True, sweep
         k = label_item(s).kind
         counts[k] = counts.get(k, 0) + 1
     settings = dict(sweeps[0].sweep) if sweeps else {}
-    grid = sorted({float(f) for s in sweeps for f in (s.sweep.get("grid") or [])} |
-                  {float(lv.fraction) for s in sweeps for lv in s.levels})
+    grid = label_grid(sweeps)
     notes: list[str] = []
     try:
         items = sweep_task_items(task, sweeps, data)

@@ -112,6 +112,7 @@ def oof_cost(examples: Sequence[Example], cv: dict[str, Any], size_target: str, 
     import numpy as np
 
     from .calibrate import calibrate
+    from .data import label_grid
     from .features import get_featurizer
     from .predictor import DecisionRule, Predictor
 
@@ -119,8 +120,7 @@ def oof_cost(examples: Sequence[Example], cv: dict[str, Any], size_target: str, 
     med_L = float(np.median([e.full_tokens for e in examples]))
     rules = {m: DecisionRule(constant_length=med_L) for m in modes}
     # hint fractions snap up to the label grid, as a trained predictor's do (its grid: the swept levels)
-    grid = sorted({float(lv.fraction) for e in examples for lv in e.sweep.levels}
-                  | {float(g) for e in examples for g in (e.sweep.sweep.get("grid") or [])})
+    grid = label_grid(e.sweep for e in examples)
     shell = Predictor(featurizer=get_featurizer("lexical", n_features=0), models={}, rules=rules,
                       size_target=size_target, grid=grid)  # rules and size semantics; predictions come from cv
     out: dict[str, float | None] = {}
