@@ -32,6 +32,7 @@ train_target_items = 500
 cv = 3
 predictor_candidates = [{ featurizer = "lexical", hidden = 0, l2 = 1.0 }, { featurizer = "lexical", hidden = 16, l2 = 0.1 }]
 select_repeats = 1
+recipe_sensitivity = true
 discussion = "Hand-written discussion goes here: SLM {{benchmarks.GSM8K.references.slm-free.slm.accuracy | pct1}}."
 
 [[benchmarks]]
@@ -90,13 +91,32 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     assert 0 < on_test["positives"] < on_test["items"] <= 30 and on_test["proactive"] > 0.6
     # and the same recipe cross-validated on the test items themselves (the in-domain reference)
     assert set(on_test["in_domain"]) == {"proactive", "reactive"} and on_test["in_domain"]["proactive"] > 0.55
+    # every recipe replayed: the chosen one's entry is the study's own replay, the other one its own predictor
+    rec = s["recipes"]["by_recipe"]
+    assert [r["label"] for r in rec] == [c["label"] for c in sel["candidates"]]
+    assert [r["label"] for r in rec if r["chosen"]] == [sel["chosen"]]
+    chosen = next(r for r in rec if r["chosen"])["benchmarks"]["GSM8K"]
+    for mode in ("proactive", "reactive"):
+        main = pol[mode]["slm-free"]["at90"]
+        assert chosen[mode]["at90"]["cost_reduction"] == main["cost_reduction"]
+        assert chosen["auc"][mode] == on_test[mode]
+    other = next(r for r in rec if not r["chosen"])
+    other_pred = json.loads(next((tmp_path / "work_a/recipes").glob("recipe*/predictor/manifest.json")).read_text())
+    assert other_pred["training"]["settings"]["model"]["hidden"] == next(
+        c["hidden"] for c in sel["candidates"] if c["label"] == other["label"])
+    assert other["benchmarks"]["GSM8K"]["auc"]["proactive"] > 0.6  # the other recipe learns the signal too
+    span = s["recipes"]["span_at90"]["GSM8K"]["reactive"]
+    reds = [r["benchmarks"]["GSM8K"]["reactive"]["at90"]["cost_reduction"] for r in rec
+            if r["benchmarks"]["GSM8K"]["reactive"]["at90"]]
+    assert (span["min"], span["max"], span["n"]) == (min(reds), max(reds), len(reds))
     md = (tmp_path / "a/results.md").read_text()
     slm_acc = f"{100 * g['references']['slm-free']['slm']['accuracy']:.1f}%"
     for needle in ("Partial study", "Side by side with the paper", f"Hand-written discussion goes here: SLM {slm_acc}.",
                    "Proactive vs reactive", "Wall-clock per query", "results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png",
                    "results/hint_fraction_all.png", "The recipe was chosen among 2",
                    "the same predictor ranks", "Would more training items help?",
-                   "cost at 90% proactive", "own-items AUC proactive"):
+                   "cost at 90% proactive", "own-items AUC proactive",
+                   "How much do the shepherding results depend on the recipe?"):
         assert needle in md, needle
     assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000
     assert (tmp_path / "a/results/hint_fraction_all.png").is_file()

@@ -86,6 +86,9 @@ class StudySpec(BaseModel):
     #: training shares for the predictor's learning curve (out-of-fold AUC of the chosen recipe as its training
     #: data grows; a diagnostic: does more data help?); empty: no curve
     learning_curve: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.25, 0.5, 0.75, 1.0)
+    #: also replay proactive and reactive with every other candidate recipe (trained and calibrated the same
+    #: way) on every benchmark: how much the shepherding results depend on which recipe won the selection
+    recipe_sensitivity: bool = False
     seed: int = 0
     cv: int = Field(5, ge=0)
     #: calibrate the shepherding threshold and hint scale on the training items (out of fold) to reach this
@@ -126,6 +129,8 @@ class StudyRun:
     train_stats: dict[str, Any] = field(default_factory=dict)
     predictor_metrics: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: one entry per candidate recipe: its learned policies' cheapest points on every benchmark
+    recipes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _unpack(files: list[Path], store_path: Path, data: str | None, log: Callable[[str], None]) -> Path:
@@ -206,24 +211,11 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
                                                    "points": [p.to_dict() for p in curve]}
     ts.close()
 
-    if spec.calibrate_accuracy:
-        from ..costs import FREE
-        from ..predictor.calibrate import apply_choice, calibrate, oof_raw
-
-        raws = oof_raw(predictor, examples, k=max(2, spec.cv or 5))
-        for mode in ("proactive", "reactive"):
-            if not predictor.has(mode):
-                continue
-            choice, _ = calibrate(predictor, mode, examples, "accuracy", spec.calibrate_accuracy,
-                                  scales=spec.calibrate_scales, raw=raws.get(mode), llm_price=llm_p, slm_price=FREE)
-            apply_choice(predictor, mode, choice, {"held_out": "oof", "target_accuracy": spec.calibrate_accuracy,
-                                                   "scales": list(spec.calibrate_scales)})
-            run.predictor_metrics["calibration"][mode] = {k: _r(v) if isinstance(v, float) else v
-                                                          for k, v in choice.to_dict().items()}
-            log(f"calibrated {mode}: threshold {choice.threshold:.4f}, scale {choice.scale:g}")
+    run.predictor_metrics["calibration"] = _calibrate(predictor, examples, spec, llm_p, log)
     pred_dir = results_dir / "artifacts" / "predictor"
     predictor.save(pred_dir)
     baselines_dir: Path | None = None
+    stores: dict[str, tuple[Path, str]] = {}
     for b in spec.benchmarks:
         slug = _slug(b.name)
         files = [spec_dir / f for f in b.traces]
@@ -231,6 +223,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
             log(f"{b.name}: no packed traces yet ({', '.join(b.traces)}); listed as not swept")
             continue
         store = _unpack(files, work / f"{slug}.sqlite", data, log)
+        stores[b.name] = (store, b.task)
         bench_out = results_dir / slug
         cfg = EvalConfig(test=str(store), out=str(bench_out), train=str(train_store), tasks=[b.task],
                          train_tasks=[spec.train_task], featurizer=featurizer, predictor=str(pred_dir),
@@ -247,12 +240,112 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
         run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task, data, settings=settings,
                                                            k=max(2, spec.cv or 5))
 
+    if spec.recipe_sensitivity and selection is not None:
+        run.recipes = recipe_sensitivity(run, selection, examples, settings, stores, work / "recipes", data=data,
+                                         train_kwargs={"grid": grid, "sweep_settings": dict(train_sweeps[0].sweep)
+                                                       if train_sweeps else {}}, log=log)
     run.summary = summarize(run)
     (results_dir / "summary.json").write_text(json.dumps(run.summary, indent=1, sort_keys=True, default=str),
                                               encoding="utf-8")
     _hint_figure(run, results_dir / "hint_fraction_all.png")
     write_results_md(run, out / "results.md")
     return run
+
+
+def _calibrate(predictor: Any, examples: list[Any], spec: StudySpec, llm_p: Price,
+               log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Pick each mode's threshold and hint scale out of fold on the training items, as a deployment would."""
+    if not spec.calibrate_accuracy:
+        return {}
+    from ..costs import FREE
+    from ..predictor.calibrate import apply_choice, calibrate, oof_raw
+
+    out: dict[str, Any] = {}
+    raws = oof_raw(predictor, examples, k=max(2, spec.cv or 5))
+    for mode in ("proactive", "reactive"):
+        if not predictor.has(mode):
+            continue
+        choice, _ = calibrate(predictor, mode, examples, "accuracy", spec.calibrate_accuracy,
+                              scales=spec.calibrate_scales, raw=raws.get(mode), llm_price=llm_p, slm_price=FREE)
+        apply_choice(predictor, mode, choice, {"held_out": "oof", "target_accuracy": spec.calibrate_accuracy,
+                                               "scales": list(spec.calibrate_scales)})
+        out[mode] = {k: _r(v) if isinstance(v, float) else v for k, v in choice.to_dict().items()}
+        log(f"calibrated {mode}: threshold {choice.threshold:.4f}, scale {choice.scale:g}")
+    return out
+
+
+#: the policies a recipe changes, and the references their metrics are relative to
+_RECIPE_POLICIES = ("slm-only", "llm-only", "proactive", "reactive")
+
+
+def recipe_sensitivity(run: StudyRun, selection: Any, examples: list[Any], settings: Any,
+                       stores: dict[str, tuple[Path, str]], work: Path, *, data: str | None = None,
+                       train_kwargs: dict[str, Any] | None = None,
+                       log: Callable[[str], None] = lambda m: None) -> list[dict[str, Any]]:
+    """Every candidate recipe's proactive and reactive cheapest points on every benchmark.
+
+    Why: the candidates' out-of-fold scores sit close together, and which one wins moves the test results;
+    this shows by how much. Each recipe is trained and calibrated exactly as the chosen one (same items, same
+    split, out-of-fold calibration on the training items), then replayed; the chosen recipe's entry is the
+    study's own replay. Nothing is chosen by it: the test items still never influence the recipe.
+    """
+    from dataclasses import replace
+
+    from ..predictor.train import train
+    from .suite import EvalConfig, run_eval
+
+    spec = run.spec
+    llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
+    slm_p = Price(input=spec.slm_price[0], output=spec.slm_price[1])
+    out: list[dict[str, Any]] = []
+    for i, score in enumerate(selection.scores):
+        cand = score.candidate
+        entry: dict[str, Any] = {"label": cand.label, "chosen": i == selection.chosen, "benchmarks": {}}
+        if i == selection.chosen:
+            evs, aucs = dict(run.runs), dict(run.predictor_on_test)
+        else:
+            log(f"recipe sensitivity: {cand.label}")
+            predictor, _ = train(examples, replace(cand.settings(settings), cv=0), **(train_kwargs or {}))
+            _calibrate(predictor, examples, spec, llm_p)
+            pred_dir = work / f"recipe{i}" / "predictor"
+            predictor.save(pred_dir)
+            evs, aucs = {}, {}
+            for name, (store, task) in stores.items():
+                cfg = EvalConfig(test=str(store), out=str(work / f"recipe{i}" / _slug(name)), tasks=[task],
+                                 predictor=str(pred_dir), policies=list(_RECIPE_POLICIES), llm_price=llm_p,
+                                 slm_price=slm_p, seed=spec.seed, data=data,
+                                 argv=["shepherd", "study", f"(recipe {cand.label}, benchmark {name})"])
+                evs[name] = run_eval(cfg)
+                aucs[name] = predictor_test_auc(predictor, store, task, data)
+        for name, ev in evs.items():
+            if not ev.results:
+                continue
+            res, scen = ev.results[0], ev.scenarios[0].name
+            b: dict[str, Any] = {"auc": {m: (aucs.get(name) or {}).get(m) for m in ("proactive", "reactive")}}
+            for mode in ("proactive", "reactive"):
+                fam = res.family(mode)
+                m = fam.metrics.get(scen, {}) if fam else {}
+                b[mode] = {key: None if not m.get(key) else
+                           {"cost_reduction": _r(m[key]["cost_reduction"]), "ace": _r(m[key]["ace"]),
+                            "accuracy": _r(m[key]["accuracy"])} for key in ("at90", "at100")}
+            entry["benchmarks"][name] = b
+        out.append(entry)
+    return out
+
+
+def _recipe_spans(recipes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per benchmark and mode, the range of the cheapest >= 90% point's cost reduction over the recipes."""
+    spans: dict[str, Any] = {}
+    names = sorted({n for r in recipes for n in r["benchmarks"]})
+    for name in names:
+        spans[name] = {}
+        for mode in ("proactive", "reactive"):
+            vals = [(r["label"], ((r["benchmarks"].get(name) or {}).get(mode) or {}).get("at90")) for r in recipes]
+            got = [(lab, v["cost_reduction"]) for lab, v in vals if v]
+            spans[name][mode] = ({"min": min(v for _, v in got), "max": max(v for _, v in got),
+                                  "n": len(got), "of": len(vals)} if got else {"min": None, "max": None, "n": 0,
+                                                                                "of": len(vals)})
+    return spans
 
 
 def predictor_test_auc(predictor: Any, store: Path, task: str, data: str | None = None,
@@ -406,6 +499,8 @@ def summarize(run: StudyRun) -> dict[str, Any]:
     for spec_b in run.spec.benchmarks:  # listed even before its first swept item
         out["benchmarks"].setdefault(spec_b.name, {"items": 0})
     out["comparison"] = _comparison(out, run.spec)
+    if run.recipes:
+        out["recipes"] = {"by_recipe": run.recipes, "span_at90": _recipe_spans(run.recipes)}
     return out
 
 
@@ -837,6 +932,22 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
         L += _table(["training share", "items per fold's model", "AUC proactive", "AUC reactive"],
                     [[_pct(p["fraction"], 0), f"{p['train_items']:.0f}", _num(p["auc"].get("proactive")),
                       _num(p["auc"].get("reactive"))] for p in lc["points"]])
+        L += [""]
+    rec = (S.get("recipes") or {}).get("by_recipe")
+    if rec:
+        names = [b.name for b in spec.benchmarks if any(b.name in r["benchmarks"] for r in rec)]
+        L += [("How much do the shepherding results depend on the recipe? Each candidate recipe trained and "
+               "calibrated as the chosen one, then replayed on the test items: the cost vs LLM-only of proactive / "
+               "reactive at its cheapest point reaching 90% of LLM-only accuracy (SLM free; n/a: not reached). The "
+               "test items do not choose the recipe; this only shows how far the choice moves the results."), ""]
+
+        def cell(r: dict[str, Any], name: str) -> str:
+            b = r["benchmarks"].get(name) or {}
+            return " / ".join(_red(((b.get(m) or {}).get("at90") or {}).get("cost_reduction"))
+                              for m in ("proactive", "reactive"))
+
+        L += _table(["recipe", *names, "chosen"],
+                    [[f"`{r['label']}`", *[cell(r, n) for n in names], "yes" if r["chosen"] else ""] for r in rec])
         L += [""]
     cal = pm.get("calibration") or {}
     if cal:
