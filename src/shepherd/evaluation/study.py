@@ -153,7 +153,7 @@ def _unpack(files: list[Path], store_path: Path, data: str | None, log: Callable
 
 def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: str | None = None,
               log: Callable[[str], None] = lambda m: None) -> StudyRun:
-    from ..predictor.data import examples_from_sweeps, sweep_task_items
+    from ..predictor.data import examples_from_sweeps, label_grid, sweep_task_items
     from ..predictor.train import TrainSettings, train
     from ..traces.labels import label_stats, labels_from_sweeps
     from ..traces.store import TraceStore
@@ -174,7 +174,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     run.train_stats = stats.to_dict()
     examples = examples_from_sweeps(train_sweeps, labels_from_sweeps(train_sweeps, filter=True),
                                     sweep_task_items(spec.train_task, train_sweeps, data))
-    grid = sorted({float(lv.fraction) for s in train_sweeps for lv in s.levels})
+    grid = label_grid(train_sweeps)
     settings = TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv)
     llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
     slm_p = Price(input=spec.slm_price[0], output=spec.slm_price[1])
