@@ -141,6 +141,9 @@ def test_study_cli_and_bad_specs(traces_dir, tmp_path):
     bad.write_text(SPEC.replace("cv = 3", "cv = 3\nlearning_curve = [0.5, 1.5]"))
     with pytest.raises(StudyError, match="learning_curve.1"):
         load_spec(bad)
+    bad.write_text(SPEC.replace("predictor_candidates = [", "predictor_candidates = [] #"))
+    with pytest.raises(StudyError, match="recipe_sensitivity compares the predictor_candidates"):
+        load_spec(bad)
     bad.write_text(SPEC.replace("hidden = 0,", "hidden = -1,"))
     with pytest.raises(StudyError, match="predictor_candidates.0.hidden"):
         load_spec(bad)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..costs import Price
 
@@ -100,6 +100,12 @@ class StudySpec(BaseModel):
     hardware: str = ""
     #: hand-written discussion (Markdown) placed after the generated side-by-side with the paper
     discussion: str = ""
+
+    @model_validator(mode="after")
+    def _sensitivity_needs_candidates(self) -> StudySpec:
+        if self.recipe_sensitivity and len(self.predictor_candidates) < 2:
+            raise ValueError("recipe_sensitivity compares the predictor_candidates: list at least two")
+        return self
 
 
 def load_spec(path: str | Path) -> StudySpec:
