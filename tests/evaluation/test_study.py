@@ -76,6 +76,7 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     assert sel["chosen"] == best["label"] and len(sel["candidates"]) == 2
     assert s["predictor"]["model"] == {"hidden": best["hidden"], "l2": best["l2"]}
     assert sel["by"] == "auc" and sel["target"] == 0.9  # the decision-aware cost is reported beside the AUC
+    assert sel["alternative"] in [c["label"] for c in sel["candidates"]]  # what choosing by cost would take
     assert all(set(c["cost"]) == {"proactive", "reactive"} for c in sel["candidates"])
     cal = s["predictor"]["calibration"]  # one fold assignment: the chosen recipe's cost is its calibration's
     for mode, c in next(c for c in sel["candidates"] if c["label"] == sel["chosen"])["cost"].items():

@@ -138,6 +138,7 @@ def test_decision_aware_cost_is_reported_and_matches_calibrating_the_out_of_fold
     # without sweeps (or a target) there is no cost to report, and choosing by it is refused
     bare = [type(e)(**{**e.__dict__, "sweep": None}) for e in ex]
     assert select(bare, [cand], _base(), k=3, repeats=1).scores[0].cost == {}
+    assert select(bare, [cand], _base(), k=3, repeats=1).alternative is None
     with pytest.raises(ValueError, match="needs an accuracy target and the items' sweeps"):
         select(bare, [cand], _base(), k=3, repeats=1, by="cost")
     with pytest.raises(ValueError, match="'auc' or 'cost'"):
@@ -157,7 +158,11 @@ def test_choosing_by_cost_takes_the_cheapest_and_skips_unreached(monkeypatch, si
     assert [s.score for s in by_cost.scores][:2] == pytest.approx([-0.75, -0.7])
     assert by_cost.scores[2].score == -math.inf and by_cost.scores[2].cost == {"proactive": None, "reactive": 0.1}
     assert any("not reached" in n for n in by_cost.notes)
-    assert select(ex, cands, _base(), repeats=1, by="auc").best == cands[2]  # AUC would take l2=3
+    by_auc = select(ex, cands, _base(), repeats=1, by="auc")
+    assert by_auc.best == cands[2]  # AUC would take l2=3
+    # each selection names what the other criterion would have chosen (reported, never used)
+    assert by_cost.alternative == cands[2].label and by_auc.alternative == cands[1].label
+    assert by_auc.to_dict()["alternative"] == cands[1].label and by_auc.scores[2].score == pytest.approx(0.3)
     # a mode no candidate reaches the target in is left out of the comparison
     table.update({1.0: {"proactive": 0.8, "reactive": None}, 2.0: {"proactive": 0.6, "reactive": None},
                   3.0: {"proactive": 0.9, "reactive": None}})

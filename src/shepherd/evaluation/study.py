@@ -928,6 +928,10 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
             rows.append(row + [_num(c["score"], 3), "yes" if c["label"] == sel["chosen"] else ""])
         L += _table(hdr + ["score", "chosen"], rows)
         L += [""]
+        if sel.get("alternative"):
+            other = "AUC" if by_cost else "cost"
+            L += [(f"Chosen by out-of-fold {other} instead, the recipe would have been `{sel['alternative']}`"
+                   + (" too." if sel["alternative"] == sel["chosen"] else ".")), ""]
     lc = pm.get("learning_curve")
     if lc and lc.get("points"):
         L += [("Would more training items help? The chosen recipe's out-of-fold AUC when each fold's model is fitted "
@@ -952,8 +956,14 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
             return " / ".join(_red(((b.get(m) or {}).get("at90") or {}).get("cost_reduction"))
                               for m in ("proactive", "reactive"))
 
+        sel = pm.get("selection") or {}
+        alt = f"the {'AUC' if sel.get('by') == 'cost' else 'cost'} criterion's choice"
+
+        def mark(r: dict[str, Any]) -> str:
+            return ", ".join(w for w, on in (("yes", r["chosen"]), (alt, r["label"] == sel.get("alternative"))) if on)
+
         L += _table(["recipe", *names, "chosen"],
-                    [[f"`{r['label']}`", *[cell(r, n) for n in names], "yes" if r["chosen"] else ""] for r in rec])
+                    [[f"`{r['label']}`", *[cell(r, n) for n in names], mark(r)] for r in rec])
         L += [""]
     cal = pm.get("calibration") or {}
     if cal:

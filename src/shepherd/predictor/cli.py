@@ -124,6 +124,10 @@ def train_cmd(
             console.print(f"  recipe {c['label']}: out-of-fold AUC " + ", ".join(
                 f"{m} {v:.3f}" for m, v in c["auc"].items()) + (f"; cost share {cost}" if cost else "")
                 + f"  {mark}", highlight=False)
+        alt = report["selection"].get("alternative")
+        if alt and alt != report["selection"]["chosen"]:
+            other = "AUC" if report["selection"]["by"] == "cost" else "cost"
+            console.print(f"  (chosen by out-of-fold {other} instead: {alt})", highlight=False)
     for p in report.get("learning_curve", []):
         console.print(f"  learning curve: share {p['fraction']:g} ({p['train_items']:.0f} items a model): out-of-fold "
                       "AUC " + ", ".join(f"{m} {v:.3f}" for m, v in p["auc"].items()), highlight=False)

@@ -78,10 +78,13 @@ class Selection:
     by: str = "auc"
     #: the accuracy target (share of LLM-only) of the cost score; None when no cost was computed
     target: float | None = None
+    #: the candidate the other criterion (cost when choosing by AUC, and vice versa) would have chosen; None
+    #: when no cost was computed. Reported so a reader can see whether the choice hinges on the criterion.
+    alternative: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.best.label, "folds": self.folds, "repeats": self.repeats, "items": self.items,
-                "by": self.by, "target": self.target,
+                "by": self.by, "target": self.target, "alternative": self.alternative,
                 "candidates": [s.to_dict() for s in self.scores], "notes": list(self.notes)}
 
 
@@ -171,18 +174,41 @@ def select(examples: Sequence[Example], candidates: Sequence[Candidate], base: T
         if not auc:
             notes.append(f"{cand.label}: no out-of-fold AUC (one class in every fold?)")
         scores.append(CandidateScore(cand, auc, sum(auc.values()) / len(auc) if auc else -math.inf, cost))
-    if by == "cost":
-        # the modes in which some candidate reaches the target; missing one of them disqualifies a candidate
-        modes = sorted({m for sc in scores for m, c in sc.cost.items() if c is not None})
-        for sc in scores:
-            if modes and all(sc.cost.get(m) is not None for m in modes):
-                sc.score = -sum(sc.cost[m] for m in modes) / len(modes)
-            else:
-                sc.score = -math.inf
-                missed = ", ".join(m for m in modes if sc.cost.get(m) is None) or "any mode"
-                notes.append(f"{sc.candidate.label}: the accuracy target was not reached out of fold in {missed}")
-    chosen = max(range(len(scores)), key=lambda i: (scores[i].score, -i))
+    auc_scores = [sc.score for sc in scores]
+    if with_cost:
+        cost_scores, cost_notes = _cost_scores(scores)
+        if by == "cost":
+            for sc, v in zip(scores, cost_scores, strict=True):
+                sc.score = v
+            notes += cost_notes
+    chosen = _argmax([sc.score for sc in scores])
     if not math.isfinite(scores[chosen].score):
         raise ValueError("no candidate could be scored: " + "; ".join(notes))
+    alternative = None  # what the other criterion would have chosen (reported, never used)
+    if with_cost:
+        other = cost_scores if by == "auc" else auc_scores
+        if any(math.isfinite(v) for v in other):
+            alternative = scores[_argmax(other)].candidate.label
     return Selection(scores, chosen, k, repeats, len(examples), notes, by=by,
-                     target=float(target) if with_cost else None)
+                     target=float(target) if with_cost else None, alternative=alternative)
+
+
+def _argmax(values: Sequence[float]) -> int:
+    """The best score's index; ties keep the earliest candidate."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def _cost_scores(scores: Sequence[CandidateScore]) -> tuple[list[float], list[str]]:
+    """Minus the mean cost share over the modes in which some candidate reaches the target; a candidate
+    missing one of those modes scores -inf (with a note saying why)."""
+    modes = sorted({m for sc in scores for m, c in sc.cost.items() if c is not None})
+    out: list[float] = []
+    notes: list[str] = []
+    for sc in scores:
+        if modes and all(sc.cost.get(m) is not None for m in modes):
+            out.append(-sum(sc.cost[m] for m in modes) / len(modes))
+        else:
+            out.append(-math.inf)
+            missed = ", ".join(m for m in modes if sc.cost.get(m) is None) or "any mode"
+            notes.append(f"{sc.candidate.label}: the accuracy target was not reached out of fold in {missed}")
+    return out, notes
