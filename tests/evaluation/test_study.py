@@ -101,6 +101,8 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
         main = pol[mode]["slm-free"]["at90"]
         assert chosen[mode]["at90"]["cost_reduction"] == main["cost_reduction"]
         assert chosen["auc"][mode] == on_test[mode]
+    assert s["recipes"]["chosen"]["label"] == sel["chosen"]
+    assert s["recipes"]["alternative"]["label"] == sel["alternative"]
     other = next(r for r in rec if not r["chosen"])
     other_pred = json.loads(next((tmp_path / "work_a/recipes").glob("recipe*/predictor/manifest.json")).read_text())
     assert other_pred["training"]["settings"]["model"]["hidden"] == next(

@@ -506,7 +506,10 @@ def summarize(run: StudyRun) -> dict[str, Any]:
         out["benchmarks"].setdefault(spec_b.name, {"items": 0})
     out["comparison"] = _comparison(out, run.spec)
     if run.recipes:
-        out["recipes"] = {"by_recipe": run.recipes, "span_at90": _recipe_spans(run.recipes)}
+        alt = (run.predictor_metrics.get("selection") or {}).get("alternative")
+        out["recipes"] = {"by_recipe": run.recipes, "span_at90": _recipe_spans(run.recipes),
+                          "chosen": next((r for r in run.recipes if r["chosen"]), None),
+                          "alternative": next((r for r in run.recipes if r["label"] == alt), None)}
     return out
 
 
