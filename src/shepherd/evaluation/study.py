@@ -101,6 +101,11 @@ class StudySpec(BaseModel):
     #: hand-written discussion (Markdown) placed after the generated side-by-side with the paper
     discussion: str = ""
 
+    def prices(self) -> tuple[Price, Price]:
+        """(LLM, SLM) prices of the spec, per 1M tokens."""
+        return (Price(input=self.llm_price[0], output=self.llm_price[1]),
+                Price(input=self.slm_price[0], output=self.slm_price[1]))
+
     @model_validator(mode="after")
     def _sensitivity_needs_candidates(self) -> StudySpec:
         if self.recipe_sensitivity and len(self.predictor_candidates) < 2:
@@ -182,8 +187,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
                                     sweep_task_items(spec.train_task, train_sweeps, data))
     grid = label_grid(train_sweeps)
     settings = TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv)
-    llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
-    slm_p = Price(input=spec.slm_price[0], output=spec.slm_price[1])
+    llm_p, slm_p = spec.prices()
     selection = None
     if spec.predictor_candidates:
         from ..predictor.select import Candidate, select
@@ -301,8 +305,7 @@ def recipe_sensitivity(run: StudyRun, selection: Any, examples: list[Any], setti
     from .suite import EvalConfig, run_eval
 
     spec = run.spec
-    llm_p = Price(input=spec.llm_price[0], output=spec.llm_price[1])
-    slm_p = Price(input=spec.slm_price[0], output=spec.slm_price[1])
+    llm_p, slm_p = spec.prices()
     out: list[dict[str, Any]] = []
     for i, score in enumerate(selection.scores):
         cand = score.candidate
@@ -346,11 +349,10 @@ def _recipe_spans(recipes: list[dict[str, Any]]) -> dict[str, Any]:
     for name in names:
         spans[name] = {}
         for mode in ("proactive", "reactive"):
-            vals = [(r["label"], ((r["benchmarks"].get(name) or {}).get(mode) or {}).get("at90")) for r in recipes]
-            got = [(lab, v["cost_reduction"]) for lab, v in vals if v]
-            spans[name][mode] = ({"min": min(v for _, v in got), "max": max(v for _, v in got),
-                                  "n": len(got), "of": len(vals)} if got else {"min": None, "max": None, "n": 0,
-                                                                                "of": len(vals)})
+            at90 = [((r["benchmarks"].get(name) or {}).get(mode) or {}).get("at90") for r in recipes]
+            got = [v["cost_reduction"] for v in at90 if v]
+            spans[name][mode] = {"min": min(got, default=None), "max": max(got, default=None), "n": len(got),
+                                 "of": len(at90)}
     return spans
 
 
@@ -959,11 +961,11 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
             return " / ".join(_red(((b.get(m) or {}).get("at90") or {}).get("cost_reduction"))
                               for m in ("proactive", "reactive"))
 
-        sel = pm.get("selection") or {}
-        alt = f"the {'AUC' if sel.get('by') == 'cost' else 'cost'} criterion's choice"
+        chose = pm.get("selection") or {}
+        alt = f"the {'AUC' if chose.get('by') == 'cost' else 'cost'} criterion's choice"
 
         def mark(r: dict[str, Any]) -> str:
-            return ", ".join(w for w, on in (("yes", r["chosen"]), (alt, r["label"] == sel.get("alternative"))) if on)
+            return ", ".join(w for w, on in (("yes", r["chosen"]), (alt, r["label"] == chose.get("alternative"))) if on)
 
         L += _table(["recipe", *names, "chosen"],
                     [[f"`{r['label']}`", *[cell(r, n) for n in names], mark(r)] for r in rec])
