@@ -218,3 +218,24 @@ def test_rerun_from_the_manifest_repeats_the_run_exactly(run_and_report, tmp_pat
     strip = [[(p["label"], p["accuracy"], p["cost_per_query"]) for p in f["points"]] for f in r1]
     assert strip == [[(p["label"], p["accuracy"], p["cost_per_query"]) for p in f["points"]] for f in r2]
     assert "rerun of" in (again / "report.md").read_text()
+
+
+def test_hint_curve_counts_answers_cut_off_at_the_token_cap():
+    from shepherd.models.base import Generation
+    from shepherd.traces.records import Graded, HintLevel, ItemSweep
+
+    def g(reason, tokens=10):
+        return Generation("x", 5, tokens, reason, 0.1)
+
+    def item(i, llm_reason, slm_reason, llm_ok):
+        return ItemSweep("t", f"t/{i}", [], Graded(g(llm_reason, 512), llm_ok), 512,
+                         levels=[HintLevel(0.0, 0, "", [Graded(g(slm_reason), False)]),
+                                 HintLevel(0.5, 256, "h", [Graded(g("stop"), True)])])
+
+    sweeps = [item(0, "length", "length", False), item(1, "stop", "length", True),
+              item(2, "stop", "stop", True), item(3, "length", "stop", False)]
+    hc = {c["fraction"]: c for c in E.hint_curve(sweeps)}
+    assert hc[1.0]["cut_off_share"] == pytest.approx(0.5) and hc[1.0]["greedy_accuracy"] == pytest.approx(0.5)
+    assert hc[1.0]["finished_accuracy"] == 1.0  # both answers that ended within the cap are right
+    assert hc[0.0]["cut_off_share"] == pytest.approx(0.5)
+    assert hc[0.5]["cut_off_share"] == 0.0 and hc[0.5]["greedy_accuracy"] == 1.0

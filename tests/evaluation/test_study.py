@@ -41,7 +41,12 @@ task = "gsm8k"
 traces = ["test.jsonl.gz"]
 setting = "in-domain"
 target_items = 30
+cap_probe = "cap_probe.json"
 """
+
+CAP_PROBE = {"items": 30, "old_cap": 512, "new_cap": 1024, "cut_off": 4, "regenerated": 2, "finished_now": 2,
+             "correct_now": 1, "prefix_kept": 2, "llm_accuracy_old_cap": 0.5, "llm_accuracy_new_cap_est": 0.5667,
+             "mean_new_tokens": 700.0, "rows": []}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +57,7 @@ def traces_dir(tmp_path_factory, data_dir):
         store = sig.build_store(work / f"{name}.sqlite", n_items=n, seed=0, split=split)
         export_compact(TraceStore(store, readonly=True), work / f"{name}.jsonl.gz")
     (work / "study.toml").write_text(SPEC, encoding="utf-8")
+    (work / "cap_probe.json").write_text(json.dumps(CAP_PROBE), encoding="utf-8")
     return work
 
 
@@ -71,6 +77,10 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     assert pol["oracle-shepherd"]["point"]["accuracy"] >= pol["oracle-routing"]["point"]["accuracy"]
     assert pol["oracle-routing"]["point"]["slm-free"]["cost_reduction"] >= 0
     assert s["predictor"]["cv"]["proactive"]["auc"] > 0.5  # the scripted traces carry a learnable signal
+    # the scripted answers all end well below the 512-token cap
+    assert g["llm_tokens"]["cut_off_share"] == 0.0 and g["llm_tokens"]["slm_cut_off_share"] == 0.0
+    assert g["max_tokens"] == s["train"]["max_tokens"] == 512  # the cap the scripted sweeps ran with
+    assert g["cap_probe"] == {k: v for k, v in CAP_PROBE.items() if k != "rows"}  # the probe's counts, as given
     sel = s["predictor"]["selection"]  # the recipe chosen on the training items, and the one trained
     best = max(sel["candidates"], key=lambda c: c["score"])
     assert sel["chosen"] == best["label"] and len(sel["candidates"]) == 2
@@ -119,7 +129,9 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
                    "results/hint_fraction_all.png", "The recipe was chosen among 2",
                    "the same predictor ranks", "Would more training items help?",
                    "cost at 90% proactive", "own-items AUC proactive",
-                   "How much do the shepherding results depend on the recipe?"):
+                   "How much do the shepherding results depend on the recipe?",
+                   "LLM answers cut off at the token cap", "answers up to 512 tokens.",
+                   "2 finish (mean 700 tokens) and 1 are right", "about 57% instead of 50%"):
         assert needle in md, needle
     assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000
     assert (tmp_path / "a/results/hint_fraction_all.png").is_file()
@@ -204,3 +216,25 @@ def test_the_baseline_ratio_verdict_reads_the_bootstrap_interval():
     assert _agree_ratio(2.0, {"low": 1.6, "high": 3.0}).startswith("yes")
     assert _agree_ratio(0.7, {"low": 0.5, "high": 0.9}).startswith("no")
     assert _agree_ratio(None) == "cannot tell"
+
+
+def test_the_setup_line_names_every_answer_cap():
+    from shepherd.evaluation.study import _caps
+
+    assert _caps({"train": 512, "GSM8K": 512, "CNK12": 1024}) == "512 tokens (CNK12: 1024)"
+    assert _caps({"train": 1024, "GSM8K": 512, "MBPP": 1024}) == "1024 tokens (GSM8K: 512)"
+    assert _caps({"train": None}) == "the sweeps' token cap"
+
+
+def test_a_broken_cap_probe_is_a_clear_error(tmp_path):
+    from shepherd.evaluation.study import _load_cap_probe
+
+    probe = tmp_path / "probe.json"
+    probe.write_text('{"items": 3', encoding="utf-8")
+    with pytest.raises(StudyError, match="not a benchmarks/token_cap.py report"):
+        _load_cap_probe(probe)
+    probe.write_text(json.dumps({"items": 3}), encoding="utf-8")  # not the token_cap report's fields
+    with pytest.raises(StudyError, match="old_cap"):
+        _load_cap_probe(probe)
+    with pytest.raises(StudyError, match="not a benchmarks/token_cap.py report"):
+        _load_cap_probe(tmp_path / "missing.json")

@@ -288,11 +288,15 @@ def family_metrics(fam: FamilyResult, slm: Point, llm: Point, scens: Sequence[Sc
 
 def hint_curve(sweeps: Sequence[Any]) -> list[dict[str, Any]]:
     """Accuracy against hint fraction, straight from the sweep: the greedy SLM continuation (trial 0)
-    and the majority over trials, per grid fraction; 1.0 is the LLM's own answer."""
+    and the majority over trials, per grid fraction; 1.0 is the LLM's own answer.
+
+    `cut_off_share` is the share of those greedy answers that stopped at the sweep's token cap
+    (finish reason "length"): a cut-off answer usually never states its result, so where the share is
+    high the accuracies measure the pair under that budget as much as the models."""
     fracs = sorted({lv.fraction for s in sweeps for lv in s.levels})
     out = []
     for f in fracs:
-        g, maj, n, toks = 0, 0, 0, 0
+        g, maj, n, toks, cut = 0, 0, 0, 0, 0
         for s in sweeps:
             lv = s.level(f)
             if lv is None or not lv.trials:
@@ -301,14 +305,24 @@ def hint_curve(sweeps: Sequence[Any]) -> list[dict[str, Any]]:
             g += bool(lv.trials[0].correct)
             maj += bool(lv.passed)
             toks += lv.hint_tokens
+            cut += _cut_off(lv.trials[0])
         if n:
             out.append({"fraction": f, "items": n, "greedy_accuracy": g / n, "majority_accuracy": maj / n,
-                        "mean_hint_tokens": toks / n})
+                        "mean_hint_tokens": toks / n, "cut_off_share": cut / n})
     if sweeps:
-        acc = sum(bool(s.llm_full.correct) for s in sweeps) / len(sweeps)
-        out.append({"fraction": 1.0, "items": len(sweeps), "greedy_accuracy": acc, "majority_accuracy": acc,
-                    "mean_hint_tokens": sum(s.full_tokens for s in sweeps) / len(sweeps)})
+        n = len(sweeps)
+        acc = sum(bool(s.llm_full.correct) for s in sweeps) / n
+        done = [s for s in sweeps if not _cut_off(s.llm_full)]
+        out.append({"fraction": 1.0, "items": n, "greedy_accuracy": acc, "majority_accuracy": acc,
+                    "mean_hint_tokens": sum(s.full_tokens for s in sweeps) / n,
+                    "cut_off_share": 1 - len(done) / n,
+                    # the LLM's accuracy on the answers that ended within the cap (easier ones, so an upper bound)
+                    "finished_accuracy": sum(bool(s.llm_full.correct) for s in done) / len(done) if done else None})
     return out
+
+
+def _cut_off(graded: Any) -> bool:
+    return getattr(graded.generation, "finish_reason", None) == "length"
 
 
 def evaluate_task(task: Any, store: Any, sweeps: Sequence[Any], families: Sequence[Family], *,

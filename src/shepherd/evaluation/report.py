@@ -260,9 +260,10 @@ def write_report(run: EvalRun, out: str | Path | None = None, *, item_outcomes: 
             L.append("")
         L.append("### Accuracy vs hint fraction (from the sweep)")
         L.append("")
-        L += _table(["hint fraction", "mean hint tokens", "accuracy (greedy)", "accuracy (majority of trials)"],
+        L += _table(["hint fraction", "mean hint tokens", "accuracy (greedy)", "accuracy (majority of trials)",
+                     "greedy answers cut off at the token cap"],
                     [[f"{c['fraction']:.2f}", f"{c['mean_hint_tokens']:.1f}", _pct(c["greedy_accuracy"]),
-                      _pct(c["majority_accuracy"])] for c in r.hint_curve])
+                      _pct(c["majority_accuracy"]), _pct(c.get("cut_off_share"))] for c in r.hint_curve])
         L.append("")
         L.append(f"![accuracy vs hint fraction](figures/{figures[r.task]['hint_fraction']})")
         L.append("")

@@ -20,6 +20,7 @@ import json
 import math
 import re
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,9 @@ class StudyBenchmark(BaseModel):
     #: how many items the study asks for (its status table compares what was swept)
     target_items: int | None = None
     note: str = ""
+    #: a `benchmarks/token_cap.py` report (JSON, relative to the spec) on these traces: the LLM's cut-off answers
+    #: regenerated with a larger cap; its counts go into summary.json (`cap_probe`) and results.md
+    cap_probe: str | None = None
 
 
 class PredictorCandidate(BaseModel):
@@ -138,6 +142,10 @@ class StudyRun:
     #: benchmark name -> how the predictor ranks that benchmark's labelled test items (a diagnostic only)
     predictor_on_test: dict[str, Any] = field(default_factory=dict)
     train_stats: dict[str, Any] = field(default_factory=dict)
+    #: benchmark name -> the counts of its `cap_probe` report
+    cap_probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: traces name (the training set or a benchmark) -> the sweep's answer cap in tokens (its max_tokens)
+    answer_caps: dict[str, int | None] = field(default_factory=dict)
     predictor_metrics: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     #: one entry per candidate recipe: its learned policies' cheapest points on every benchmark
@@ -162,6 +170,18 @@ def _unpack(files: list[Path], store_path: Path, data: str | None, log: Callable
     return store_path
 
 
+_CAP_PROBE_KEYS = ("items", "old_cap", "new_cap", "cut_off", "regenerated", "finished_now", "correct_now",
+                   "prefix_kept", "llm_accuracy_old_cap", "llm_accuracy_new_cap_est", "mean_new_tokens")
+
+
+def _load_cap_probe(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {k: raw[k] for k in _CAP_PROBE_KEYS}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise StudyError(f"cap_probe {path}: not a benchmarks/token_cap.py report ({exc!r})") from None
+
+
 def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: str | None = None,
               log: Callable[[str], None] = lambda m: None) -> StudyRun:
     from ..predictor.data import examples_from_sweeps, label_grid, sweep_task_items
@@ -182,6 +202,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     ts = TraceStore(train_store, readonly=True)
     train_sweeps = ts.item_sweeps(spec.train_task)
     stats = label_stats(train_sweeps)
+    run.answer_caps["train"] = (train_sweeps[0].sweep or {}).get("max_tokens") if train_sweeps else None
     run.train_stats = stats.to_dict()
     examples = examples_from_sweeps(train_sweeps, labels_from_sweeps(train_sweeps, filter=True),
                                     sweep_task_items(spec.train_task, train_sweeps, data))
@@ -234,6 +255,10 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
             continue
         store = _unpack(files, work / f"{slug}.sqlite", data, log)
         stores[b.name] = (store, b.task)
+        with TraceStore(store, readonly=True) as bs:
+            run.answer_caps[b.name] = bs.resolve_sweep(b.task).config.get("max_tokens")
+        if b.cap_probe:
+            run.cap_probes[b.name] = _load_cap_probe(spec_dir / b.cap_probe)
         bench_out = results_dir / slug
         cfg = EvalConfig(test=str(store), out=str(bench_out), train=str(train_store), tasks=[b.task],
                          train_tasks=[spec.train_task], featurizer=featurizer, predictor=str(pred_dir),
@@ -453,6 +478,7 @@ def summarize(run: StudyRun) -> dict[str, Any]:
     out: dict[str, Any] = {"train": {"task": run.spec.train_task, "items": run.train_stats.get("items"),
                                      "kept": run.train_stats.get("kept"), "kinds": run.train_stats.get("kinds"),
                                      "llm_accuracy": _r(run.train_stats.get("llm_accuracy")),
+                                     "max_tokens": run.answer_caps.get("train"),
                                      "slm_accuracy": _r(run.train_stats.get("slm_accuracy"))},
                            "predictor": json.loads(json.dumps(run.predictor_metrics, default=str)),
                            "benchmarks": {}}
@@ -463,7 +489,8 @@ def summarize(run: StudyRun) -> dict[str, Any]:
         res = ev.results[0]
         scen_names = [s.name for s in ev.scenarios]
         ref = res.references
-        b: dict[str, Any] = {"task": res.task, "items": len(res.item_ids), "references": json.loads(json.dumps(ref)),
+        b: dict[str, Any] = {"task": res.task, "items": len(res.item_ids), "max_tokens": run.answer_caps.get(name),
+                             "references": json.loads(json.dumps(ref)),
                              "hint_curve": [{k: _r(v) for k, v in c.items()} for c in res.hint_curve],
                              "policies": {}}
         for fam in res.families:
@@ -499,10 +526,16 @@ def summarize(run: StudyRun) -> dict[str, Any]:
             P = sum(o.llm_prompt for o in llm_pt.outcomes) / n
             C = sum(o.llm_completion for o in llm_pt.outcomes) / n
             price = ev.scenarios[0].llm
+            ends = {c["fraction"]: c.get("cut_off_share") for c in res.hint_curve}
+            finished_acc = res.hint_curve[-1].get("finished_accuracy") if res.hint_curve else None
             b["llm_tokens"] = {"prompt": _r(P, 1), "answer": _r(C, 1),
-                               "prompt_cost_share": _r(price.cost(P, 0) / price.cost(P, C)) if C or P else None}
+                               "prompt_cost_share": _r(price.cost(P, 0) / price.cost(P, C)) if C or P else None,
+                               "cut_off_share": _r(ends.get(1.0)), "slm_cut_off_share": _r(ends.get(0.0)),
+                               "finished_accuracy": _r(finished_acc)}
         if name in run.predictor_on_test:
             b["predictor_auc"] = run.predictor_on_test[name]
+        if name in run.cap_probes:
+            b["cap_probe"] = run.cap_probes[name]
         out["benchmarks"][name] = b
     for spec_b in run.spec.benchmarks:  # listed even before its first swept item
         out["benchmarks"].setdefault(spec_b.name, {"items": 0})
@@ -600,6 +633,16 @@ def _headline(policies: dict[str, Any], scen: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------
 
 
+def _caps(caps: dict[str, int | None]) -> str:
+    """The sweeps' answer caps in words: the common one, and any set that differs."""
+    known = {k: v for k, v in caps.items() if v}
+    if not known:
+        return "the sweeps' token cap"
+    common = Counter(known.values()).most_common(1)[0][0]
+    odd = [f"{'training' if k == 'train' else k}: {v}" for k, v in known.items() if v != common]
+    return f"{common} tokens" + (f" ({'; '.join(odd)})" if odd else "")
+
+
 def _pct(x: Any, d: int = 1) -> str:
     return "n/a" if x is None else f"{100 * x:.{d}f}%"
 
@@ -681,13 +724,13 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     if any(b.target_items and S["benchmarks"].get(b.name, {}).get("items", 0) < b.target_items
            for b in spec.benchmarks) or (spec.train_target_items and (tr["items"] or 0) < spec.train_target_items):
         L += [("> **Partial study.** Some benchmarks have fewer swept items than the study asks for: sweeps on "
-              "this CPU take 40-140 s per item, so they continue across sessions (resumable, see "
+              "this CPU take 40-270 s per item, so they continue across sessions (resumable, see "
               "`traces/README.md`). Confidence intervals below are wide accordingly; read differences between "
               "policies inside them as not significant."), ""]
     L += ["Setup: SLM Qwen2.5-Coder-0.5B-Instruct and LLM Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, llama.cpp), "
           "greedy decoding for the LLM answer and the hinted SLM continuations, the paper's hint grid "
           "0%, 10%, …, 90% of the LLM's answer, 3 SLM samples at T=0.7 per item (reactive shepherding, ABC, "
-          "FrugalGPT read them), answers up to 512 tokens. "
+          f"FrugalGPT read them), answers up to {_caps(run.answer_caps)}. "
           f"Prices: LLM ${spec.llm_price[0]}/${spec.llm_price[1]} per 1M input/output tokens (the paper's Groq "
           f"Llama-3.3-70B rate), SLM free (`slm-free`, as the paper) or ${spec.slm_price[0]}/${spec.slm_price[1]} "
           f"(`slm-priced`). Predictor and learned baselines: "
@@ -737,10 +780,22 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     for b in spec.benchmarks:
         lt = (S["benchmarks"].get(b.name) or {}).get("llm_tokens")
         if lt:
-            rows.append([b.name, f"{lt['prompt']:.0f}", f"{lt['answer']:.0f}", _pct(lt["prompt_cost_share"])])
+            rows.append([b.name, f"{lt['prompt']:.0f}", f"{lt['answer']:.0f}", _pct(lt["prompt_cost_share"]),
+                         _pct(lt.get("cut_off_share")), _pct(lt.get("slm_cut_off_share"))])
     L += _table(["benchmark", "LLM prompt tokens (mean)", "LLM answer tokens (mean)",
-                 "prompt's share of LLM-only cost"], rows)
-    L += [""]
+                 "prompt's share of LLM-only cost", "LLM answers cut off at the token cap",
+                 "SLM answers cut off"], rows)
+    L += [("An answer cut off at the sweep's token cap (finish reason `length`) rarely states its result and is "
+           "graded wrong; where many are, accuracies are the pair's under that budget."), ""]
+    for b in spec.benchmarks:
+        cp = (S["benchmarks"].get(b.name) or {}).get("cap_probe")
+        if cp:
+            L += [(f"How much the cap costs on {b.name} (`benchmarks/token_cap.py`, `{b.cap_probe}`): of the LLM's "
+                   f"{cp['cut_off']} answers cut off at {cp['old_cap']} tokens among the first {cp['items']} items, "
+                   f"{cp['regenerated']} were asked again with a {cp['new_cap']}-token cap: {cp['finished_now']} "
+                   f"finish (mean {cp['mean_new_tokens']:.0f} tokens) and {cp['correct_now']} are right. At that "
+                   f"rate, LLM-only accuracy on those items would be about {_pct(cp['llm_accuracy_new_cap_est'], 0)} "
+                   f"instead of {_pct(cp['llm_accuracy_old_cap'], 0)}."), ""]
 
     # -- side by side with the paper -------------------------------------------------------------------
     L += ["## Side by side with the paper", ""]
@@ -834,9 +889,10 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
                      "cheapest ≥100% (acc, cost)", "s/query at the ≥90% point"], rows)
         L += [""]
         L += ["### Accuracy vs hint fraction (SLM continuing the first f of the LLM's answer, greedy)", ""]
-        L += _table(["hint fraction", "mean hint tokens", "SLM accuracy"],
+        L += _table(["hint fraction", "mean hint tokens", "SLM accuracy", "answers cut off at the token cap"],
                     [[f"{c['fraction']:.1f}" + (" (LLM alone)" if c["fraction"] == 1.0 else ""),
-                      f"{c['mean_hint_tokens']:.0f}", _pct(c["greedy_accuracy"])] for c in bd["hint_curve"]])
+                      f"{c['mean_hint_tokens']:.0f}", _pct(c["greedy_accuracy"]), _pct(c.get("cut_off_share"))]
+                     for c in bd["hint_curve"]])
         L += [""]
         L += [f"Full report: [results/{slug}/report.md](results/{slug}/report.md).", ""]
 
