@@ -212,3 +212,20 @@ def test_a_changed_prompt_is_refused_not_mixed_in(tmp_path):
 
     results, *_ = run_fake_sweep(store, Reworded(2))
     assert all(r.error and "different request" in r.error for r in results)
+
+
+def test_label_stats_flag_llm_answers_cut_off_at_the_cap():
+    from shepherd.models.base import Generation
+    from shepherd.traces.records import Graded, HintLevel, ItemSweep
+
+    def item(i, reason):
+        full = Generation("x " * 64, 5, 64, reason, 0.1)
+        return ItemSweep("t", f"t/{i}", [], Graded(full, reason == "stop"), 64,
+                         levels=[HintLevel(0.0, 0, "", [Graded(Generation("y", 5, 3, "stop", 0.1), False)])],
+                         sweep={"max_tokens": 64, "grid": [0.0]})
+
+    few = label_stats([item(i, "length" if i == 0 else "stop") for i in range(20)])
+    assert few.llm_cut_off == 1 and not any("cap" in n for n in few.notes)  # 5%: below the note's threshold
+    many = label_stats([item(i, "length" if i < 5 else "stop") for i in range(20)])
+    assert many.llm_cut_off == 5
+    assert any("5 of 20 LLM answers (25%) stopped at the sweep's 64-token cap" in n for n in many.notes)

@@ -44,6 +44,10 @@ def labels_from_sweeps(sweeps: Iterable[ItemSweep], filter: bool = True) -> dict
     return out
 
 
+#: from this share of LLM answers cut off at the cap on, the stats carry a note about it
+CUT_OFF_NOTE_SHARE = 0.1
+
+
 @dataclass
 class LabelStats:
     items: int
@@ -61,6 +65,9 @@ class LabelStats:
     mean_label_tokens: float | None
     mean_label_fraction: float | None
     early_stopped: int = 0
+    #: LLM answers that stopped at the sweep's token cap (finish reason "length"): graded wrong, they label
+    #: their items "unsolvable" or "llm" whatever a larger cap would give
+    llm_cut_off: int = 0
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +95,12 @@ def label_stats(sweeps: list[ItemSweep]) -> LabelStats:
     hinted = [lab for lab in labels if lab.kind in ("none", "hint")]
     n = len(sweeps)
     notes = []
+    cut = sum(1 for s in sweeps if s.llm_full.generation.finish_reason == "length")
+    if n and cut / n >= CUT_OFF_NOTE_SHARE:
+        cap = next((s.sweep.get("max_tokens") for s in sweeps if s.sweep.get("max_tokens")), None)
+        notes.append(f"{cut} of {n} LLM answers ({cut / n:.0%}) stopped at the sweep's "
+                     f"{f'{cap}-token ' if cap else ''}cap and are graded wrong: a larger --max-tokens would "
+                     "change their labels (benchmarks/token_cap.py measures by how much)")
     if early:
         notes.append(f"{early} items have fewer levels than the grid (early stop): level accuracies beyond "
                      "an item's first passing level do not count it")
@@ -102,4 +115,4 @@ def label_stats(sweeps: list[ItemSweep]) -> LabelStats:
         mean_full_tokens=sum(s.full_tokens for s in sweeps) / n if n else 0.0,
         mean_label_tokens=(sum(lab.hint_tokens or 0 for lab in hinted) / len(hinted)) if hinted else None,
         mean_label_fraction=(sum(lab.hint_fraction or 0 for lab in hinted) / len(hinted)) if hinted else None,
-        early_stopped=early, notes=notes)
+        early_stopped=early, llm_cut_off=cut, notes=notes)
