@@ -785,6 +785,7 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     L += _table(["benchmark", "LLM prompt tokens (mean)", "LLM answer tokens (mean)",
                  "prompt's share of LLM-only cost", "LLM answers cut off at the token cap",
                  "SLM answers cut off"], rows)
+    L += [""]
     L += [("An answer cut off at the sweep's token cap (finish reason `length`) rarely states its result and is "
            "graded wrong; where many are, accuracies are the pair's under that budget."), ""]
     for b in spec.benchmarks:
