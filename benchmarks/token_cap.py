@@ -47,7 +47,7 @@ def main() -> None:
     sweeps = store.item_sweeps(args.task, sweep=info.sweep)
     if not sweeps:
         raise SystemExit(f"no finished items of {args.task} in {args.store}")
-    cut = [s for s in sweeps if s.llm_full.generation.finish_reason == "length"]
+    cut = [s for s in sweeps if s.llm_full.generation.cut_off]
     picked = sorted(cut, key=lambda s: s.item_id)
     if args.limit is not None and args.limit < len(picked):
         picked = sorted(random.Random(args.seed).sample(picked, args.limit), key=lambda s: s.item_id)

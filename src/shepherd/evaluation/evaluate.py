@@ -305,24 +305,20 @@ def hint_curve(sweeps: Sequence[Any]) -> list[dict[str, Any]]:
             g += bool(lv.trials[0].correct)
             maj += bool(lv.passed)
             toks += lv.hint_tokens
-            cut += _cut_off(lv.trials[0])
+            cut += lv.trials[0].generation.cut_off
         if n:
             out.append({"fraction": f, "items": n, "greedy_accuracy": g / n, "majority_accuracy": maj / n,
                         "mean_hint_tokens": toks / n, "cut_off_share": cut / n})
     if sweeps:
         n = len(sweeps)
         acc = sum(bool(s.llm_full.correct) for s in sweeps) / n
-        done = [s for s in sweeps if not _cut_off(s.llm_full)]
+        done = [s for s in sweeps if not s.llm_full.generation.cut_off]
         out.append({"fraction": 1.0, "items": n, "greedy_accuracy": acc, "majority_accuracy": acc,
                     "mean_hint_tokens": sum(s.full_tokens for s in sweeps) / n,
                     "cut_off_share": 1 - len(done) / n,
                     # the LLM's accuracy on the answers that ended within the cap (easier ones, so an upper bound)
                     "finished_accuracy": sum(bool(s.llm_full.correct) for s in done) / len(done) if done else None})
     return out
-
-
-def _cut_off(graded: Any) -> bool:
-    return getattr(graded.generation, "finish_reason", None) == "length"
 
 
 def evaluate_task(task: Any, store: Any, sweeps: Sequence[Any], families: Sequence[Family], *,

@@ -107,6 +107,11 @@ class Generation:
     def finished(self) -> bool:
         return self.finish_reason == "stop"
 
+    @property
+    def cut_off(self) -> bool:
+        """Stopped at its max_tokens: usually before stating a result."""
+        return self.finish_reason == "length"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

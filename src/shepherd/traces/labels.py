@@ -95,7 +95,7 @@ def label_stats(sweeps: list[ItemSweep]) -> LabelStats:
     hinted = [lab for lab in labels if lab.kind in ("none", "hint")]
     n = len(sweeps)
     notes = []
-    cut = sum(1 for s in sweeps if s.llm_full.generation.finish_reason == "length")
+    cut = sum(1 for s in sweeps if s.llm_full.generation.cut_off)
     if n and cut / n >= CUT_OFF_NOTE_SHARE:
         cap = next((s.sweep.get("max_tokens") for s in sweeps if s.sweep.get("max_tokens")), None)
         notes.append(f"{cut} of {n} LLM answers ({cut / n:.0%}) stopped at the sweep's "
