@@ -321,3 +321,22 @@ async def test_code_samples_agree_when_their_programs_compute_the_same(policy, a
         ctx = PolicyContext(request=req, slm=_Verbatim(texts), llm=llm, item=item)
         d = await make_policy(policy, **settings).decide(ctx)
         assert (d.details["consensus_skip"], d.details["agreeing"]) == (agree, top), texts
+
+
+async def test_reactive_live_code_samples_agree_by_what_they_compute(artifact):
+    """A live code query that shows example calls: differently written programs computing the same results
+    agree, so reactive answers with the SLM (policies/agreement.py runs them in the sandbox)."""
+    from shepherd.models.base import GenerationRequest
+
+    query = "Write `double(x)`.\n>>> double(3)\n6\nassert double(-1) == -2\n"
+    texts = ["```python\ndef double(x):\n    return 2 * x\n```", "```python\ndef double(x):\n    return x + x\n```",
+             "```python\ndef double(x):\n    y = x\n    return x + y\n```"]
+    slm = ScriptedBackend(lambda r: texts[r.seed % 3], model_id="s", verbatim=True)
+    llm = ScriptedBackend(texts[0], model_id="l")
+    policy = make_policy("reactive", artifact=str(artifact))
+    d = await policy.decide(PolicyContext(request=GenerationRequest.create(query, max_tokens=64), slm=slm, llm=llm))
+    assert d.kind == "slm" and d.details["agreeing"] == 3 and d.answer_text == texts[0]
+    # the same samples for a query without examples: three syntax trees, so the predictor decides
+    d = await policy.decide(PolicyContext(request=GenerationRequest.create("Write `double(x)`.", max_tokens=64),
+                                          slm=slm, llm=llm))
+    assert d.details["agreeing"] == 1 and d.details["consensus_skip"] is False

@@ -29,12 +29,16 @@ class ScriptedBackend(Backend):
         delay_s: float = 0.0,
         fail: BaseException | None = None,
         die_after_chunks: int | None = None,
+        verbatim: bool = False,
     ) -> None:
+        """`verbatim`: a whole answer (no prefix, not cut) keeps its script's whitespace, as code needs;
+        otherwise its words are joined by single spaces."""
         self.model_id = model_id
         self._answer = answer if callable(answer) else (lambda _req, a=answer: a)
         self.delay_s = delay_s
         self.fail = fail
         self.die_after_chunks = die_after_chunks
+        self.verbatim = verbatim
         self.calls: list[GenerationRequest] = []
 
     def full_answer(self, request: GenerationRequest) -> list[str]:
@@ -51,6 +55,8 @@ class ScriptedBackend(Backend):
         return words, "stop"
 
     def _render(self, words: list[str], request: GenerationRequest) -> str:
+        if self.verbatim and not request.prefix and words == self.full_answer(request):
+            return self._answer(request)
         text = " ".join(words)
         if request.prefix and text and not request.prefix.endswith((" ", "\n")):
             text = " " + text

@@ -5,7 +5,9 @@ reactive-fixed, ABC) share, so that they are compared on equal terms.
 - code: what the program does on the example calls its prompt shows (`CodeTask.behaviour`), so that two
   programs written differently but computing the same results agree; a program that does not load or
   raises on every example agrees with no one. A prompt without examples falls back to equal syntax trees;
-- no task item (a live query): a fenced program's syntax tree, else the task-free `normalize_answer`.
+- no task item (a live query): code runs on the example calls the query itself shows (`>>> f(x)` lines and
+  `assert f(x) == y` lines, expected values dropped: `live_probes`), as a benchmark's code does; a query
+  without such calls compares the fenced program's syntax tree. Other answers: the task-free `normalize_answer`.
 
 Training and diagnostic examples read from a sweep (`predictor.data.samples_of`) use these same keys when the
 task items can be read (`predictor.data.sweep_task_items`); without them, code samples compare by syntax tree.
@@ -13,20 +15,54 @@ task items can be read (`predictor.data.sweep_task_items`); without them, code s
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
-def agreement_key(task: Any, item: Any, text: str) -> str | None:
-    """A key that is equal for two answers that agree; None for an answer that agrees with no one."""
+def live_probes(prompt: str) -> list[str]:
+    """The example calls a live query shows: its `>>> ...` expressions and what its `assert` lines evaluate,
+    never the expected values. Why: with no task item, these are the only inputs both samples are asked about."""
+    from ..tasks.code_task import MAX_PROBES, assert_calls, doctest_calls
+
+    calls = doctest_calls(prompt)
+    for call in assert_calls([ln for ln in prompt.splitlines() if ln.lstrip().startswith("assert ")]):
+        if call not in calls:
+            calls.append(call)
+    return calls[:MAX_PROBES]
+
+
+def query_text(request: Any) -> str | None:
+    """What the user asked (their messages' text): where a live query's example calls are written."""
+    messages = getattr(request, "messages", None) or ()
+    text = "\n".join(content for role, content in messages if role == "user")
+    return text or None
+
+
+@functools.lru_cache(maxsize=256)
+def _live_behaviour(program: str, calls: tuple[str, ...]) -> str | None:
+    from ..tasks.code_task import run_probes
+
+    return run_probes(program, list(calls))
+
+
+def agreement_key(task: Any, item: Any, text: str, prompt: str | None = None) -> str | None:
+    """A key that is equal for two answers that agree; None for an answer that agrees with no one.
+
+    `prompt` (the query's text) is read only for a live code query: its example calls, if it shows any."""
     from ..predictor.data import normalize_extracted
     from ..predictor.features import normalize_answer
 
     code = getattr(task, "kind", None) == "code" if task is not None else "```" in text
     if item is None or task is None:
-        if code:  # a live query: compare the fenced program's syntax tree, never a number inside it
+        if code:  # a live query: what the program does on the query's examples, else its syntax tree
             from ..tasks.code_extract import extract_code
 
-            return normalize_extracted(extract_code(text), "code")
+            program = extract_code(text)
+            calls = live_probes(prompt) if prompt else []
+            if calls and program.strip():
+                b = _live_behaviour(program, tuple(calls))
+                return None if b is None else "run:" + b
+            return normalize_extracted(program, "code")
         return normalize_answer(text)
     if code:
         probes = getattr(task, "probes", None)

@@ -835,9 +835,9 @@ class ABC(Policy):
         return task_for(self.task or _task_name(ctx))
 
     def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
-        from .agreement import agreement_key
+        from .agreement import agreement_key, query_text
 
-        return agreement_key(self._task(ctx), ctx.item, text)
+        return agreement_key(self._task(ctx), ctx.item, text, query_text(ctx.request) if ctx.item is None else None)
 
     async def decide(self, ctx: PolicyContext) -> Decision:
         seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)

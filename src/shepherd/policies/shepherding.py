@@ -124,10 +124,11 @@ class _SamplesFirst:
 
     async def _extract(self, ctx: PolicyContext, texts: list[str]) -> list[str | None]:
         """Each sample's agreement key (policies/agreement.py); off the event loop, since code runs."""
-        from .agreement import agreement_key
+        from .agreement import agreement_key, query_text
 
         task = self._task_for(ctx.item) if ctx.item is not None else None
-        return await asyncio.to_thread(lambda: [agreement_key(task, ctx.item, t) for t in texts])
+        prompt = query_text(ctx.request) if ctx.item is None else None
+        return await asyncio.to_thread(lambda: [agreement_key(task, ctx.item, t, prompt) for t in texts])
 
     async def _draw(self, ctx: PolicyContext):
         """The samples, what they cost, their features, and the answer all of them agree on (else None)."""

@@ -140,7 +140,7 @@ class CodeTask(Task):
         with lock:
             if key in cache:
                 return cache[key]
-        value = _run_probes(head, calls)
+        value = run_probes(head, calls)
         with lock:
             cache[key] = value
         return value
@@ -158,7 +158,9 @@ class CodeTask(Task):
         return code if code.strip() else None
 
 
-def _run_probes(head: str, calls: list[str]) -> str | None:
+def run_probes(head: str, calls: list[str]) -> str | None:
+    """Run `head` (a program) and then each call in the sandbox: each result's repr (an exception as `!Type`),
+    one line each; None when the program does not load or times out, or when every call raises."""
     mark = "@probe-" + secrets.token_hex(8) + ":"
     # seeded `random`, a fixed hash seed (sandbox option) and reprs without memory addresses: what the
     # program computes, not what differs from one run to the next

@@ -1,0 +1,66 @@
+"""Agreement of sampled answers on live queries (no task item): code is run on the example calls the query
+itself shows, in the sandbox; a query without examples compares syntax trees."""
+
+import asyncio
+
+from shepherd.models.base import GenerationRequest
+from shepherd.models.scripted import ScriptedBackend
+from shepherd.policies.agreement import agreement_key, live_probes, query_text
+from shepherd.policies.base import PolicyContext
+from shepherd.policies.baselines import ABC
+
+QUERY = '''Write a Python function `second_largest(xs)` that returns the second largest distinct value.
+>>> second_largest([3, 1, 4, 1, 5])
+4
+assert second_largest([2, 2, 7]) == 2
+'''
+QUERY_NO_EXAMPLES = "Write a Python function `second_largest(xs)` that returns the second largest distinct value."
+
+SORTING = "```python\ndef second_largest(xs):\n    return sorted(set(xs))[-2]\n```"
+LOOPING = ("Here it is:\n```python\ndef second_largest(xs):\n    best = second = None\n    for x in set(xs):\n"
+           "        if best is None or x > best:\n            best, second = x, best\n"
+           "        elif second is None or x > second:\n            second = x\n    return second\n```\n"
+           "It keeps the two largest.")
+WRONG = "```python\ndef second_largest(xs):\n    return max(xs)\n```"
+RAISES = "```python\ndef second_largest(xs):\n    raise ValueError('todo')\n```"
+DELETES = "```python\nimport shutil\ndef second_largest(xs):\n    shutil.rmtree('/')\n```"
+
+
+def test_live_probes_are_the_querys_calls_without_expected_values():
+    assert live_probes(QUERY) == ["second_largest([3, 1, 4, 1, 5])", "second_largest([2, 2, 7])"]
+    assert live_probes(QUERY_NO_EXAMPLES) == []
+    assert query_text(GenerationRequest.create([{"role": "system", "content": "Be brief. >>> f(1)"}, {"role": "user", "content": QUERY}])) == QUERY
+    assert query_text(None) is None
+
+
+def test_live_programs_that_compute_the_same_agree():
+    same = {agreement_key(None, None, t, QUERY) for t in (SORTING, LOOPING)}
+    assert len(same) == 1 and next(iter(same)).startswith("run:")  # different text, same results: agree
+    assert agreement_key(None, None, WRONG, QUERY) not in same  # the largest, not the second largest: differs
+    assert agreement_key(None, None, RAISES, QUERY) is None  # raises on every call: agrees with no one
+    assert agreement_key(None, None, DELETES, QUERY) is None  # the sandbox refuses, nothing is deleted
+
+
+def test_live_query_without_examples_compares_syntax_trees():
+    a = agreement_key(None, None, SORTING, QUERY_NO_EXAMPLES)
+    assert not a.startswith("run:")
+    assert agreement_key(None, None, SORTING.replace("return", "return  "), QUERY_NO_EXAMPLES) == a
+    assert agreement_key(None, None, LOOPING, QUERY_NO_EXAMPLES) != a
+    assert agreement_key(None, None, SORTING) == a  # no prompt at all: the same fallback
+
+
+def test_abc_live_agrees_by_what_the_samples_compute():
+    """Three samples written differently: with the query's examples they agree and the SLM answers; without
+    them their syntax trees differ and ABC escalates."""
+    texts = [SORTING, LOOPING, SORTING.replace("sorted(set(xs))[-2]", "sorted(set(xs), reverse=True)[1]")]
+    slm = ScriptedBackend(lambda r: texts[r.seed % 3], model_id="s", verbatim=True)
+    llm = ScriptedBackend(SORTING, model_id="l")
+
+    def decide(query: str):
+        req = GenerationRequest.create(query, max_tokens=128)
+        return asyncio.run(ABC(k=3, threshold=1.0).decide(PolicyContext(request=req, slm=slm, llm=llm)))
+
+    d = decide(QUERY)
+    assert d.kind == "slm" and d.details["agreeing"] == 3 and d.answer_text == SORTING
+    d = decide(QUERY_NO_EXAMPLES)
+    assert d.kind == "llm" and d.details["agreeing"] == 1  # three programs, three syntax trees
