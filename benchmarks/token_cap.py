@@ -1,7 +1,8 @@
 """How much does a sweep's answer cap cost the LLM? Regenerate the answers that hit it with a larger cap.
 
     python benchmarks/token_cap.py --store runs/cnk12.sqlite --task cnk12 --max-tokens 1024 \
-        [--limit 12] [--config runs/one_thread.toml] [--cache runs/token_cap.sqlite] [--out runs/token_cap_cnk12.json]
+        [--limit 12 | --cached-only] [--config runs/one_thread.toml] [--cache runs/token_cap.sqlite] \
+        [--out runs/token_cap_cnk12.json]
 
 Reads the LLM's full answers of a sweep's finished items, takes those that stopped at the sweep's cap
 (finish reason "length"; all of them, or a seeded sample of `--limit`), asks the sweep's LLM the very same
@@ -9,7 +10,9 @@ request with a larger `max_tokens`, and grades the new answers with the task's g
 of the cut-off answers now finish and how many are right, and what the LLM-only accuracy over all items
 would be if the swept sample is representative. Greedy decoding makes the longer answer the old one
 extended, which the report checks (`prefix_kept`). Every new answer is cached in `--cache` (a trace
-store), so an interrupted run resumes where it stopped. It answers whether a sweep should be redone with
+store), so an interrupted run resumes where it stopped; `--cached-only` reports on the cut-off answers
+regenerated so far without calling a model (a sample of them, when the run was stopped early: the answers
+are taken in item-id order, and item ids are hashes). It answers whether a sweep should be redone with
 a larger cap before anyone spends the hours; it does not change any sweep.
 """
 
@@ -31,6 +34,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--limit", type=int, default=None, help="a seeded sample of the cut-off answers")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cached-only", action="store_true",
+                    help="report on the cut-off answers already regenerated in --cache; call no model")
     ap.add_argument("--config", default=None, help="shepherd config naming the LLM (default: the embedded pair)")
     ap.add_argument("--cache", default="runs/token_cap.sqlite")
     ap.add_argument("--out", default=None)
@@ -59,7 +64,16 @@ def main() -> None:
     items = {it.id: it for it in task.load(split, ids=[s.item_id for s in picked])}
     Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     cache = TraceStore(args.cache)
-    llm = CachedBackend(build_backend(cfg.llm), cache)
+    if args.cached_only:
+        llm = CachedBackend(None, cache, model_id=info.llm, generate_missing=False)
+
+        def regenerated(s) -> bool:
+            base = store.item_request(info.sweep, s.item_id)
+            return base is not None and cache.get(replace(base, max_tokens=args.max_tokens).key(info.llm)) is not None
+
+        picked = [s for s in picked if regenerated(s)]
+    else:
+        llm = CachedBackend(build_backend(cfg.llm), cache)
 
     rows = []
     t0 = time.perf_counter()
@@ -86,6 +100,8 @@ def main() -> None:
         "store": args.store, "task": args.task, "sweep": info.sweep, "items": n,
         "old_cap": sweeps[0].sweep.get("max_tokens"), "new_cap": args.max_tokens,
         "cut_off": n_cut, "regenerated": n_new,
+        "selection": "cached" if args.cached_only else ("all" if args.limit is None or args.limit >= n_cut else
+                                                        f"seeded sample (seed {args.seed})"),
         "finished_now": sum(r["finished"] for r in rows), "correct_now": sum(r["correct"] for r in rows),
         "prefix_kept": sum(r["prefix_kept"] for r in rows),
         "llm_accuracy_old_cap": round(acc_old, 4),

@@ -131,6 +131,7 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
                    "cost at 90% proactive", "own-items AUC proactive",
                    "How much do the shepherding results depend on the recipe?",
                    "LLM answers cut off at the token cap", "answers up to 512 tokens.",
+                   "on 30 swept items, a sample of 2 was asked again",
                    "2 finish (mean 700 tokens) and 1 are right", "about 57% instead of 50%"):
         assert needle in md, needle
     assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000

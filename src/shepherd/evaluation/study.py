@@ -791,9 +791,11 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     for b in spec.benchmarks:
         cp = (S["benchmarks"].get(b.name) or {}).get("cap_probe")
         if cp:
+            asked = (f"all {cp['regenerated']} were" if cp["regenerated"] == cp["cut_off"] else
+                     f"a sample of {cp['regenerated']} was")
             L += [(f"How much the cap costs on {b.name} (`benchmarks/token_cap.py`, `{b.cap_probe}`): of the LLM's "
-                   f"{cp['cut_off']} answers cut off at {cp['old_cap']} tokens among the first {cp['items']} items, "
-                   f"{cp['regenerated']} were asked again with a {cp['new_cap']}-token cap: {cp['finished_now']} "
+                   f"{cp['cut_off']} answers cut off at {cp['old_cap']} tokens on {cp['items']} swept items, "
+                   f"{asked} asked again with a {cp['new_cap']}-token cap: {cp['finished_now']} "
                    f"finish (mean {cp['mean_new_tokens']:.0f} tokens) and {cp['correct_now']} are right. At that "
                    f"rate, LLM-only accuracy on those items would be about {_pct(cp['llm_accuracy_new_cap_est'], 0)} "
                    f"instead of {_pct(cp['llm_accuracy_old_cap'], 0)}."), ""]
