@@ -5,7 +5,7 @@ import asyncio
 
 from shepherd.models.base import GenerationRequest
 from shepherd.models.scripted import ScriptedBackend
-from shepherd.policies.agreement import agreement_key, live_probes, query_text
+from shepherd.policies.agreement import agreement_basis, agreement_key, live_probes, live_prompt
 from shepherd.policies.base import PolicyContext
 from shepherd.policies.baselines import ABC
 
@@ -29,8 +29,14 @@ DELETES = "```python\nimport shutil\ndef second_largest(xs):\n    shutil.rmtree(
 def test_live_probes_are_the_querys_calls_without_expected_values():
     assert live_probes(QUERY) == ["second_largest([3, 1, 4, 1, 5])", "second_largest([2, 2, 7])"]
     assert live_probes(QUERY_NO_EXAMPLES) == []
-    assert query_text(GenerationRequest.create([{"role": "system", "content": "Be brief. >>> f(1)"}, {"role": "user", "content": QUERY}])) == QUERY
-    assert query_text(None) is None
+    req = GenerationRequest.create([{"role": "system", "content": "Be brief. >>> f(1)"},
+                                    {"role": "user", "content": QUERY}])
+    assert live_prompt(PolicyContext(request=req, slm=None, llm=None)) == QUERY  # the user's turns only
+    assert live_prompt(PolicyContext(request=req, slm=None, llm=None, item=object())) is None  # a task knows its own
+    assert live_prompt(PolicyContext(request=None, slm=None, llm=None)) is None
+    assert agreement_basis(None, None, QUERY, SORTING) == "example calls"
+    assert agreement_basis(None, None, QUERY_NO_EXAMPLES, SORTING) == "syntax tree"
+    assert agreement_basis(None, None, QUERY, "The answer is 4.") == "answer"
 
 
 def test_live_programs_that_compute_the_same_agree():
@@ -62,5 +68,7 @@ def test_abc_live_agrees_by_what_the_samples_compute():
 
     d = decide(QUERY)
     assert d.kind == "slm" and d.details["agreeing"] == 3 and d.answer_text == SORTING
+    assert d.details["compared_by"] == "example calls"
     d = decide(QUERY_NO_EXAMPLES)
     assert d.kind == "llm" and d.details["agreeing"] == 1  # three programs, three syntax trees
+    assert d.details["compared_by"] == "syntax tree"

@@ -31,11 +31,27 @@ def live_probes(prompt: str) -> list[str]:
     return calls[:MAX_PROBES]
 
 
-def query_text(request: Any) -> str | None:
-    """What the user asked (their messages' text): where a live query's example calls are written."""
-    messages = getattr(request, "messages", None) or ()
-    text = "\n".join(content for role, content in messages if role == "user")
-    return text or None
+def live_prompt(ctx: Any) -> str | None:
+    """A live query's text (its user turns), where its example calls are written; None for a benchmark item,
+    whose task knows its calls."""
+    from ..predictor.features import query_text
+
+    request = getattr(ctx, "request", None)
+    if getattr(ctx, "item", None) is not None or request is None:
+        return None
+    return query_text(request.messages) or None
+
+
+def agreement_basis(task: Any, item: Any, prompt: str | None, text: str) -> str:
+    """How answers like `text` are compared, for a decision's details: "answer", "example calls" or
+    "syntax tree"."""
+    code = getattr(task, "kind", None) == "code" if task is not None else "```" in text
+    if not code:
+        return "answer"
+    if item is None or task is None:
+        return "example calls" if prompt and live_probes(prompt) else "syntax tree"
+    probes = getattr(task, "probes", None)
+    return "example calls" if probes is not None and probes(item) else "syntax tree"
 
 
 @functools.lru_cache(maxsize=256)

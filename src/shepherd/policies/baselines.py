@@ -835,9 +835,9 @@ class ABC(Policy):
         return task_for(self.task or _task_name(ctx))
 
     def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
-        from .agreement import agreement_key, query_text
+        from .agreement import agreement_key, live_prompt
 
-        return agreement_key(self._task(ctx), ctx.item, text, query_text(ctx.request) if ctx.item is None else None)
+        return agreement_key(self._task(ctx), ctx.item, text, live_prompt(ctx))
 
     async def decide(self, ctx: PolicyContext) -> Decision:
         seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)
@@ -853,7 +853,11 @@ class ABC(Policy):
             top_key = next(k for k in keys if k is not None and counts[k] == best)
             top = best
         share = top / self.k
-        details = {"k": self.k, "agreeing": top, "share": share, "threshold": self.threshold}
+        from .agreement import agreement_basis, live_prompt
+
+        details = {"k": self.k, "agreeing": top, "share": share, "threshold": self.threshold,
+                   "compared_by": agreement_basis(self._task(ctx), ctx.item, live_prompt(ctx), gens[0].text)
+                   if gens else None}
         if top_key is not None and share >= self.threshold - 1e-12:
             first = next(g for g, k in zip(gens, keys) if k == top_key)
             return Decision("slm", reason=f"abc: {top}/{self.k} SLM samples agree", spent=spent,

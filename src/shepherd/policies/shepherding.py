@@ -124,11 +124,17 @@ class _SamplesFirst:
 
     async def _extract(self, ctx: PolicyContext, texts: list[str]) -> list[str | None]:
         """Each sample's agreement key (policies/agreement.py); off the event loop, since code runs."""
-        from .agreement import agreement_key, query_text
+        from .agreement import agreement_key, live_prompt
 
         task = self._task_for(ctx.item) if ctx.item is not None else None
-        prompt = query_text(ctx.request) if ctx.item is None else None
+        prompt = live_prompt(ctx)
         return await asyncio.to_thread(lambda: [agreement_key(task, ctx.item, t, prompt) for t in texts])
+
+    def _basis(self, ctx: PolicyContext, text: str) -> str:
+        from .agreement import agreement_basis, live_prompt
+
+        task = self._task_for(ctx.item) if ctx.item is not None else None
+        return agreement_basis(task, ctx.item, live_prompt(ctx), text)
 
     async def _draw(self, ctx: PolicyContext):
         """The samples, what they cost, their features, and the answer all of them agree on (else None)."""
@@ -139,7 +145,8 @@ class _SamplesFirst:
         answers = await self._extract(ctx, [g.text for g in gens])
         infos = [SampleInfo.from_generation(g, answer=a) for g, a in zip(gens, answers)]
         consensus, top = SampleFeaturizer.consensus(infos)
-        agree = {"samples": len(gens), "agreeing": top, "consensus": consensus}
+        agree = {"samples": len(gens), "agreeing": top, "consensus": consensus,
+                 "compared_by": self._basis(ctx, gens[0].text) if gens else None}
         unanimous = consensus is not None and top == len(gens)
         first = next((g for g, si in zip(gens, infos) if si.answer == consensus), None) if unanimous else None
         return spent, infos, agree, first
