@@ -72,3 +72,7 @@ def test_abc_live_agrees_by_what_the_samples_compute():
     d = decide(QUERY_NO_EXAMPLES)
     assert d.kind == "llm" and d.details["agreeing"] == 1  # three programs, three syntax trees
     assert d.details["compared_by"] == "syntax tree"
+    # a server that must not run code: the same samples compared by syntax tree, even with examples
+    d = asyncio.run(ABC(k=3, threshold=1.0, run_live_code=False).decide(
+        PolicyContext(request=GenerationRequest.create(QUERY, max_tokens=128), slm=slm, llm=llm)))
+    assert d.kind == "llm" and d.details["compared_by"] == "syntax tree"

@@ -818,7 +818,7 @@ class ABC(Policy):
     name = "abc"
 
     def __init__(self, k: int = 3, threshold: float = 1.0, temperature: float = 0.7, seed: int | None = None,
-                 task: str | None = None) -> None:
+                 task: str | None = None, run_live_code: bool = True) -> None:
         if k < 1:
             raise ValueError("abc needs k >= 1")
         if not 0.0 <= threshold <= 1.0:
@@ -826,10 +826,12 @@ class ABC(Policy):
         if temperature <= 0:
             raise ValueError("abc samples need temperature > 0")
         self.k, self.threshold, self.temperature, self.seed, self.task = int(k), float(threshold), float(temperature), seed, task
+        #: run a live code query's samples on the example calls it shows (in the sandbox); False: syntax trees
+        self.run_live_code = bool(run_live_code)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "threshold": self.threshold, "temperature": self.temperature,
-                "seed": self.seed, "task": self.task}
+                "seed": self.seed, "task": self.task, "run_live_code": self.run_live_code}
 
     def _task(self, ctx: PolicyContext):
         return task_for(self.task or _task_name(ctx))
@@ -837,7 +839,7 @@ class ABC(Policy):
     def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
         from .agreement import agreement_key, live_prompt
 
-        return agreement_key(self._task(ctx), ctx.item, text, live_prompt(ctx))
+        return agreement_key(self._task(ctx), ctx.item, text, live_prompt(ctx) if self.run_live_code else None)
 
     async def decide(self, ctx: PolicyContext) -> Decision:
         seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)
@@ -856,7 +858,8 @@ class ABC(Policy):
         from .agreement import agreement_basis, live_prompt
 
         details = {"k": self.k, "agreeing": top, "share": share, "threshold": self.threshold,
-                   "compared_by": agreement_basis(self._task(ctx), ctx.item, live_prompt(ctx), gens[0].text)
+                   "compared_by": agreement_basis(self._task(ctx), ctx.item,
+                                                  live_prompt(ctx) if self.run_live_code else None, gens[0].text)
                    if gens else None}
         if top_key is not None and share >= self.threshold - 1e-12:
             first = next(g for g, k in zip(gens, keys) if k == top_key)

@@ -107,12 +107,15 @@ class _SamplesFirst:
     seed: int | None
     task: str | None
 
-    def _sampling(self, samples: int, temperature: float, seed: int | None, task: str | None) -> None:
+    def _sampling(self, samples: int, temperature: float, seed: int | None, task: str | None,
+                  run_live_code: bool = True) -> None:
         if samples < 1:
             raise ValueError(f"{self.name} needs samples >= 1")  # type: ignore[attr-defined]
         if temperature <= 0:
             raise ValueError(f"{self.name} samples need temperature > 0")  # type: ignore[attr-defined]
         self.samples, self.temperature, self.seed, self.task = int(samples), float(temperature), seed, task
+        #: run a live code query's samples on the example calls it shows (in the sandbox); False: syntax trees
+        self.run_live_code = bool(run_live_code)
 
     def sample_requests(self, ctx: PolicyContext):
         """The sweep's sample request: the query's request at the sampling temperature, seeds seed, seed+1..."""
@@ -127,14 +130,14 @@ class _SamplesFirst:
         from .agreement import agreement_key, live_prompt
 
         task = self._task_for(ctx.item) if ctx.item is not None else None
-        prompt = live_prompt(ctx)
+        prompt = live_prompt(ctx) if self.run_live_code else None
         return await asyncio.to_thread(lambda: [agreement_key(task, ctx.item, t, prompt) for t in texts])
 
     def _basis(self, ctx: PolicyContext, text: str) -> str:
         from .agreement import agreement_basis, live_prompt
 
         task = self._task_for(ctx.item) if ctx.item is not None else None
-        return agreement_basis(task, ctx.item, live_prompt(ctx), text)
+        return agreement_basis(task, ctx.item, live_prompt(ctx) if self.run_live_code else None, text)
 
     async def _draw(self, ctx: PolicyContext):
         """The samples, what they cost, their features, and the answer all of them agree on (else None)."""
@@ -160,18 +163,18 @@ class ReactivePolicy(_SamplesFirst, _PredictorPolicy):
 
     def __init__(self, artifact: Any = None, *, samples: int | None = None, temperature: float | None = None,
                  seed: int | None = None, consensus_skip: bool = True, task: str | None = None,
-                 **rule: Any) -> None:
+                 run_live_code: bool = True, **rule: Any) -> None:
         super().__init__(artifact, **rule)
         sweep = self.predictor.manifest.get("sweep_settings", {}) or {}
         self._sampling(int(samples if samples is not None else (sweep.get("samples") or 3)),
                        float(temperature if temperature is not None else (sweep.get("temperature") or 0.7)),
-                       seed, task)
+                       seed, task, run_live_code)
         self.consensus_skip = bool(consensus_skip)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update({"samples": self.samples, "temperature": self.temperature, "seed": self.seed,
-                  "consensus_skip": self.consensus_skip, "task": self.task})
+                  "consensus_skip": self.consensus_skip, "task": self.task, "run_live_code": self.run_live_code})
         return d
 
     async def decide(self, ctx: PolicyContext) -> Decision:
@@ -196,16 +199,18 @@ class ReactiveFixedPolicy(_SamplesFirst, Policy):
     name = "reactive-fixed"
 
     def __init__(self, fraction: float = 0.3, *, lengths: dict[str, int] | None = None, expected_tokens: int = 256,
-                 samples: int = 3, temperature: float = 0.7, seed: int | None = None, task: str | None = None):
+                 samples: int = 3, temperature: float = 0.7, seed: int | None = None, task: str | None = None,
+                 run_live_code: bool = True):
         from .baselines import FixedRatio
 
         self.hint = FixedRatio(fraction, lengths=lengths, expected_tokens=expected_tokens)
-        self._sampling(samples, temperature, seed, task)
+        self._sampling(samples, temperature, seed, task, run_live_code)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "fraction": self.hint.fraction, "expected_tokens": self.hint.expected_tokens,
                 "lengths_from_sweep": bool(self.hint.lengths), "samples": self.samples,
-                "temperature": self.temperature, "seed": self.seed, "task": self.task}
+                "temperature": self.temperature, "seed": self.seed, "task": self.task,
+                "run_live_code": self.run_live_code}
 
     async def decide(self, ctx: PolicyContext) -> Decision:
         spent, _, agree, first = await self._draw(ctx)
