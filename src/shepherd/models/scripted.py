@@ -44,19 +44,21 @@ class ScriptedBackend(Backend):
     def full_answer(self, request: GenerationRequest) -> list[str]:
         return _words(self._answer(request))
 
-    def _continue(self, request: GenerationRequest) -> tuple[list[str], str]:
-        words = self.full_answer(request)
+    def _continue(self, request: GenerationRequest) -> tuple[list[str], str, str | None]:
+        """The words to send, the finish reason, and the script's text when it is sent whole (verbatim)."""
+        script = self._answer(request)  # once: a script may be a stateful callable
+        words = _words(script)
         prefix = _words(request.prefix)
         if prefix and words[: len(prefix)] == prefix:
             words = words[len(prefix) :]
         limit = request.max_tokens
         if limit is not None and len(words) > limit:
-            return words[:limit], "length"
-        return words, "stop"
+            return words[:limit], "length", None
+        return words, "stop", script if self.verbatim and not request.prefix else None
 
-    def _render(self, words: list[str], request: GenerationRequest) -> str:
-        if self.verbatim and not request.prefix and words == self.full_answer(request):
-            return self._answer(request)
+    def _render(self, words: list[str], request: GenerationRequest, whole: str | None = None) -> str:
+        if whole is not None:
+            return whole
         text = " ".join(words)
         if request.prefix and text and not request.prefix.endswith((" ", "\n")):
             text = " " + text
@@ -73,10 +75,10 @@ class ScriptedBackend(Backend):
                 await asyncio.sleep(self.delay_s)
             if self.fail is not None:
                 raise self.fail
-            words, finish = self._continue(request)
+            words, finish, whole = self._continue(request)
             out.append(
                 Generation(
-                    text=self._render(words, request),
+                    text=self._render(words, request, whole),
                     prompt_tokens=sum(len(_words(c)) for _, c in request.messages) + len(_words(request.prefix)),
                     completion_tokens=len(words),
                     finish_reason=finish,
@@ -91,8 +93,8 @@ class ScriptedBackend(Backend):
         t0 = time.perf_counter()
         if self.fail is not None:
             raise self.fail
-        words, finish = self._continue(request)
-        pieces = self._render(words, request).split(" ")
+        words, finish, whole = self._continue(request)
+        pieces = self._render(words, request, whole).split(" ")
         sent = []
         for i, piece in enumerate(pieces):
             if self.die_after_chunks is not None and i >= self.die_after_chunks:

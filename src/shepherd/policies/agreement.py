@@ -31,27 +31,34 @@ def live_probes(prompt: str) -> list[str]:
     return calls[:MAX_PROBES]
 
 
-def live_prompt(ctx: Any) -> str | None:
+def live_prompt(ctx: Any, run_code: bool = True) -> str | None:
     """A live query's text (its user turns), where its example calls are written; None for a benchmark item,
-    whose task knows its calls."""
+    whose task knows its calls, and when the policy must not run live code (`run_code=False`)."""
     from ..predictor.features import query_text
 
     request = getattr(ctx, "request", None)
-    if getattr(ctx, "item", None) is not None or request is None:
+    if not run_code or getattr(ctx, "item", None) is not None or request is None:
         return None
     return query_text(request.messages) or None
+
+
+def _route(task: Any, item: Any, prompt: str | None, text: str) -> tuple[str, list[str]]:
+    """How answers like `text` are compared ("answer", "example calls" or "syntax tree") and, for a live
+    code query, the calls its samples run. The one place that decides; keys and the reported basis follow it."""
+    code = getattr(task, "kind", None) == "code" if task is not None else "```" in text
+    if not code:
+        return "answer", []
+    if item is None or task is None:
+        calls = live_probes(prompt) if prompt else []
+        return ("example calls" if calls else "syntax tree"), calls
+    probes = getattr(task, "probes", None)
+    return ("example calls" if probes is not None and probes(item) else "syntax tree"), []
 
 
 def agreement_basis(task: Any, item: Any, prompt: str | None, text: str) -> str:
     """How answers like `text` are compared, for a decision's details: "answer", "example calls" or
     "syntax tree"."""
-    code = getattr(task, "kind", None) == "code" if task is not None else "```" in text
-    if not code:
-        return "answer"
-    if item is None or task is None:
-        return "example calls" if prompt and live_probes(prompt) else "syntax tree"
-    probes = getattr(task, "probes", None)
-    return "example calls" if probes is not None and probes(item) else "syntax tree"
+    return _route(task, item, prompt, text)[0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -68,23 +75,22 @@ def agreement_key(task: Any, item: Any, text: str, prompt: str | None = None) ->
     from ..predictor.data import normalize_extracted
     from ..predictor.features import normalize_answer
 
-    code = getattr(task, "kind", None) == "code" if task is not None else "```" in text
-    if item is None or task is None:
-        if code:  # a live query: what the program does on the query's examples, else its syntax tree
-            from ..tasks.code_extract import extract_code
+    basis, calls = _route(task, item, prompt, text)
+    live = item is None or task is None
+    if basis == "answer":
+        if live:
+            return normalize_answer(text)
+        extract = getattr(task, "extract", None) or (lambda it, t: task.grade(it, t).extracted)
+        return normalize_extracted(extract(item, text))
+    if live:  # what the program does on the query's examples, else its syntax tree
+        from ..tasks.code_extract import extract_code
 
-            program = extract_code(text)
-            calls = live_probes(prompt) if prompt else []
-            if calls and program.strip():
-                b = _live_behaviour(program, tuple(calls))
-                return None if b is None else "run:" + b
-            return normalize_extracted(program, "code")
-        return normalize_answer(text)
-    if code:
-        probes = getattr(task, "probes", None)
-        if probes is not None and probes(item):
-            b = task.behaviour(item, text)
+        program = extract_code(text)
+        if calls and program.strip():
+            b = _live_behaviour(program, tuple(calls))
             return None if b is None else "run:" + b
-        return normalize_extracted(task.extract(item, text), "code")
-    extract = getattr(task, "extract", None) or (lambda it, t: task.grade(it, t).extracted)
-    return normalize_extracted(extract(item, text))
+        return normalize_extracted(program, "code")
+    if basis == "example calls":
+        b = task.behaviour(item, text)
+        return None if b is None else "run:" + b
+    return normalize_extracted(task.extract(item, text), "code")

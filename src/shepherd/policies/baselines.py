@@ -839,9 +839,11 @@ class ABC(Policy):
     def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
         from .agreement import agreement_key, live_prompt
 
-        return agreement_key(self._task(ctx), ctx.item, text, live_prompt(ctx) if self.run_live_code else None)
+        return agreement_key(self._task(ctx), ctx.item, text, live_prompt(ctx, self.run_live_code))
 
     async def decide(self, ctx: PolicyContext) -> Decision:
+        from .agreement import agreement_basis, live_prompt
+
         seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)
         # one request per seed (seed0, seed0+1, ...): the sweep's sample keys, whatever a backend does with n>1
         reqs = [replace(ctx.request, temperature=self.temperature, seed=seed0 + i) for i in range(self.k)]
@@ -855,12 +857,9 @@ class ABC(Policy):
             top_key = next(k for k in keys if k is not None and counts[k] == best)
             top = best
         share = top / self.k
-        from .agreement import agreement_basis, live_prompt
-
         details = {"k": self.k, "agreeing": top, "share": share, "threshold": self.threshold,
-                   "compared_by": agreement_basis(self._task(ctx), ctx.item,
-                                                  live_prompt(ctx) if self.run_live_code else None, gens[0].text)
-                   if gens else None}
+                   "compared_by": agreement_basis(self._task(ctx), ctx.item, live_prompt(ctx, self.run_live_code),
+                                                  gens[0].text) if gens else None}
         if top_key is not None and share >= self.threshold - 1e-12:
             first = next(g for g, k in zip(gens, keys) if k == top_key)
             return Decision("slm", reason=f"abc: {top}/{self.k} SLM samples agree", spent=spent,

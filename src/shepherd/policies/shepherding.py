@@ -125,19 +125,15 @@ class _SamplesFirst:
     def _task_for(self, item: Any):
         return task_for(self.task or task_name_of(item))
 
-    async def _extract(self, ctx: PolicyContext, texts: list[str]) -> list[str | None]:
-        """Each sample's agreement key (policies/agreement.py); off the event loop, since code runs."""
-        from .agreement import agreement_key, live_prompt
+    async def _extract(self, ctx: PolicyContext, texts: list[str]) -> tuple[list[str | None], str | None]:
+        """Each sample's agreement key and how they were compared (policies/agreement.py); off the event
+        loop, since code runs."""
+        from .agreement import agreement_basis, agreement_key, live_prompt
 
         task = self._task_for(ctx.item) if ctx.item is not None else None
-        prompt = live_prompt(ctx) if self.run_live_code else None
-        return await asyncio.to_thread(lambda: [agreement_key(task, ctx.item, t, prompt) for t in texts])
-
-    def _basis(self, ctx: PolicyContext, text: str) -> str:
-        from .agreement import agreement_basis, live_prompt
-
-        task = self._task_for(ctx.item) if ctx.item is not None else None
-        return agreement_basis(task, ctx.item, live_prompt(ctx) if self.run_live_code else None, text)
+        prompt = live_prompt(ctx, self.run_live_code)
+        keys = await asyncio.to_thread(lambda: [agreement_key(task, ctx.item, t, prompt) for t in texts])
+        return keys, agreement_basis(task, ctx.item, prompt, texts[0]) if texts else None
 
     async def _draw(self, ctx: PolicyContext):
         """The samples, what they cost, their features, and the answer all of them agree on (else None)."""
@@ -145,11 +141,10 @@ class _SamplesFirst:
 
         gens = await ctx.slm.agenerate(self.sample_requests(ctx), n=self.samples)
         spent = [("slm", g) for g in gens]
-        answers = await self._extract(ctx, [g.text for g in gens])
+        answers, basis = await self._extract(ctx, [g.text for g in gens])
         infos = [SampleInfo.from_generation(g, answer=a) for g, a in zip(gens, answers)]
         consensus, top = SampleFeaturizer.consensus(infos)
-        agree = {"samples": len(gens), "agreeing": top, "consensus": consensus,
-                 "compared_by": self._basis(ctx, gens[0].text) if gens else None}
+        agree = {"samples": len(gens), "agreeing": top, "consensus": consensus, "compared_by": basis}
         unanimous = consensus is not None and top == len(gens)
         first = next((g for g, si in zip(gens, infos) if si.answer == consensus), None) if unanimous else None
         return spent, infos, agree, first
