@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1, 2 * (os.cpu_count() or 1)])
     parser.add_argument("--repeat", type=int, default=2, help="runs per setting; the best is reported")
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: $SHEPHERD_DATA_DIR "
-                        "or ../shared/data)")
+                        "or the files shipped with the package)")
     args = parser.parse_args()
 
     task = get_task("humaneval", args.data)

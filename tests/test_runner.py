@@ -35,6 +35,18 @@ async def test_hint_buys_exactly_n_tokens_and_slm_continues():
     assert ans.cost.slm == 0.0
 
 
+async def test_every_answer_says_how_the_hint_was_taken():
+    """hint_mode: "prefix" where the SLM continues the assistant turn, "user_prompt" where an API without
+    prefill reads the hint in the user turn, None where no hint was continued."""
+    runner, slm, _llm = make_runner()
+    ans = await runner.answer("What is (3+4)*2?", FixedHint(tokens=5))
+    assert ans.hint_mode == "prefix" and ans.to_json()["hint_mode"] == "prefix"
+    slm.hint_mode = "user_prompt"  # what OpenAICompatibleBackend(prefix_route="user_hint") reports
+    assert (await runner.answer("What is (3+4)*2?", FixedHint(tokens=5))).hint_mode == "user_prompt"
+    assert (await runner.answer("What is (3+4)*2?", SLMOnly())).hint_mode is None
+    assert (await runner.answer("What is (3+4)*2?", FixedHint(tokens=500))).hint_mode is None  # LLM finished
+
+
 async def test_hint_of_zero_is_slm_only():
     runner, _slm, llm = make_runner()
     ans = await runner.answer("What is (3+4)*2?", FixedHint(tokens=0))

@@ -25,6 +25,9 @@ class Answer:
     degraded: bool = False
     notes: list[str] = field(default_factory=list)
     policy: str = ""
+    #: how the model that continued the hint took it: "prefix" (it continued the assistant turn) or
+    #: "user_prompt" (an API without prefill read the hint in the user turn); None when no hint was continued
+    hint_mode: str | None = None
 
     @property
     def cost_usd(self) -> float:
@@ -39,6 +42,7 @@ class Answer:
             "policy": self.policy,
             "hint_tokens": self.hint_tokens,
             "hint_text": self.hint_text,
+            "hint_mode": self.hint_mode,
             "cost_usd": self.cost.total,
             "llm_only_cost_usd": self.llm_only_cost_usd,
             "cost": self.cost.to_dict(),

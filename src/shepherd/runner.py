@@ -152,6 +152,9 @@ class Runner:
         usage = {"llm": Usage(), "slm": Usage()}
         for role, gen in gens:
             usage[role].add(gen)
+        # the hint was continued by the model of the last generation (the SLM, or the LLM as its fallback)
+        continued = bool(hint_text) and len(text) > len(hint_text) and bool(gens)
+        hint_mode = (self.llm if gens[-1][0] == "llm" else self.slm).hint_mode if continued else None
         cost = breakdown(usage["llm"], usage["slm"], self.llm_price, self.slm_price)
         return Answer(
             text=text,
@@ -166,6 +169,7 @@ class Runner:
             degraded=degraded,
             notes=notes,
             policy=policy_name,
+            hint_mode=hint_mode,
         )
 
     def llm_only_cost(self, request: GenerationRequest, text: str, gens: list[tuple[str, Generation]]) -> float:

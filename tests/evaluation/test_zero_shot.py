@@ -45,7 +45,7 @@ def test_zero_shot_eval_is_one_command(stores, tmp_path, monkeypatch):
     assert fams["llm-only"]["points"][0]["accuracy"]["value"] == 1.0
     assert fams["slm-only"]["points"][0]["accuracy"]["value"] == 0.0
     # ABC compares programs: the first item's samples agree (same code), the others' differ -> escalate
-    abc = next(p for p in fams["abc"]["points"] if p["policy"]["k"] == 3 and p["policy"]["threshold"] == 1.0)
+    abc = next(p for p in fams["abc"]["points"] if p["policy"]["k"] == 3 and p["policy"]["agree"] == 3)
     dec = {i["item_id"]: i["decision"] for i in abc["items"]}
     assert dec == {"HumanEval/0": "slm", "HumanEval/1": "llm", "HumanEval/2": "llm", "HumanEval/3": "llm"}
     # the learned routers trained on math traces still produce a full curve on code (unseen task)

@@ -418,7 +418,8 @@ def test_user_hint_route_returns_only_the_continuation(llama_server):
         (gen,) = backend.generate(request)
     finally:
         run(backend.aclose())
-    assert backend.supports_prefix is False
+    assert backend.supports_prefix is False and backend.hint_mode == "user_prompt"
+    assert OpenAICompatibleBackend(llama_server, "m", prefix_route="completions").hint_mode == "prefix"
     assert "Janet starts" not in gen.text
     assert gen.text.lstrip().startswith("8"), gen.text
 

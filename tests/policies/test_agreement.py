@@ -3,6 +3,8 @@ itself shows, in the sandbox; a query without examples compares syntax trees."""
 
 import asyncio
 
+import pytest
+
 from shepherd.models.base import GenerationRequest
 from shepherd.models.scripted import ScriptedBackend
 from shepherd.policies.agreement import agreement_basis, agreement_key, live_probes, live_prompt
@@ -64,7 +66,7 @@ def test_abc_live_agrees_by_what_the_samples_compute():
 
     def decide(query: str):
         req = GenerationRequest.create(query, max_tokens=128)
-        return asyncio.run(ABC(k=3, threshold=1.0).decide(PolicyContext(request=req, slm=slm, llm=llm)))
+        return asyncio.run(ABC(k=3).decide(PolicyContext(request=req, slm=slm, llm=llm)))
 
     d = decide(QUERY)
     assert d.kind == "slm" and d.details["agreeing"] == 3 and d.answer_text == SORTING
@@ -73,6 +75,47 @@ def test_abc_live_agrees_by_what_the_samples_compute():
     assert d.kind == "llm" and d.details["agreeing"] == 1  # three programs, three syntax trees
     assert d.details["compared_by"] == "syntax tree"
     # a server that must not run code: the same samples compared by syntax tree, even with examples
-    d = asyncio.run(ABC(k=3, threshold=1.0, run_live_code=False).decide(
+    d = asyncio.run(ABC(k=3, run_live_code=False).decide(
         PolicyContext(request=GenerationRequest.create(QUERY, max_tokens=128), slm=slm, llm=llm)))
     assert d.kind == "llm" and d.details["compared_by"] == "syntax tree"
+
+
+def _two_of_three(seed: int) -> str:
+    return "4 so The answer is 4." if seed % 3 != 2 else "5 so The answer is 5."
+
+
+def test_abc_counts_agreeing_samples_in_whole_numbers():
+    """Two of three samples agree: ABC 2 of 3 answers with the SLM, 3 of 3 escalates. The knob is a count:
+    it once was the share round(2/3, 4) = 0.6667 > 2/3, so "2 of 3" behaved as 3 of 3."""
+    slm = ScriptedBackend(lambda r: _two_of_three(r.seed), model_id="s")
+    llm = ScriptedBackend("The answer is 4.", model_id="l")
+    req = GenerationRequest.create("What is 2 + 2?", max_tokens=32)
+
+    def decide(policy):
+        return asyncio.run(policy.decide(PolicyContext(request=req, slm=slm, llm=llm)))
+
+    d = decide(ABC(k=3, agree=2))
+    assert d.kind == "slm" and d.details["agreeing"] == 2 and "4" in d.answer_text
+    assert decide(ABC(k=3)).kind == "llm" and decide(ABC(k=3, agree=3)).kind == "llm"
+    for bad in (0, 4, 0.67, True):
+        with pytest.raises(ValueError, match="whole number"):
+            ABC(k=3, agree=bad)
+
+
+def test_the_evaluation_suites_abc_points_are_whole_counts():
+    """Every (k, j) point the suite replays is j of k samples, and "2 of 3" really answers on two agreeing
+    samples (the suite's knob, not a hand-made policy)."""
+    from shepherd.evaluation.suite import build_families
+
+    class Sweep:
+        item_id, full_tokens, levels, sweep, slm_greedy = "x/0", 10, [], {"temperature": 0.7}, None
+        samples = [object()] * 3
+
+    (fam,) = build_families("x", [Sweep()], scorers={}, predictor=None, wanted=["abc"])
+    assert fam.values == [(2, 2), (3, 2), (3, 3)]
+    assert [fam.label(v) for v in fam.values] == ["abc 2 of 2", "abc 2 of 3", "abc 3 of 3"]
+    slm = ScriptedBackend(lambda r: _two_of_three(r.seed), model_id="s")
+    llm = ScriptedBackend("The answer is 4.", model_id="l")
+    ctx = PolicyContext(request=GenerationRequest.create("What is 2 + 2?", max_tokens=32), slm=slm, llm=llm)
+    kinds = {fam.label(v): asyncio.run(fam.make(v).decide(ctx)).kind for v in fam.values}
+    assert kinds == {"abc 2 of 2": "slm", "abc 2 of 3": "slm", "abc 3 of 3": "llm"}

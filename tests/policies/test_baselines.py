@@ -105,7 +105,7 @@ def test_frugalgpt_pays_for_the_slm_then_escalates_doubtful_answers(swept, score
 
 
 def test_abc_escalates_on_disagreement(swept):
-    recs = _replay(ABC(k=3, threshold=1.0), swept)
+    recs = _replay(ABC(k=3), swept)
     for iid, r in recs.items():
         i = _idx(iid)
         d = r.answer.decision
@@ -115,10 +115,10 @@ def test_abc_escalates_on_disagreement(swept):
             assert r.correct == (not is_hard(i))  # agreeing on a wrong answer stays wrong
         else:
             assert d.kind == "llm" and d.details["agreeing"] == 1
-    # threshold 1/3: any answer is a majority of itself, nothing escalates; k=2 uses two samples
-    low = _replay(ABC(k=3, threshold=1 / 3), swept)
+    # 1 of 3: any answer is a majority of itself, nothing escalates; k=2 uses two samples
+    low = _replay(ABC(k=3, agree=1), swept)
     assert {r.answer.decision.kind for r in low.values()} == {"slm"}
-    two = _replay(ABC(k=2, threshold=1.0), swept)
+    two = _replay(ABC(k=2), swept)
     assert all(len(r.answer.decision.spent) == 2 for r in two.values())
 
 
@@ -126,12 +126,12 @@ def test_abc_live_on_scripted_models_matches_replay(swept):
     _, task, _ = swept
     slm, llm = models()
     runner = Runner(slm, llm, settings=RunSettings(max_tokens=64))
-    replayed = _replay(ABC(k=3, threshold=1.0), swept)
+    replayed = _replay(ABC(k=3), swept)
     for item in task.load()[:6]:
         req = runner.build_request(task.messages(item))
         import asyncio
 
-        ans = asyncio.run(runner.answer(req, ABC(k=3, threshold=1.0), item=item))
+        ans = asyncio.run(runner.answer(req, ABC(k=3), item=item))
         assert ans.decision.kind == replayed[item.id].answer.decision.kind
         assert ans.text == replayed[item.id].answer.text
 
@@ -229,7 +229,7 @@ def test_registry_knows_the_baselines():
     names = policy_names()
     for n in ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt", "abc", "random-mix", "fixed-ratio"):
         assert n in names
-    assert make_policy("abc", k=2, threshold=0.5).describe()["k"] == 2
+    assert make_policy("abc", k=2, agree=1).describe()["k"] == 2
     with pytest.raises(ValueError):
         make_policy("routellm-mf")  # needs an artifact
     with pytest.raises(ValueError):

@@ -280,9 +280,27 @@ async def test_reactive_fixed_live_and_its_bad_settings():
     answers = iter(["The answer is 1.", "The answer is 2.", "The answer is 3."])
     d = await make_policy("reactive-fixed", fraction=1.0).decide(PolicyContext(request=req, slm=slm, llm=llm))
     assert d.kind == "llm"
-    for bad in ({"fraction": 1.5}, {"samples": 0}, {"temperature": 0.0}):
+    for bad in ({"fraction": 1.5}, {"samples": 0}, {"temperature": 0.0}, {"agree": 4}, {"agree": 2 / 3}):
         with pytest.raises(ValueError):
             make_policy("reactive-fixed", **bad)
+
+
+@pytest.mark.parametrize("policy", ["reactive", "reactive-fixed"])
+async def test_agreeing_samples_are_counted_k_of_m(policy, artifact):
+    """`agree=2`: two of three samples agreeing answer with the SLM (the first of the two); the default
+    (all three) sends the same samples on to the hint decision."""
+    from shepherd.models.base import GenerationRequest
+
+    texts = ["so The answer is 5.", "so The answer is 7.", "hence The answer is 7."]
+    slm = ScriptedBackend(lambda r: texts[r.seed % 3], model_id="s")
+    llm = ScriptedBackend("Add 3 and 4 to get 7. The answer is 7.", model_id="l")
+    settings = {"artifact": str(artifact)} if policy == "reactive" else {"fraction": 0.3}
+    req = GenerationRequest.create("What is 3 + 4?", max_tokens=64)
+    d = await make_policy(policy, agree=2, **settings).decide(PolicyContext(request=req, slm=slm, llm=llm))
+    assert d.kind == "slm" and d.answer_text == "so The answer is 7." and d.details["agreeing"] == 2
+    assert d.details["agree"] == 2 and "2 of 3" in d.reason
+    d = await make_policy(policy, **settings).decide(PolicyContext(request=req, slm=slm, llm=llm))
+    assert d.details["consensus_skip"] is False and d.details["agree"] == 3
 
 
 class _Verbatim(ScriptedBackend):
@@ -313,10 +331,12 @@ async def test_code_samples_agree_when_their_programs_compute_the_same(policy, a
     prog = lambda body: f"```python\ndef {entry}(*args):\n{body}\n```"
     one, one_too = prog("    return 1"), prog("    x = 0\n    # same result, other code\n    return x + 1")
     two, boom = prog("    return 2"), prog("    raise ValueError('no')")
+    # three different programs that all fail; each text ends on the number 200 (mbpp/20 once "agreed" so)
+    fails = [prog(f"    raise ValueError({body!r})  # 200") for body in ("a", "b", "c")]
     settings = {"artifact": str(artifact)} if policy == "reactive" else {"fraction": 0.3}
     llm = ScriptedBackend("def f(): pass", model_id="l")
     for texts, agree, top in (([one, one_too, one], True, 3), ([one, two, one], False, 2),
-                              ([boom, boom, boom], False, 0)):
+                              ([boom, boom, boom], False, 0), (fails, False, 0)):
         req = GenerationRequest.create(item.metadata["prompt"], max_tokens=64)
         ctx = PolicyContext(request=req, slm=_Verbatim(texts), llm=llm, item=item)
         d = await make_policy(policy, **settings).decide(ctx)

@@ -74,6 +74,30 @@ def test_normalize_answer(text, expected):
     assert normalize_answer(text) == expected
 
 
+@pytest.mark.parametrize("a,b", [
+    ("1/2", "2"), ("3/2", "2"), ("\\frac{16}{3}", "3"), ("2\\sqrt{3}", "3"), ("[2,+\\infty)", "(-\\infty,2]"),
+    ("\\{1,2\\}", "2"), ("x^2+1", "1"), ("-\\frac{1}{2}", "\\frac{1}{2}"),
+])
+def test_different_math_answers_never_agree(a, b):
+    """The last number of an answer is not the answer: these pairs once all read the same."""
+    from shepherd.predictor.data import normalize_extracted
+
+    assert normalize_extracted(a) != normalize_extracted(b)
+    assert normalize_answer(f"so The answer is ${a}$.") != normalize_answer(f"so The answer is ${b}$.")
+    assert normalize_answer(f"Thus \\boxed{{{a}}}") != normalize_answer(f"Thus \\boxed{{{b}}}")
+
+
+@pytest.mark.parametrize("a,b", [
+    ("0.5", "\\frac{1}{2}"), ("1/2", "\\dfrac{1}{2}"), ("1,200", "1200.00"), ("18 dollars", "18"),
+    ("\\left[2, +\\infty\\right)", "[2,+\\infty)"), ("\\frac{16}{3}", "16/3"),
+])
+def test_equal_math_answers_agree(a, b):
+    from shepherd.predictor.data import normalize_extracted
+
+    assert normalize_extracted(a) == normalize_extracted(b)
+    assert normalize_answer(f"The answer is ${a}$.") == normalize_answer(f"The answer is ${b}$.")
+
+
 def test_sample_features():
     sf = SampleFeaturizer()
     agree = [SampleInfo("a", 10, True, -0.2, "5")] * 3
@@ -160,5 +184,5 @@ def test_code_answers_compare_by_syntax_tree_not_by_their_last_number():
     one = "def f(x):\n    return x + 1"
     assert normalize_extracted(one, "code") == normalize_extracted("def f(x):\n  # same\n  return x+1", "code")
     assert normalize_extracted(one, "code") != normalize_extracted("def g(y):\n    return y - 1", "code")
-    assert normalize_answer(one) == normalize_answer("def g(y):\n    return y - 1")  # why code needs its own key
+    assert normalize_answer(one) == normalize_answer("def g(y):\n    return y * 1")  # why code needs its own key
     assert code_key("def broken(:\n  1") == "def broken(: 1" and code_key("  ") is None

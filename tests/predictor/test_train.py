@@ -94,8 +94,24 @@ def test_train_report_and_reactive_model(trained):
     # the sample features of the reactive model are z-scored
     assert np.any(pred.models["reactive"].sd[-11:] != 1.0)
     tr = pred.manifest["training"]
-    assert len(tr["val_ids"]) == 60 and len(tr["train_ids"]) == 180
+    split = tr["validation_split"]
+    assert len(split["val_ids"]) == 60 and len(split["train_ids"]) == 180
+    assert tr["fitted_on_items"] == report["fitted_on_items"] == 240  # the deployed model saw every item
     assert len(tr["fingerprint"]) == 64
+
+
+def test_the_deployed_model_is_fitted_on_every_item(signal_data):
+    """The validation split only shapes the report: two trainings that hold out different items deploy the
+    same model (it once held out a quarter of the kept items for good)."""
+    settings = TrainSettings(featurizer="lexical", featurizer_config={"n_features": 256},
+                             model=ModelConfig(**FAST_MODEL), val_fraction=0.25, reactive=False)
+    a, ra = train(signal_data.examples, replace(settings, seed=0))
+    b, rb = train(signal_data.examples, replace(settings, seed=1))
+    assert ra["validation"] != rb["validation"]  # different held-out items in the report
+    texts = [e.text for e in signal_data.examples]
+    pa = a.raw("proactive", a.inputs("proactive", texts=texts))["prob"]
+    pb = b.raw("proactive", b.inputs("proactive", texts=texts))["prob"]
+    np.testing.assert_allclose(pa, pb, rtol=1e-6, atol=1e-9)
 
 
 def test_fingerprint_tracks_data(signal_data):

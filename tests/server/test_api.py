@@ -31,6 +31,7 @@ def test_non_streaming_hint_answer_carries_usage_and_shepherd(server):
     assert resp.object == "chat.completion" and resp.model == "shepherd"
     sh = resp.shepherd
     assert sh["decision"] == "hint(5)" and sh["decision_kind"] == "hint" and sh["hint_tokens"] == 5
+    assert sh["hint_mode"] == "prefix"
     # LLM: 3 prompt words at $1 + 5 hint tokens at $2
     assert sh["cost_usd"] == pytest.approx(13.0)
     assert sh["llm_only_cost_usd"] > sh["cost_usd"]
@@ -64,7 +65,7 @@ def test_streaming_include_usage_sends_a_usage_chunk(server):
     chunks = list(client.chat.completions.create(model="shepherd", messages=QUESTION, stream=True,
                                                  stream_options={"include_usage": True}))
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
-    assert chunks[-1].shepherd["hint_tokens"] == 5
+    assert chunks[-1].shepherd["hint_tokens"] == 5 and chunks[-1].shepherd["hint_mode"] == "prefix"
     assert chunks[-2].choices[0].finish_reason == "stop" and chunks[-2].usage is None
 
 

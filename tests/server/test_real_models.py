@@ -40,7 +40,7 @@ def real():
 def test_non_streaming_hint_with_real_models(real):
     resp = real.openai(timeout=120).chat.completions.create(model="shepherd", messages=QUESTION, max_tokens=24)
     text, sh = resp.choices[0].message.content, resp.shepherd
-    assert sh["decision"] == "hint(8)" and sh["hint_tokens"] == 8
+    assert sh["decision"] == "hint(8)" and sh["hint_tokens"] == 8 and sh["hint_mode"] == "prefix"
     assert sh["usage"]["llm"]["completion_tokens"] == 8
     assert sh["hint_text"] and text.startswith(sh["hint_text"]) and len(text) > len(sh["hint_text"])
     assert resp.usage.completion_tokens <= 24 + 8

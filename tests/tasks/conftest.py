@@ -1,4 +1,4 @@
-"""Task fixtures over the read-only benchmark files in ../shared/data (or $SHEPHERD_DATA_DIR)."""
+"""Task fixtures over the read-only benchmark files shipped in shepherd/tasks/data (or $SHEPHERD_DATA_DIR)."""
 
 from __future__ import annotations
 

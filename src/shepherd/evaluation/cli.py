@@ -137,7 +137,7 @@ def study_cmd(
     out: Path = typer.Option(Path("docs"), "--out", "-o", help="Writes OUT/results.md and OUT/results/."),
     work: Path = typer.Option(Path("runs/study"), "--work", help="Folder for the unpacked trace stores."),
     data: Path | None = typer.Option(None, "--data", help="Benchmark data folder (default: $SHEPHERD_DATA_DIR "
-                                        "or ../shared/data)."),
+                                        "or the files shipped with the package)."),
 ) -> None:
     """Recompute the whole study from packed traces, without calling a model: unpack them, train the
     predictor and the learned baselines on the training traces, replay every policy on every benchmark,

@@ -225,11 +225,14 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     predictor, report = train(examples, settings,
                               grid=grid, sweep_settings=dict(train_sweeps[0].sweep) if train_sweeps else {},
                               source={"traces": spec.train_traces, "task": spec.train_task})
-    run.predictor_metrics = {"items": report["items"], "positives": report["positives"],
+    run.predictor_metrics = {"items": report["items"], "fitted_on_items": report["fitted_on_items"],
+                             "positives": report["positives"],
                              "validation": report.get("validation"),
                              "cv": {k: v for k, v in (report.get("cv") or {}).items() if k != "oof"},
                              "calibration": {}, "featurizer": featurizer,
-                             "model": {"hidden": settings.model.hidden, "l2": settings.model.l2}}
+                             "model": {"hidden": settings.model.hidden, "l2": settings.model.l2,
+                                       "lam": settings.model.lam, "size_target": settings.model.size_target,
+                                       "length_weight": settings.model.length_weight}}
     if selection is not None:
         run.predictor_metrics["selection"] = selection.to_dict()
     if spec.learning_curve:
@@ -944,6 +947,8 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     L += _table(["mode", "AUC (hint needed?)", "balanced accuracy @0.5", "hint-size MAE (fraction of L)",
                  "MAE of a constant"], rows) if rows else ["(no cross-validation metrics)"]
     L += [""]
+    if mdl:
+        L += [_method_paragraph(pm, mdl, spec), ""]
     on_test = [(b.name, S["benchmarks"][b.name]["predictor_auc"]) for b in spec.benchmarks
                if (S["benchmarks"].get(b.name) or {}).get("predictor_auc")]
     if on_test:
@@ -1043,6 +1048,34 @@ def write_results_md(run: StudyRun, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(L), encoding="utf-8")
     return path
+
+
+def _method_paragraph(pm: dict[str, Any], mdl: dict[str, Any], spec: StudySpec) -> str:
+    """What this predictor does next to the paper's two-stage method, read off the trained recipe."""
+    lam, hidden = mdl.get("lam", 0.5), mdl.get("hidden", 0)
+    target = mdl.get("size_target", "fraction")
+    size = ("the hint's *fraction* of the LLM's answer, n*/L, not the paper's log(1 + n*); a third head "
+            "predicts log(1 + L), the LLM's answer length, and the hint is n = ⌈f · predicted L⌉ with f = scale · "
+            "predicted fraction, rounded up to the next label-grid fraction (f = 1: the LLM answers in full)"
+            if target == "fraction" else
+            "log(1 + n*), as the paper; the hint is scale · (exp(predicted) − 1) tokens, rounded up to the next "
+            "label-grid fraction of the predicted answer length")
+    if hidden:
+        trunk = (f"The heads share a trunk of width {hidden}, so λ weighs how much each task shapes it.")
+    else:
+        trunk = ("With trunk width 0 the heads share no parameters: each head's gradient comes from its own loss "
+                 "term alone, so λ trades nothing off between the two tasks. Under Adam, which rescales each "
+                 f"gradient, λ only sets the strength of the L2 penalty against each head's data term: in effect "
+                 f"L2/λ = {mdl.get('l2', 0) / max(lam, 1e-9):g} on the classifier and L2/(1 − λ) = "
+                 f"{mdl.get('l2', 0) / max(1 - lam, 1e-9):g} on the size head.")
+    return ("**Next to the paper's method.** The two stages are the paper's: a class-weighted \"hint needed?\" "
+            f"classifier and a Huber regressor on the positive items, in one joint loss λ · BCE + (1 − λ) · Huber "
+            f"(+ {mdl.get('length_weight', 0.1):g} · Huber on the length head) with λ = {lam:g}. What differs: the "
+            f"size head regresses {size}. {trunk} The *hint scale* multiplies the predicted size: a predicted "
+            "size regresses towards the mean and falls short of n* on many items, so calibration picks a scale "
+            f"among {', '.join(f'{s:g}' for s in spec.calibrate_scales)} together with the threshold (out of fold, "
+            "on the training items; table below). Once cross-validation has chosen the recipe, the deployed "
+            f"model is fitted on all {pm.get('fitted_on_items', pm.get('items'))} labelled training items.")
 
 
 def _num(x: Any, d: int = 2) -> str:

@@ -49,8 +49,8 @@ NOTES = {
                    "edges, logistic edge predictor (no trained GNN); knob: P(LLM right)-P(SLM right) threshold",
     "frugalgpt": "FrugalGPT cascade: SLM answers (paid), a learned scorer of (query, answer) escalates "
                  "doubtful ones to the LLM (paid too); knob: 1-P(right) threshold",
-    "abc": "agreement-based cascade: k sampled SLM answers (paid); fewer than a share t agreeing escalates to "
-           "the LLM; knob (k, t)",
+    "abc": "agreement-based cascade: k sampled SLM answers (paid); fewer than j of them agreeing escalates to "
+           "the LLM; knob (k, j), whole counts",
     "proactive": "shepherding, proactive: the trained predictor decides slm | hint(n) | llm from the query; "
                  "knob: the predictor's threshold",
     "reactive": "shepherding, reactive: 3 SLM samples first (paid); agreement answers, else the predictor "
@@ -209,13 +209,10 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
 
     n_samples = min((len(s.samples) for s in sweeps), default=0)
     temp = float(sweep_cfg.get("temperature") or 0.7)
-    abc_knobs = []
-    for k in range(2, n_samples + 1):
-        for j in range(2, k + 1):
-            abc_knobs.append((k, round(j / k, 4)))
+    abc_knobs = [(k, j) for k in range(2, n_samples + 1) for j in range(2, k + 1)]  # j of k agree
     if abc_knobs:
-        add("abc", "baseline", "(k,t)", abc_knobs, lambda kt: B.ABC(k=kt[0], threshold=kt[1], temperature=temp),
-            label=lambda kt: f"abc k={kt[0]} t={kt[1]:.2f}")
+        add("abc", "baseline", "(k,j)", abc_knobs, lambda kj: B.ABC(k=kj[0], agree=kj[1], temperature=temp),
+            label=lambda kj: f"abc {kj[1]} of {kj[0]}")
 
     if predictor is not None:
         from ..policies.shepherding import ProactivePolicy, ReactivePolicy

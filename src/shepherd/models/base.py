@@ -170,6 +170,10 @@ class Backend(ABC):
     model_id: str = "unknown"
     #: whether `prefix` really continues the assistant turn (False: a fallback route is used)
     supports_prefix: bool = True
+    #: how this backend takes a hint: "prefix" (it continues the assistant turn that starts with it),
+    #: "user_prompt" (an API without prefill: the hint is written into the user turn and the model reads it
+    #: rather than continues it), None (it cannot take one). Every answer says which one served it.
+    hint_mode: str | None = "prefix"
 
     @abstractmethod
     async def agenerate(self, request: GenerationRequest, n: int = 1) -> list[Generation]:

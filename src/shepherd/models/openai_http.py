@@ -282,6 +282,7 @@ class OpenAICompatibleBackend(Backend):
         self.model_id = model_id or model
         self.prefix_route = prefix_route
         self.supports_prefix = prefix_route in ("completions", "continue_final_message")
+        self.hint_mode = {"user_hint": "user_prompt", "none": None}.get(prefix_route, "prefix")
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:

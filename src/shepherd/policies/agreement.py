@@ -19,6 +19,17 @@ import functools
 from typing import Any
 
 
+def agreeing_count(agree: int | None, samples: int, policy: str) -> int:
+    """The whole number of samples that must give the same answer ("k of m"), checked against m; None means
+    all of them. Why a count and not a share: a share such as round(2/3, 4) = 0.6667 exceeds 2/3, and 2 of 3
+    agreeing samples would then never be enough."""
+    if agree is None:
+        return samples
+    if isinstance(agree, bool) or not isinstance(agree, int) or not 1 <= agree <= samples:
+        raise ValueError(f"{policy}: agree must be a whole number of samples from 1 to {samples}, not {agree!r}")
+    return agree
+
+
 def live_probes(prompt: str) -> list[str]:
     """The example calls a live query shows: its `>>> ...` expressions and what its `assert` lines evaluate,
     never the expected values. Why: with no task item, these are the only inputs both samples are asked about."""

@@ -25,7 +25,7 @@ cascades (the SLM answers first and is paid for; the answer goes in Decision.spe
   frugalgpt             FrugalGPT: a learned scorer of (query, SLM answer) -> P(answer right) (featurized
                         text + finish/length/log-prob); below `threshold` the query escalates to the LLM.
   abc                   Agreement-based cascading: k SLM samples (the sweep's sample requests, so replay
-                        finds them); when the largest agreeing share is below `threshold`, escalate.
+                        finds them); when fewer than `agree` of them give the same answer, escalate.
 references:
   random-mix            the LLM with probability p (seeded per query), else the SLM.
   fixed-ratio           the same hint fraction f of the LLM's answer for every query (n = f * L, with L
@@ -806,8 +806,9 @@ class FrugalGPT(_ThresholdPolicy):
 
 class ABC(Policy):
     """Agreement-based cascading (Kolawole et al., 2024) with one tier below the LLM: k SLM samples;
-    if the largest group of equal answers is at least `threshold` of them, answer with that group's
-    first sample, else escalate to the LLM (paying for the samples and the LLM).
+    if the largest group of equal answers counts at least `agree` of them ("2 of 3"), answer with that
+    group's first sample, else escalate to the LLM (paying for the samples and the LLM). The knob is a whole
+    count, never a share: no rounding can move it (a share of 0.6667 once silently meant 3 of 3).
 
     Answers are compared as every agreement-based policy compares them (`policies/agreement.py`): the
     final answer for math, what the program computes on the prompt's example calls for code. The samples
@@ -817,20 +818,22 @@ class ABC(Policy):
 
     name = "abc"
 
-    def __init__(self, k: int = 3, threshold: float = 1.0, temperature: float = 0.7, seed: int | None = None,
+    def __init__(self, k: int = 3, agree: int | None = None, temperature: float = 0.7, seed: int | None = None,
                  task: str | None = None, run_live_code: bool = True) -> None:
+        from .agreement import agreeing_count
+
         if k < 1:
             raise ValueError("abc needs k >= 1")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError("threshold (agreeing share) must be in [0, 1]")
         if temperature <= 0:
             raise ValueError("abc samples need temperature > 0")
-        self.k, self.threshold, self.temperature, self.seed, self.task = int(k), float(threshold), float(temperature), seed, task
+        self.k, self.temperature, self.seed, self.task = int(k), float(temperature), seed, task
+        #: how many of the k samples must give the same answer for the SLM to answer (default: all k)
+        self.agree = agreeing_count(agree, self.k, "abc")
         #: run a live code query's samples on the example calls it shows (in the sandbox); False: syntax trees
         self.run_live_code = bool(run_live_code)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "k": self.k, "threshold": self.threshold, "temperature": self.temperature,
+        return {"name": self.name, "k": self.k, "agree": self.agree, "temperature": self.temperature,
                 "seed": self.seed, "task": self.task, "run_live_code": self.run_live_code}
 
     def _task(self, ctx: PolicyContext):
@@ -856,16 +859,15 @@ class ABC(Policy):
             best = max(counts.values())
             top_key = next(k for k in keys if k is not None and counts[k] == best)
             top = best
-        share = top / self.k
-        details = {"k": self.k, "agreeing": top, "share": share, "threshold": self.threshold,
+        details = {"k": self.k, "agreeing": top, "agree": self.agree,
                    "compared_by": agreement_basis(self._task(ctx), ctx.item, live_prompt(ctx, self.run_live_code),
                                                   gens[0].text) if gens else None}
-        if top_key is not None and share >= self.threshold - 1e-12:
+        if top_key is not None and top >= self.agree:
             first = next(g for g, k in zip(gens, keys) if k == top_key)
-            return Decision("slm", reason=f"abc: {top}/{self.k} SLM samples agree", spent=spent,
-                            answer_text=first.text, details=details)
-        return Decision("llm", reason=f"abc: only {top}/{self.k} SLM samples agree, escalate", spent=spent,
-                        details=details)
+            return Decision("slm", reason=f"abc: {top} of {self.k} SLM samples agree (needs {self.agree})",
+                            spent=spent, answer_text=first.text, details=details)
+        return Decision("llm", reason=f"abc: only {top} of {self.k} SLM samples agree (needs {self.agree}), "
+                        "escalate", spent=spent, details=details)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 - `proactive`: featurize the query, predict; below the threshold the SLM answers alone, else buy a hint of
   the predicted size (or, past the cap, let the LLM answer in full).
 - `reactive`: first sample the SLM k times (k=3, temperature 0.7: the sweep's sample requests, so replay
-  finds them); when every sample gives the same answer, answer with the first of them. Otherwise predict
+  finds them); when at least `agree` of them (default: all k) give the same answer, answer with the first
+  of those. Otherwise predict
   from the query *and* the samples' features (agreement, entropy, lengths, log-probabilities) and
   rerun the SLM with the predicted hint. The samples are returned in `Decision.spent`, so they are paid
   for and counted. `consensus_skip=False` always goes to the predictor.
@@ -16,8 +17,9 @@ All only call `ctx.slm` / `ctx.llm`, so they run live, in sweeps and in replay a
 `[policy] settings = {...}` or `make_policy(name, **settings)`):
   artifact      a predictor directory from `shepherd train` (default: $SHEPHERD_PREDICTOR)
   threshold, scale, cap, min_tokens, snap_to_grid, length   override the artifact's decision rule
-  reactive only: samples, temperature, seed, consensus_skip, task (whose extractor reads the samples' answers)
-  reactive-fixed: fraction, lengths, expected_tokens, samples, temperature, seed, task
+  reactive only: samples, agree, temperature, seed, consensus_skip, task (whose extractor reads the samples'
+  answers)
+  reactive-fixed: fraction, lengths, expected_tokens, samples, agree, temperature, seed, task
 """
 
 from __future__ import annotations
@@ -108,12 +110,16 @@ class _SamplesFirst:
     task: str | None
 
     def _sampling(self, samples: int, temperature: float, seed: int | None, task: str | None,
-                  run_live_code: bool = True) -> None:
+                  run_live_code: bool = True, agree: int | None = None) -> None:
+        from .agreement import agreeing_count
+
         if samples < 1:
             raise ValueError(f"{self.name} needs samples >= 1")  # type: ignore[attr-defined]
         if temperature <= 0:
             raise ValueError(f"{self.name} samples need temperature > 0")  # type: ignore[attr-defined]
         self.samples, self.temperature, self.seed, self.task = int(samples), float(temperature), seed, task
+        #: how many samples must give the same answer for the SLM to answer ("k of m"; default: all)
+        self.agree = agreeing_count(agree, self.samples, self.name)  # type: ignore[attr-defined]
         #: run a live code query's samples on the example calls it shows (in the sandbox); False: syntax trees
         self.run_live_code = bool(run_live_code)
 
@@ -136,7 +142,8 @@ class _SamplesFirst:
         return keys, agreement_basis(task, ctx.item, prompt, texts[0]) if texts else None
 
     async def _draw(self, ctx: PolicyContext):
-        """The samples, what they cost, their features, and the answer all of them agree on (else None)."""
+        """The samples, what they cost, their features, and the first sample of the answer at least `agree`
+        of them give (else None). A sample without an agreement key agrees with no one."""
         from ..predictor.features import SampleFeaturizer, SampleInfo
 
         gens = await ctx.slm.agenerate(self.sample_requests(ctx), n=self.samples)
@@ -144,9 +151,10 @@ class _SamplesFirst:
         answers, basis = await self._extract(ctx, [g.text for g in gens])
         infos = [SampleInfo.from_generation(g, answer=a) for g, a in zip(gens, answers)]
         consensus, top = SampleFeaturizer.consensus(infos)
-        agree = {"samples": len(gens), "agreeing": top, "consensus": consensus, "compared_by": basis}
-        unanimous = consensus is not None and top == len(gens)
-        first = next((g for g, si in zip(gens, infos) if si.answer == consensus), None) if unanimous else None
+        agree = {"samples": len(gens), "agreeing": top, "agree": self.agree, "consensus": consensus,
+                 "compared_by": basis}
+        enough = consensus is not None and top >= self.agree
+        first = next((g for g, si in zip(gens, infos) if si.answer == consensus), None) if enough else None
         return spent, infos, agree, first
 
 
@@ -156,19 +164,20 @@ class ReactivePolicy(_SamplesFirst, _PredictorPolicy):
     name = "reactive"
     mode = "reactive"
 
-    def __init__(self, artifact: Any = None, *, samples: int | None = None, temperature: float | None = None,
-                 seed: int | None = None, consensus_skip: bool = True, task: str | None = None,
-                 run_live_code: bool = True, **rule: Any) -> None:
+    def __init__(self, artifact: Any = None, *, samples: int | None = None, agree: int | None = None,
+                 temperature: float | None = None, seed: int | None = None, consensus_skip: bool = True,
+                 task: str | None = None, run_live_code: bool = True, **rule: Any) -> None:
         super().__init__(artifact, **rule)
         sweep = self.predictor.manifest.get("sweep_settings", {}) or {}
         self._sampling(int(samples if samples is not None else (sweep.get("samples") or 3)),
                        float(temperature if temperature is not None else (sweep.get("temperature") or 0.7)),
-                       seed, task, run_live_code)
+                       seed, task, run_live_code, agree)
         self.consensus_skip = bool(consensus_skip)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update({"samples": self.samples, "temperature": self.temperature, "seed": self.seed,
+        d.update({"samples": self.samples, "agree": self.agree, "temperature": self.temperature,
+                  "seed": self.seed,
                   "consensus_skip": self.consensus_skip, "task": self.task, "run_live_code": self.run_live_code})
         return d
 
@@ -177,7 +186,8 @@ class ReactivePolicy(_SamplesFirst, _PredictorPolicy):
 
         spent, infos, agree, first = await self._draw(ctx)
         if self.consensus_skip and first is not None:
-            return Decision("slm", reason=f"reactive: all {len(spent)} SLM samples agree on {agree['consensus']!r}",
+            return Decision("slm", reason=f"reactive: {agree['agreeing']} of {len(spent)} SLM samples agree on "
+                            f"{agree['consensus']!r}",
                             spent=spent, answer_text=first.text, details={**agree, "consensus_skip": True})
         text = query_text(ctx.request.messages)
         if self.model_mode == "reactive":
@@ -189,29 +199,29 @@ class ReactivePolicy(_SamplesFirst, _PredictorPolicy):
 
 class ReactiveFixedPolicy(_SamplesFirst, Policy):
     """Reactive shepherding with a constant instead of a predictor: agreeing samples answer, every other
-    query gets a hint of `fraction` of the LLM's answer (1.0: the LLM answers; that is ABC at t=1)."""
+    query gets a hint of `fraction` of the LLM's answer (1.0: the LLM answers; that is ABC k of k)."""
 
     name = "reactive-fixed"
 
     def __init__(self, fraction: float = 0.3, *, lengths: dict[str, int] | None = None, expected_tokens: int = 256,
-                 samples: int = 3, temperature: float = 0.7, seed: int | None = None, task: str | None = None,
-                 run_live_code: bool = True):
+                 samples: int = 3, agree: int | None = None, temperature: float = 0.7, seed: int | None = None,
+                 task: str | None = None, run_live_code: bool = True):
         from .baselines import FixedRatio
 
         self.hint = FixedRatio(fraction, lengths=lengths, expected_tokens=expected_tokens)
-        self._sampling(samples, temperature, seed, task, run_live_code)
+        self._sampling(samples, temperature, seed, task, run_live_code, agree)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "fraction": self.hint.fraction, "expected_tokens": self.hint.expected_tokens,
-                "lengths_from_sweep": bool(self.hint.lengths), "samples": self.samples,
+                "lengths_from_sweep": bool(self.hint.lengths), "samples": self.samples, "agree": self.agree,
                 "temperature": self.temperature, "seed": self.seed, "task": self.task,
                 "run_live_code": self.run_live_code}
 
     async def decide(self, ctx: PolicyContext) -> Decision:
         spent, _, agree, first = await self._draw(ctx)
         if first is not None:
-            return Decision("slm", reason=f"reactive-fixed: all {len(spent)} SLM samples agree on "
-                            f"{agree['consensus']!r}", spent=spent, answer_text=first.text,
+            return Decision("slm", reason=f"reactive-fixed: {agree['agreeing']} of {len(spent)} SLM samples "
+                            f"agree on {agree['consensus']!r}", spent=spent, answer_text=first.text,
                             details={**agree, "consensus_skip": True})
         d = await self.hint.decide(ctx)
         return Decision(d.kind, hint_tokens=d.hint_tokens, reason=f"reactive-fixed: samples disagree; {d.reason}",

@@ -114,7 +114,8 @@ def train_cmd(
             report["cv"].pop("oof", None)
         typer.echo(json.dumps(report, indent=2, default=str))
         return
-    console.print(f"trained on {report['train_items']} items, validated on {report['val_items']} "
+    console.print(f"deployed model fitted on all {report['fitted_on_items']} items; validation: a fit on "
+                  f"{report['train_items']} scored on {report['val_items']} "
                   f"({report['positives']} need a hint; swept {data.n_swept}: {data.label_counts}) "
                   f"with {featurizer} features", highlight=False)
     if selection is not None:
@@ -151,10 +152,10 @@ def calibrate_cmd(
     budget_ratio: float | None = typer.Option(None, "--budget-ratio", min=0.0,
                                                  help="Target: this fraction of the LLM-only cost."),
     policy: str = typer.Option("both", "--policy", help="proactive | reactive | both"),
-    held_out: str = typer.Option("val", "--held-out",
-                                 help="val: the artifact's validation items; oof: every item, scored out of fold "
-                                      "by refits of the artifact's recipe (for small stores); all: every item "
-                                      "with the artifact's model (only for a store it was not trained on)."),
+    held_out: str = typer.Option("oof", "--held-out",
+                                 help="oof: every item, scored out of fold by refits of the artifact's recipe; "
+                                      "all: every item with the artifact's model (only for a store it was not "
+                                      "trained on: the deployed model is fitted on every training item)."),
     folds: int = typer.Option(5, "--folds", min=2, help="Folds for --held-out oof."),
     scales: str = typer.Option("0.75,1,1.25,1.5,2,3", "--scales",
                                help="Hint-size scales to search, comma-separated."),
@@ -192,14 +193,13 @@ def calibrate_cmd(
             console.print(f"[yellow]note:[/] {note}", highlight=False)
         raws = {}
         if held_out == "val":
-            ids = set(training.get("val_ids", []))
-            examples = [e for e in data.examples if e.item_id in ids]
-        elif held_out in ("all", "oof"):
-            examples = list(data.examples)
-            if held_out == "oof":
-                raws = oof_raw(pred, examples, k=folds)
-        else:
-            _fail("--held-out must be val, oof or all")
+            _fail("--held-out val is gone: the deployed model is fitted on every training item, so none is held "
+                  "out from it; use --held-out oof (refits that never saw the item score it)")
+        if held_out not in ("all", "oof"):
+            _fail("--held-out must be oof or all")
+        examples = list(data.examples)
+        if held_out == "oof":
+            raws = oof_raw(pred, examples, k=folds)
         modes = ["proactive", "reactive"] if policy == "both" else [policy]
         modes = [m for m in modes if m == "proactive" or pred.has(m)]
         scale_list = [float(s) for s in scales.split(",") if s.strip()]

@@ -73,8 +73,11 @@ def samples_of(sweep: Any, item: Any = None) -> list[SampleInfo]:
 
 
 def normalize_extracted(extracted: str | None, kind: str | None = None) -> str | None:
-    """A grader's extracted answer in a canonical form, so that equal answers compare equal: numbers as
-    `normalize_answer` gives them, code (`kind="code"`) by its syntax tree."""
+    """A grader's extracted answer in a canonical form, so that equal answers compare equal: math answers
+    whole (`tasks.math_grading.answer_key`: fractions, LaTeX expressions, intervals and sets keep every
+    symbol, never just their last number), code (`kind="code"`) by its syntax tree."""
+    from ..tasks.math_grading import answer_key
+
     if extracted is None:
         return None
     s = str(extracted).strip()
@@ -82,8 +85,7 @@ def normalize_extracted(extracted: str | None, kind: str | None = None) -> str |
         return None
     if kind == "code":
         return code_key(s)
-    n = normalize_answer(s)
-    return n if n is not None else s.lower()
+    return answer_key(s)
 
 
 def examples_from_sweeps(sweeps: Iterable[Any], labels: dict[str, Any],

@@ -562,24 +562,6 @@ def featurizer_from_spec(spec: dict[str, Any], arrays: dict[str, np.ndarray] | N
 # the SLM's sampled answers (reactive policy)
 # ----------------------------------------------------------------------------------------------------
 
-_ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*[:\s]*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-_LAST_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
-
-
-def _canon_number(s: str) -> str | None:
-    s = s.replace(",", "").replace("$", "").strip().rstrip(".")
-    try:
-        v = float(s)
-    except ValueError:
-        return None
-    if not math.isfinite(v):
-        return None
-    if abs(v - round(v)) < 1e-9:
-        return str(round(v))
-    return f"{v:.6g}"
-
-
 _WS = re.compile(r"\s+")
 
 
@@ -598,28 +580,21 @@ def code_key(code: str | None) -> str | None:
 
 
 def normalize_answer(text: str) -> str | None:
-    """A task-free final answer: "The answer is N" / \\boxed{N} / the last number, else the last line.
+    """A task-free final answer, canonical, for comparing the SLM's samples when no task grader is known:
+    the last explicit final answer ("The answer is ...", \\boxed{...}, "#### ...") as a whole
+    (`tasks.math_grading.answer_key`: "1/2" = "0.5", while "\\frac{16}{3}" and "3" stay different), else
+    the last number in the text, else the last line lower-cased with punctuation and spaces collapsed. None
+    when empty."""
+    from ..tasks.math_grading import answer_key, canonical_number, final_answer_span, last_number
 
-    Used to compare the SLM's samples when no task grader is known. Numbers are canonical ("1,000.0" ->
-    "1000"); text answers are lower-cased with punctuation and spaces collapsed. None when empty.
-    """
     if not text or not text.strip():
         return None
-    m = _ANSWER_IS.findall(text)
-    if m:
-        c = _canon_number(m[-1])
-        if c is not None:
-            return c
-    b = _BOXED.findall(text)
-    if b:
-        inner = b[-1]
-        c = _canon_number(inner)
-        return c if c is not None else re.sub(r"\s+", "", inner.lower())
-    nums = _LAST_NUMBER.findall(text)
-    for s in reversed(nums):
-        c = _canon_number(s)
-        if c is not None:
-            return c
+    key = answer_key(final_answer_span(text))
+    if key is not None:
+        return key
+    value = last_number(text)
+    if value is not None:
+        return canonical_number(value)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     if not lines:
         return None
@@ -658,10 +633,12 @@ class SampleInfo(tuple):
         return self[4]
 
     @classmethod
-    def from_generation(cls, gen: Any, answer: str | None = None, *, extract=normalize_answer) -> SampleInfo:
-        ans = answer if answer is not None else extract(gen.text)
+    def from_generation(cls, gen: Any, answer: str | None) -> SampleInfo:
+        """`answer` is the sample's agreement key (`policies.agreement.agreement_key`). None stays None: a
+        sample without a key (a failing program, no final answer) agrees with no one, never with whatever
+        number its text happens to end on."""
         return cls(gen.text, gen.completion_tokens, gen.finish_reason == "stop",
-                   getattr(gen, "mean_logprob", None), ans)
+                   getattr(gen, "mean_logprob", None), answer)
 
 
 SAMPLE_FEATURE_NAMES = [

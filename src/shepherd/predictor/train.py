@@ -1,8 +1,11 @@
-"""Train the predictor from sweep examples: split by item (seeded), fit, report validation metrics.
+"""Train the predictor from sweep examples: fit, report validation metrics, fit the deployed model.
 
-The saved model is the one fitted on the training split only, so its validation split stays held out
-for `calibrate`. Optional k-fold cross-validation reports out-of-fold metrics over every item, which is
-steadier than one small validation split.
+The deployed model is fitted on every labelled item: its recipe and its number of epochs are fixed
+before training (chosen out of fold by `select`, or given), so nothing is left to tune on a held-out
+split, and holding one out would only throw away a quarter of the few items there are. The validation
+metrics come from a separate fit on a seeded training split, scored on the rest: what the recipe does on
+items it did not see. Calibration reads out-of-fold scores of refits (`calibrate.oof_raw`), never the
+deployed model's own. Optional k-fold cross-validation reports out-of-fold metrics over every item.
 """
 
 from __future__ import annotations
@@ -129,7 +132,8 @@ def train(examples: Sequence[Example], settings: TrainSettings | None = None, *,
           featurizer: Featurizer | None = None, grid: Sequence[float] = (),
           sweep_settings: dict[str, Any] | None = None, source: dict[str, Any] | None = None
           ) -> tuple[Predictor, dict[str, Any]]:
-    """Fit on the training split, evaluate on the validation split; returns (predictor, report)."""
+    """Report validation metrics of a fit on the training split, then fit the deployed model on every item;
+    returns (predictor, report)."""
     s = settings or TrainSettings()
     examples = list(examples)
     if len(examples) < 4:
@@ -137,30 +141,20 @@ def train(examples: Sequence[Example], settings: TrainSettings | None = None, *,
     if len({e.y for e in examples}) < 2:
         raise ValueError("all items have the same label (hint needed or not): nothing to learn")
     t0 = time.perf_counter()
-    tr, va = split_items(examples, s.val_fraction, s.seed)
-    feat = featurizer or get_featurizer(s.featurizer, **s.featurizer_config)
-    feat.fit([e.text for e in tr])
-    X_all = feat.transform([e.text for e in examples])
-    index = {e.item_id: i for i, e in enumerate(examples)}
-    X_tr = X_all[[index[e.item_id] for e in tr]]
-    X_va = X_all[[index[e.item_id] for e in va]]
-    sf = SampleFeaturizer()
     modes = _modes(examples, s.reactive)
-    models = {m: _fit_mode(m, tr, X_tr, s.model, sf, feat.standardize_mask()) for m in modes}
-    med_L = float(np.median([e.full_tokens for e in tr])) if tr else 256.0
-    rules = {m: DecisionRule(constant_length=med_L) for m in modes}
-    predictor = Predictor(featurizer=feat, models=models, rules=rules, size_target=s.model.size_target,
-                          grid=sorted(float(g) for g in grid))
+    tr, va = split_items(examples, s.val_fraction, s.seed)
+    held_out = _fit(tr, s, featurizer, modes, grid)  # the validation report's model: never deployed
+    predictor = _fit(examples, s, featurizer, modes, grid)  # the deployed model: every labelled item
+    feat = predictor.featurizer
 
-    report: dict[str, Any] = {"items": len(examples), "train_items": len(tr), "val_items": len(va),
-                              "positives": int(sum(e.y for e in examples)), "featurizer": feat.spec(),
-                              "model": asdict(s.model), "modes": modes, "validation": {}, "train": {}}
+    report: dict[str, Any] = {"items": len(examples), "fitted_on_items": len(examples), "train_items": len(tr),
+                              "val_items": len(va), "positives": int(sum(e.y for e in examples)),
+                              "featurizer": feat.spec(), "model": asdict(s.model), "modes": modes,
+                              "validation": {}, "train": {}}
     for m in modes:
-        raw_tr = predictor.raw(m, predictor.inputs(m, samples=[e.samples for e in tr], X=X_tr))
-        report["train"][m] = metrics(tr, raw_tr, predictor, m)
+        report["train"][m] = metrics(examples, _raw(predictor, m, examples), predictor, m)
         if va:
-            raw_va = predictor.raw(m, predictor.inputs(m, samples=[e.samples for e in va], X=X_va))
-            report["validation"][m] = metrics(va, raw_va, predictor, m, train=tr)
+            report["validation"][m] = metrics(va, _raw(held_out, m, va), held_out, m, train=tr)
     if s.cv and s.cv > 1:
         report["cv"] = cross_validate(examples, s, featurizer_spec=feat.spec())
     report["train_seconds"] = round(time.perf_counter() - t0, 3)
@@ -171,13 +165,15 @@ def train(examples: Sequence[Example], settings: TrainSettings | None = None, *,
         "training": {
             "fingerprint": fingerprint(examples),
             "items": len(examples),
+            #: the deployed model saw every labelled item
+            "fitted_on_items": len(examples),
             "split_seed": s.seed,
             "val_fraction": s.val_fraction,
-            "train_ids": [e.item_id for e in tr],
-            "val_ids": [e.item_id for e in va],
+            #: the split of the validation report (a separate fit on train_ids, scored on val_ids)
+            "validation_split": {"train_ids": [e.item_id for e in tr], "val_ids": [e.item_id for e in va]},
             "settings": report["settings"],
             "label_kinds": {k: sum(1 for e in examples if e.kind == k) for k in sorted({e.kind for e in examples})},
-            "median_full_tokens": med_L,
+            "median_full_tokens": predictor.rules[modes[0]].constant_length,
             "metrics": {"validation": report["validation"], "train": report["train"],
                         **({"cv": {k: v for k, v in report["cv"].items() if k != "oof"}} if "cv" in report else {})},
             **(source or {}),
@@ -185,6 +181,29 @@ def train(examples: Sequence[Example], settings: TrainSettings | None = None, *,
         "sweep_settings": dict(sweep_settings or {}),
     }
     return predictor, report
+
+
+def _fit(examples: Sequence[Example], s: TrainSettings, featurizer: Featurizer | None, modes: list[str],
+         grid: Sequence[float]) -> Predictor:
+    """One predictor fitted on `examples` (its featurizer too; a given featurizer is copied by its spec,
+    so that two fits never share fitted state)."""
+    if featurizer is not None:
+        feat = get_featurizer(featurizer.spec()["name"], **featurizer.spec().get("config", {}))
+    else:
+        feat = get_featurizer(s.featurizer, **s.featurizer_config)
+    feat.fit([e.text for e in examples])
+    X = feat.transform([e.text for e in examples])
+    sf = SampleFeaturizer()
+    models = {m: _fit_mode(m, examples, X, s.model, sf, feat.standardize_mask()) for m in modes}
+    med_L = float(np.median([e.full_tokens for e in examples])) if examples else 256.0
+    rules = {m: DecisionRule(constant_length=med_L) for m in modes}
+    return Predictor(featurizer=feat, models=models, rules=rules, size_target=s.model.size_target,
+                     grid=sorted(float(g) for g in grid))
+
+
+def _raw(predictor: Predictor, mode: str, examples: Sequence[Example]) -> dict[str, np.ndarray]:
+    return predictor.raw(mode, predictor.inputs(mode, texts=[e.text for e in examples],
+                                                samples=[e.samples for e in examples]))
 
 
 def _stratified_share(examples: Sequence[Example], idx: Sequence[int], fraction: float, seed: int) -> list[int]:

@@ -217,6 +217,7 @@ class GuardedBackend(Backend):
         self.role = role
         self.model_id = inner.model_id
         self.supports_prefix = inner.supports_prefix
+        self.hint_mode = inner.hint_mode
         self.price = price
         self.timeout_s = timeout_s
         self.meter = meter

@@ -184,6 +184,7 @@ def shepherd_object(answer: Answer, extra: dict[str, Any] | None = None) -> dict
         "reason": d.reason,
         "hint_tokens": answer.hint_tokens,
         "hint_text": answer.hint_text,
+        "hint_mode": answer.hint_mode,
         "cost_usd": answer.cost.total,
         "llm_only_cost_usd": answer.llm_only_cost_usd,
         "savings_usd": answer.llm_only_cost_usd - answer.cost.total,

@@ -55,9 +55,9 @@ class Dropped:
 class Task(ABC):
     """A benchmark: loader + prompt + grader.
 
-    `data` is a file or a folder in the upstream format; without it, `$SHEPHERD_DATA_DIR` or the
-    development checkout's `../shared/data` is used, and failing those the Hugging Face hub (`datasets`
-    is imported only then). `source` forces one or the other.
+    `data` is a file or a folder in the upstream format; without it, `$SHEPHERD_DATA_DIR`, else the
+    benchmark files that ship inside the package (`shepherd/tasks/data/`), and failing those the Hugging
+    Face hub (`datasets` is imported only then). `source` forces one or the other.
     """
 
     name: ClassVar[str]
@@ -131,14 +131,16 @@ class Task(ABC):
         return self.grade(item, response).extracted
 
 
+#: the benchmark files shipped with the package (see its README: sources, licences, sha256)
+BUNDLED_DATA_DIR = Path(__file__).resolve().with_name("data")
+
+
 def default_data_dir() -> Path | None:
-    """$SHEPHERD_DATA_DIR, else `../shared/data` beside a development checkout, else None."""
+    """$SHEPHERD_DATA_DIR, else the benchmark files shipped inside the package, else None (the hub)."""
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parents[3]  # src/shepherd/tasks/base.py -> the repository
-    candidate = checkout.parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
+    return BUNDLED_DATA_DIR if BUNDLED_DATA_DIR.is_dir() else None
 
 
 def select(items: Sequence[Item], *, limit: int | None = None, seed: int | None = None,

@@ -161,6 +161,68 @@ def normalize_latex(s: str) -> str:
     return re.sub(r"\s+", "", s)
 
 
+# -- canonical final answers (when two samples agree) ---------------------------------------------------
+
+_EXACT = re.compile(r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-−]?\.\d+")
+_EXACT_FRAC = re.compile(r"([-−]?)\\frac\{([-−]?\d+)\}\{(\d+)\}|([-−]?\d+)/(\d+)")
+_MATH_STRUCTURE = re.compile(r"[\\^_{}()\[\]=<>+*/|]")
+
+
+def canonical_number(value: Fraction) -> str:
+    """A rational as one string: a terminating decimal without trailing zeros ("3.5", "-2", "0.125"),
+    otherwise "p/q" ("1/3"), so "0.5", "1/2" and "\\frac{1}{2}" read the same."""
+    q = value.denominator
+    while q % 2 == 0:
+        q //= 2
+    while q % 5 == 0:
+        q //= 5
+    if q != 1:
+        return f"{value.numerator}/{value.denominator}"
+    text = format(value.numerator * 10**40 // value.denominator, "d")
+    sign = "-" if text.startswith("-") else ""
+    digits = text.lstrip("-").rjust(41, "0")
+    whole, frac = digits[:-40].lstrip("0") or "0", digits[-40:].rstrip("0")
+    return sign + whole + ("." + frac if frac else "")
+
+
+def _exact_value(s: str) -> Fraction | None:
+    """`s` (normalised LaTeX) when all of it is one number or one fraction of integers, else None."""
+    if _EXACT.fullmatch(s):
+        return Fraction(s.replace(",", "").replace("−", "-"))
+    m = _EXACT_FRAC.fullmatch(s)
+    if m is None:
+        return None
+    sign, num, den = (m.group(1), m.group(2), m.group(3)) if m.group(2) else ("", m.group(4), m.group(5))
+    if int(den) == 0:
+        return None
+    value = Fraction(int(num.replace("−", "-")), int(den))
+    return -value if sign else value
+
+
+def answer_key(span: str | None) -> str | None:
+    """A canonical form of one final answer (an extracted span, not a whole response), equal for answers
+    that read the same: numbers and numeric fractions exactly ("0.50" = "1/2" = "\\frac{1}{2}"), a lone
+    number among words by that number ("18 dollars" = "18"), anything else (an expression, an interval,
+    a set, a choice letter) as the whole normalised LaTeX. Never a part of the answer: "\\frac{16}{3}",
+    "2\\sqrt{3}" and "[2,+\\infty)" keep every symbol, where the last number alone would merge them with
+    "3" or "2". Regular expressions only, so it runs on every sample."""
+    if span is None:
+        return None
+    s = normalize_latex(span)
+    if not s:
+        return None
+    value = _exact_value(s)
+    if value is not None:
+        return canonical_number(value)
+    if not _MATH_STRUCTURE.search(s):
+        numbers = _NUMBER.findall(span)
+        if len(numbers) == 1:
+            value = parse_number(span)
+            if value is not None:
+                return canonical_number(value)
+    return s
+
+
 # -- multiple choice -----------------------------------------------------------------------------------
 
 _OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-E])\s*[)）:：.．、]")

@@ -61,6 +61,7 @@ class CachedBackend(Backend):
         self.store = store
         self.model_id = model_id or inner.model_id  # type: ignore[union-attr]
         self.supports_prefix = inner.supports_prefix if inner is not None else True
+        self.hint_mode = inner.hint_mode if inner is not None else "prefix"
         self.generate_missing = generate_missing and inner is not None
         self.map_hints = map_hints
         self.tokenizer = tokenizer or inner

@@ -34,6 +34,7 @@ class FreshContext(Backend):
         self.inner = inner
         self.model_id = inner.model_id
         self.supports_prefix = inner.supports_prefix
+        self.hint_mode = inner.hint_mode
         self.resets = 0
 
     def _reset(self) -> None:
