@@ -11,7 +11,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 Message = dict[str, str]
@@ -80,14 +80,21 @@ class GenerationRequest:
         return self.temperature <= 0.0
 
     def key(self, model_id: str) -> str:
-        """Content address: same model + request -> same key. Greedy requests ignore the seed."""
-        payload = asdict(self)
-        payload["model"] = model_id
-        if self.greedy:
-            payload["seed"] = None
-            payload["top_p"] = 1.0
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        """Content address: same model + request -> same key. Greedy requests ignore the seed.
+
+        Memoised per request and model: a replay asks for the same request's key at every operating point.
+        (The payload is the fields as they are: JSON writes tuples as lists, as `asdict` left them.)"""
+        memo = self.__dict__.setdefault("_keys", {})  # not a field: equality, hashing and replace ignore it
+        key = memo.get(model_id)
+        if key is None:
+            payload = {f.name: getattr(self, f.name) for f in fields(self)}
+            payload["model"] = model_id
+            if self.greedy:
+                payload["seed"] = None
+                payload["top_p"] = 1.0
+            blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            key = memo[model_id] = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return key
 
 
 @dataclass

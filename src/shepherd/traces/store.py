@@ -135,6 +135,10 @@ class StoreError(RuntimeError):
     """The store file cannot be used (newer schema, not a trace store, ...)."""
 
 
+#: generations a read-only store keeps in memory once read (about 1 KB each)
+READ_CACHE_SIZE = 200_000
+
+
 def request_to_json(request: GenerationRequest) -> str:
     return json.dumps(asdict(request), ensure_ascii=False, sort_keys=True)
 
@@ -197,6 +201,9 @@ class TraceStore:
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self.readonly = readonly
+        #: a read-only store's generations by key, as read: a replay asks for the same stored generation at
+        #: every operating point (a key's generation never changes: keys are content addresses)
+        self._read: dict[str, Generation] = {}
         try:
             self._conn.execute("PRAGMA busy_timeout = 60000")
             if not readonly:
@@ -281,8 +288,14 @@ class TraceStore:
                           cached=cached)
 
     def get(self, key: str) -> Generation | None:
+        gen = self._read.get(key)
+        if gen is not None:
+            return gen
         rows = self._query("SELECT * FROM generations WHERE key = ?", (key,))
-        return self._gen_from_row(rows[0]) if rows else None
+        gen = self._gen_from_row(rows[0]) if rows else None
+        if gen is not None and self.readonly and len(self._read) < READ_CACHE_SIZE:
+            self._read[key] = gen
+        return gen
 
     def get_request(self, key: str) -> GenerationRequest | None:
         rows = self._query("SELECT request FROM generations WHERE key = ?", (key,))
