@@ -84,7 +84,9 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     sel = s["predictor"]["selection"]  # the recipe chosen on the training items, and the one trained
     best = max(sel["candidates"], key=lambda c: c["score"])
     assert sel["chosen"] == best["label"] and len(sel["candidates"]) == 2
-    assert s["predictor"]["model"] == {"hidden": best["hidden"], "l2": best["l2"]}
+    assert s["predictor"]["model"] == {"hidden": best["hidden"], "l2": best["l2"], "lam": 0.5,
+                                       "size_target": "fraction", "length_weight": 0.1}
+    assert s["predictor"]["fitted_on_items"] == s["predictor"]["items"]  # the deployed model saw every item
     assert sel["by"] == "auc" and sel["target"] == 0.9  # the decision-aware cost is reported beside the AUC
     assert sel["alternative"] in [c["label"] for c in sel["candidates"]]  # what choosing by cost would take
     assert all(set(c["cost"]) == {"proactive", "reactive"} for c in sel["candidates"])

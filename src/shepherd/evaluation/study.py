@@ -1060,14 +1060,16 @@ def _method_paragraph(pm: dict[str, Any], mdl: dict[str, Any], spec: StudySpec) 
             if target == "fraction" else
             "log(1 + n*), as the paper; the hint is scale · (exp(predicted) − 1) tokens, rounded up to the next "
             "label-grid fraction of the predicted answer length")
+    no_trunk = ("with trunk width 0 the heads share no parameters: each head's gradient comes from its own loss "
+                "term alone, so λ trades nothing off between the two tasks. Under Adam, which rescales each "
+                "gradient, λ then only sets the strength of the L2 penalty against each head's data term: in "
+                "effect L2/λ on the classifier and L2/(1 − λ) on the size head")
     if hidden:
-        trunk = (f"The heads share a trunk of width {hidden}, so λ weighs how much each task shapes it.")
+        trunk = (f"The chosen recipe's heads share a trunk of width {hidden}, so λ weighs how much each task shapes "
+                 f"it; in the candidate recipes of width 0, {no_trunk}.")
     else:
-        trunk = ("With trunk width 0 the heads share no parameters: each head's gradient comes from its own loss "
-                 "term alone, so λ trades nothing off between the two tasks. Under Adam, which rescales each "
-                 f"gradient, λ only sets the strength of the L2 penalty against each head's data term: in effect "
-                 f"L2/λ = {mdl.get('l2', 0) / max(lam, 1e-9):g} on the classifier and L2/(1 − λ) = "
-                 f"{mdl.get('l2', 0) / max(1 - lam, 1e-9):g} on the size head.")
+        trunk = (f"The chosen recipe has trunk width 0, and {no_trunk} (here L2/λ = "
+                 f"{mdl.get('l2', 0) / max(lam, 1e-9):g} and L2/(1 − λ) = {mdl.get('l2', 0) / max(1 - lam, 1e-9):g}).")
     return ("**Next to the paper's method.** The two stages are the paper's: a class-weighted \"hint needed?\" "
             f"classifier and a Huber regressor on the positive items, in one joint loss λ · BCE + (1 − λ) · Huber "
             f"(+ {mdl.get('length_weight', 0.1):g} · Huber on the length head) with λ = {lam:g}. What differs: the "
