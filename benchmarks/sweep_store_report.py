@@ -10,9 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
+from shepherd.evaluation.replay import oracle_report
 from shepherd.traces.cli import load_task
 from shepherd.traces.labels import label_item, label_stats
-from shepherd.traces.replay import oracle_report
 from shepherd.traces.store import TraceStore
 
 

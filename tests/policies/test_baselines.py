@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
 from eval_fakes import FakeMath, build_store, is_hard, llm_wrong, models, samples_agree_wrong
 
+from shepherd.evaluation.replay import replay
 from shepherd.policies import make_policy
 from shepherd.policies.baselines import (
     ABC,
@@ -24,7 +25,6 @@ from shepherd.policies.baselines import (
     rows_from_sweeps,
 )
 from shepherd.runner import Runner, RunSettings
-from shepherd.traces.replay import replay
 
 N = 24
 
@@ -245,7 +245,7 @@ def test_wrong_kind_of_artifact_is_refused(scorers, tmp_path):
 
 
 def test_oracles_in_replay_bound_the_baselines(swept):
-    from shepherd.traces.oracles import OracleCascade, OracleRouting
+    from shepherd.policies.oracles import OracleCascade, OracleRouting
 
     _, _, sweeps = swept
     route = _replay(OracleRouting(sweeps), swept)

@@ -345,7 +345,7 @@ async def test_code_samples_agree_when_their_programs_compute_the_same(policy, a
 
 async def test_reactive_live_code_samples_agree_by_what_they_compute(artifact):
     """A live code query that shows example calls: differently written programs computing the same results
-    agree, so reactive answers with the SLM (policies/agreement.py runs them in the sandbox)."""
+    agree, so reactive answers with the SLM (shepherd/agreement.py runs them in the sandbox)."""
     from shepherd.models.base import GenerationRequest
 
     query = "Write `double(x)`.\n>>> double(3)\n6\nassert double(-1) == -2\n"

@@ -5,13 +5,13 @@ import pytest
 from trace_fakes import models
 
 from shepherd.costs import Price
+from shepherd.evaluation.replay import oracle_report, replay, summarize
 from shepherd.models.base import GenerationRequest
 from shepherd.policies import FixedHint, LLMOnly, SLMOnly
+from shepherd.policies.oracles import OracleShepherd
 from shepherd.runner import Runner, RunSettings
 from shepherd.traces.cached import CachedBackend, MissingGeneration
 from shepherd.traces.labels import label_item
-from shepherd.traces.oracles import OracleShepherd
-from shepherd.traces.replay import oracle_report, replay, summarize
 
 
 def test_replay_calls_no_model_and_matches_the_sweep(swept_store):

@@ -3,7 +3,7 @@
 The flow for one benchmark (task):
   1. its swept test items (`TraceStore.item_sweeps`), loaded once as task items;
   2. for each policy *family* (a baseline, a shepherding policy, a reference) and each value of its knob,
-     `shepherd.traces.replay.replay(policy, task, items, store)`: the policy runs unchanged through the
+     `shepherd.evaluation.replay.replay(policy, task, items, store)`: the policy runs unchanged through the
      runner against the store, no model is called;
   3. each answer's usage (prompt / completion tokens per model) is kept, so its cost can be priced
      under every price scenario afterwards (the SLM free, as in the paper; the SLM priced);
@@ -223,7 +223,7 @@ class MemoTask:
 def run_point(family: Family, value: Any, task: MemoTask, items: Sequence[Any], store: Any, sweep: str,
               llm_price: Price) -> Point:
     from ..traces.cached import MissingGeneration
-    from ..traces.replay import replay
+    from .replay import replay
 
     label = family.point_label(value)
     try:

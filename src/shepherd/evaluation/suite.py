@@ -177,8 +177,8 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
     """Every policy family for one benchmark, with knob values derived (label-free) from its test
     queries: thresholds at the scores the policy itself gives them, so each point is a distinct split."""
     from ..policies import baselines as B
+    from ..policies.oracles import OracleCascade, OracleRouting, OracleShepherd
     from ..policies.simple import LLMOnly, SLMOnly
-    from ..traces.oracles import OracleCascade, OracleRouting, OracleShepherd
 
     wanted = list(wanted or ALL_POLICIES)
     fams: list[Family] = []

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from ..agreement import task_for, task_name_of  # noqa: F401  (their home is shepherd.agreement)
 from ..models.base import Backend, Generation, GenerationRequest
 
 DecisionKind = Literal["slm", "hint", "llm"]
@@ -50,34 +51,6 @@ class PolicyContext:
     llm: Backend
     #: the task item when the query comes from a benchmark (oracles and replay use it)
     item: Any = None
-
-
-def task_name_of(item: Any) -> str | None:
-    """The benchmark an item belongs to: its metadata's `task`, else the prefix of ids like `gsm8k/...`."""
-    if item is None:
-        return None
-    meta = getattr(item, "metadata", None) or {}
-    if isinstance(meta, dict) and meta.get("task"):
-        return str(meta["task"])
-    iid = str(getattr(item, "id", ""))
-    return iid.split("/", 1)[0].lower() if "/" in iid else None
-
-
-_TASKS: dict[str, Any] = {}
-
-
-def task_for(name: str | None) -> Any:
-    """The grader-bearing Task for a name, loaded once per process; None when unknown or unavailable."""
-    if not name:
-        return None
-    if name not in _TASKS:
-        try:
-            from ..tasks.registry import get_task
-
-            _TASKS[name] = get_task(name)
-        except (KeyError, ImportError, ValueError):
-            return None  # not cached: a task registered later is still found
-    return _TASKS[name]
 
 
 class Policy(ABC):

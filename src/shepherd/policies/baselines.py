@@ -30,7 +30,7 @@ references:
   random-mix            the LLM with probability p (seeded per query), else the SLM.
   fixed-ratio           the same hint fraction f of the LLM's answer for every query (n = f * L, with L
                         from the sweep when `lengths` are given, else `expected_tokens`).
-  (slm-only, llm-only and fixed-hint live in simple.py; the oracles in shepherd.traces.oracles.)
+  (slm-only, llm-only and fixed-hint live in simple.py; the oracles in shepherd.policies.oracles.)
 
 Learned baselines save and load as an artifact directory: baseline.json + arrays.npz (no pickle).
 """
@@ -84,7 +84,7 @@ class TrainingRow:
 
 def rows_from_sweeps(sweeps: Sequence[Any]) -> list[TrainingRow]:
     """One row per swept item with the SLM's greedy answer (items still without one are left out)."""
-    from ..predictor.features import query_text
+    from ..agreement import query_text
 
     rows = []
     for s in sweeps:
@@ -750,7 +750,7 @@ def _task_name(ctx: PolicyContext) -> str | None:
 
 class _Router(_ThresholdPolicy):
     async def decide(self, ctx: PolicyContext) -> Decision:
-        from ..predictor.features import query_text
+        from ..agreement import query_text
 
         row = TrainingRow(item_id="", task=_task_name(ctx) or "", query=query_text(ctx.request.messages),
                           slm_correct=False, llm_correct=False)
@@ -784,7 +784,7 @@ class FrugalGPT(_ThresholdPolicy):
     kind = "frugalgpt"
 
     async def decide(self, ctx: PolicyContext) -> Decision:
-        from ..predictor.features import query_text
+        from ..agreement import query_text
 
         (gen,) = await ctx.slm.agenerate(ctx.request)
         p_right = self.scorer.score_answer(query_text(ctx.request.messages), gen)
@@ -810,7 +810,7 @@ class ABC(Policy):
     group's first sample, else escalate to the LLM (paying for the samples and the LLM). The knob is a whole
     count, never a share: no rounding can move it (a share of 0.6667 once silently meant 3 of 3).
 
-    Answers are compared as every agreement-based policy compares them (`policies/agreement.py`): the
+    Answers are compared as every agreement-based policy compares them (`shepherd/agreement.py`): the
     final answer for math, what the program computes on the prompt's example calls for code. The samples
     are the sweep's sample requests
     (`temperature`, seeds seed, seed+1, ...), so replay finds them.
@@ -820,7 +820,7 @@ class ABC(Policy):
 
     def __init__(self, k: int = 3, agree: int | None = None, temperature: float = 0.7, seed: int | None = None,
                  task: str | None = None, run_live_code: bool = True) -> None:
-        from .agreement import agreeing_count
+        from ..agreement import agreeing_count
 
         if k < 1:
             raise ValueError("abc needs k >= 1")
@@ -840,12 +840,12 @@ class ABC(Policy):
         return task_for(self.task or _task_name(ctx))
 
     def answer_key(self, text: str, ctx: PolicyContext) -> str | None:
-        from .agreement import agreement_key, live_prompt
+        from ..agreement import agreement_key, live_prompt
 
         return agreement_key(self._task(ctx), ctx.item, text, live_prompt(ctx, self.run_live_code))
 
     async def decide(self, ctx: PolicyContext) -> Decision:
-        from .agreement import agreement_basis, live_prompt
+        from ..agreement import agreement_basis, live_prompt
 
         seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)
         # one request per seed (seed0, seed0+1, ...): the sweep's sample keys, whatever a backend does with n>1

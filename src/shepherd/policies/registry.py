@@ -31,7 +31,7 @@ def _load_optional() -> None:
     for mod in ("shepherd.policies.shepherding", "shepherd.policies.baselines"):
         try:
             importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # module not written yet, or its extra not installed
+        except ModuleNotFoundError as exc:  # an extra the module needs is not installed
             if exc.name and not exc.name.startswith("shepherd"):
                 continue
             if exc.name and exc.name.startswith(mod):

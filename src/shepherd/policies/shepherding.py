@@ -94,7 +94,7 @@ class ProactivePolicy(_PredictorPolicy):
     mode = "proactive"
 
     async def decide(self, ctx: PolicyContext) -> Decision:
-        from ..predictor.features import query_text
+        from ..agreement import query_text
 
         text = query_text(ctx.request.messages)
         pred = await self._predict(text, None, "proactive")
@@ -111,7 +111,7 @@ class _SamplesFirst:
 
     def _sampling(self, samples: int, temperature: float, seed: int | None, task: str | None,
                   run_live_code: bool = True, agree: int | None = None) -> None:
-        from .agreement import agreeing_count
+        from ..agreement import agreeing_count
 
         if samples < 1:
             raise ValueError(f"{self.name} needs samples >= 1")  # type: ignore[attr-defined]
@@ -132,9 +132,9 @@ class _SamplesFirst:
         return task_for(self.task or task_name_of(item))
 
     async def _extract(self, ctx: PolicyContext, texts: list[str]) -> tuple[list[str | None], str | None]:
-        """Each sample's agreement key and how they were compared (policies/agreement.py); off the event
+        """Each sample's agreement key and how they were compared (shepherd/agreement.py); off the event
         loop, since code runs."""
-        from .agreement import agreement_basis, agreement_key, live_prompt
+        from ..agreement import agreement_basis, agreement_key, live_prompt
 
         task = self._task_for(ctx.item) if ctx.item is not None else None
         prompt = live_prompt(ctx, self.run_live_code)
@@ -182,7 +182,7 @@ class ReactivePolicy(_SamplesFirst, _PredictorPolicy):
         return d
 
     async def decide(self, ctx: PolicyContext) -> Decision:
-        from ..predictor.features import query_text
+        from ..agreement import query_text
 
         spent, infos, agree, first = await self._draw(ctx)
         if self.consensus_skip and first is not None:

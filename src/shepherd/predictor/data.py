@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .features import SampleInfo, code_key, normalize_answer, query_text
+from ..agreement import agreement_key, normalize_answer, normalize_extracted, query_text, task_for
+from .features import SampleInfo
 
 POSITIVE_KINDS = ("hint", "llm")
 
@@ -54,12 +55,8 @@ def samples_of(sweep: Any, item: Any = None) -> list[SampleInfo]:
     agreement key, exactly as the reactive policy computes it (for code: what the program does on the
     prompt's example calls). Without it, the answer the task's grader extracted (None where it found none):
     the same key for math, the program's syntax tree for code."""
-    from ..policies.base import task_for
-
     task = task_for(getattr(sweep, "task", None))
     kind = getattr(task, "kind", None)
-    if item is not None and task is not None:
-        from ..policies.agreement import agreement_key
     out = []
     for g in getattr(sweep, "samples", []) or []:
         gen = g[0]
@@ -70,22 +67,6 @@ def samples_of(sweep: Any, item: Any = None) -> list[SampleInfo]:
         out.append(SampleInfo(gen.text, gen.completion_tokens, gen.finish_reason == "stop",
                               getattr(gen, "mean_logprob", None), answer))
     return out
-
-
-def normalize_extracted(extracted: str | None, kind: str | None = None) -> str | None:
-    """A grader's extracted answer in a canonical form, so that equal answers compare equal: math answers
-    whole (`tasks.math_grading.answer_key`: fractions, LaTeX expressions, intervals and sets keep every
-    symbol, never just their last number), code (`kind="code"`) by its syntax tree."""
-    from ..tasks.math_grading import answer_key
-
-    if extracted is None:
-        return None
-    s = str(extracted).strip()
-    if not s:
-        return None
-    if kind == "code":
-        return code_key(s)
-    return answer_key(s)
 
 
 def examples_from_sweeps(sweeps: Iterable[Any], labels: dict[str, Any],
@@ -118,7 +99,6 @@ def sweep_task_items(task: str, sweeps: Sequence[Any], data: str | Path | None =
     and diagnostic features compare code samples by behaviour as the reactive policy does. Empty for other
     tasks, whose grader-extracted answers already are the policies' agreement keys. Raises what loading the
     data raises (a missing data folder, an unknown id)."""
-    from ..policies.base import task_for
     from ..tasks.registry import get_task
 
     if getattr(task_for(task), "kind", None) != "code" or not sweeps:

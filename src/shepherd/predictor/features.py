@@ -19,7 +19,8 @@ trained predictor artifact stores it (JSON + .npz, never pickle).
 - `A+B`: the concatenation of two or more of the above.
 
 `SampleFeaturizer` turns k sampled SLM answers into agreement / entropy / length / log-probability
-features for the reactive policy; `normalize_answer` is the task-free answer comparison it uses.
+features for the reactive policy. How answers are compared (`normalize_answer`, `query_text`) lives in
+`shepherd.agreement`; they are re-exported here for existing callers.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+
+from ..agreement import code_key, normalize_answer, query_text  # noqa: F401  (re-exported)
 
 __all__ = [
     "ConcatFeaturizer",
@@ -51,20 +54,7 @@ __all__ = [
 ]
 
 
-def query_text(messages: Sequence[Any]) -> str:
-    """The text a featurizer sees for a chat request: its user turns, joined.
 
-    Accepts message dicts or (role, content) pairs (GenerationRequest.messages). Training (from the
-    sweep's stored messages) and serving (from the live request) both go through this function.
-    """
-    parts = []
-    for m in messages:
-        role, content = (m["role"], m["content"]) if isinstance(m, dict) else (m[0], m[1])
-        if role == "user":
-            parts.append(content)
-    if not parts:  # no user turn: take whatever text there is
-        parts = [m["content"] if isinstance(m, dict) else m[1] for m in messages]
-    return "\n".join(parts)
 
 
 class Featurizer:
@@ -562,47 +552,6 @@ def featurizer_from_spec(spec: dict[str, Any], arrays: dict[str, np.ndarray] | N
 # the SLM's sampled answers (reactive policy)
 # ----------------------------------------------------------------------------------------------------
 
-_WS = re.compile(r"\s+")
-
-
-def code_key(code: str | None) -> str | None:
-    """Two programs agree when their syntax trees are equal (formatting and comments ignored); code that
-    does not parse is compared with whitespace collapsed. Never the last number in the code: two
-    different programs that both end in `return x + 1` do not agree."""
-    import ast
-
-    if code is None or not code.strip():
-        return None
-    try:
-        return ast.dump(ast.parse(code))
-    except (SyntaxError, ValueError):
-        return _WS.sub(" ", code).strip()
-
-
-def normalize_answer(text: str) -> str | None:
-    """A task-free final answer, canonical, for comparing the SLM's samples when no task grader is known:
-    the last explicit final answer ("The answer is ...", \\boxed{...}, "#### ...") as a whole
-    (`tasks.math_grading.answer_key`: "1/2" = "0.5", while "\\frac{16}{3}" and "3" stay different), else
-    the last number in the text, else the last line lower-cased with punctuation and spaces collapsed. None
-    when empty."""
-    from ..tasks.math_grading import answer_key, canonical_number, final_answer_span, last_number
-
-    if not text or not text.strip():
-        return None
-    key = answer_key(final_answer_span(text))
-    if key is not None:
-        return key
-    value = last_number(text)
-    if value is not None:
-        return canonical_number(value)
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    if not lines:
-        return None
-    last = re.sub(r"[^\w\s]", "", lines[-1].lower())
-    last = re.sub(r"\s+", " ", last).strip()
-    return last or None
-
-
 class SampleInfo(tuple):
     """(text, completion_tokens, finished, mean_logprob, answer) of one sampled SLM answer."""
 
@@ -634,7 +583,7 @@ class SampleInfo(tuple):
 
     @classmethod
     def from_generation(cls, gen: Any, answer: str | None) -> SampleInfo:
-        """`answer` is the sample's agreement key (`policies.agreement.agreement_key`). None stays None: a
+        """`answer` is the sample's agreement key (`shepherd.agreement.agreement_key`). None stays None: a
         sample without a key (a failing program, no final answer) agrees with no one, never with whatever
         number its text happens to end on."""
         return cls(gen.text, gen.completion_tokens, gen.finish_reason == "stop",

@@ -1,5 +1,5 @@
-"""Traces: the SQLite trace store (a content-addressed cache of generations), the sweep driver, labels,
-replay and exports. Read `store.py` for the tables, `sweep.py` for one item's sweep, `cached.py` for how
+"""Traces: the SQLite trace store (a content-addressed cache of generations), the sweep driver, labels
+and exports (replaying policies over them is `shepherd.evaluation.replay`). Read `store.py` for the tables, `sweep.py` for one item's sweep, `cached.py` for how
 live, sweep and replay share one code path."""
 
 from .cached import CachedBackend, HintMapping, MissingGeneration

@@ -330,7 +330,7 @@ def oracles_cmd(
     """Oracle routing, cascading and shepherding from the store (replay: no model is called)."""
     from rich.table import Table
 
-    from .replay import oracle_report
+    from ..evaluation.replay import oracle_report
 
     store = _open(store_path)
     try:
@@ -362,9 +362,9 @@ def replay_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """What POLICY would have done on the swept items, from the store alone (no model is called)."""
+    from ..evaluation.replay import replay, summarize
     from ..policies.registry import make_policy
     from .cached import MissingGeneration
-    from .replay import replay, summarize
 
     store = _open(store_path)
     try:

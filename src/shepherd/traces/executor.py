@@ -1,5 +1,5 @@
-"""Executors run sweep units. The default runs them here with asyncio; a cluster executor (Ray over vLLM
-servers, a later issue) implements the same `run(units) -> iterator of UnitResult`.
+"""Executors run sweep units. The default runs them here with asyncio; any other executor (a cluster's,
+say) implements the same `run(units) -> iterator of UnitResult`.
 
 The contract a new executor must keep (what makes sweeps resumable and safe to scale out):
 

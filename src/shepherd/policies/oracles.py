@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..policies.base import Decision, Policy, PolicyContext
-from .labels import label_item
-from .records import ItemSweep
+from ..traces.labels import label_item
+from ..traces.records import ItemSweep
+from .base import Decision, Policy, PolicyContext
 
 
 def _item_id(item: Any) -> str:

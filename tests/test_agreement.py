@@ -1,13 +1,23 @@
-"""Agreement of sampled answers on live queries (no task item): code is run on the example calls the query
-itself shows, in the sandbox; a query without examples compares syntax trees."""
+"""What an answer says and when two answers agree (shepherd/agreement.py): canonical final answers, code keys,
+and live queries (no task item), whose code is run on the example calls the query itself shows, in the
+sandbox; a query without examples compares syntax trees."""
 
 import asyncio
 
 import pytest
 
+from shepherd.agreement import (
+    agreement_basis,
+    agreement_key,
+    code_key,
+    live_probes,
+    live_prompt,
+    normalize_answer,
+    normalize_extracted,
+    query_text,
+)
 from shepherd.models.base import GenerationRequest
 from shepherd.models.scripted import ScriptedBackend
-from shepherd.policies.agreement import agreement_basis, agreement_key, live_probes, live_prompt
 from shepherd.policies.base import PolicyContext
 from shepherd.policies.baselines import ABC
 
@@ -119,3 +129,51 @@ def test_the_evaluation_suites_abc_points_are_whole_counts():
     ctx = PolicyContext(request=GenerationRequest.create("What is 2 + 2?", max_tokens=32), slm=slm, llm=llm)
     kinds = {fam.label(v): asyncio.run(fam.make(v).decide(ctx)).kind for v in fam.values}
     assert kinds == {"abc 2 of 2": "slm", "abc 2 of 3": "slm", "abc 3 of 3": "llm"}
+
+
+def test_query_text_takes_user_turns():
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
+    assert query_text(msgs) == "2+2?"
+    assert query_text((("system", "s"), ("user", "u"))) == "u"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("so 48 + 24 = 72. The answer is 72.", "72"),
+    ("The answer is $1,200.00", "1200"),
+    ("blah \\boxed{3.50} more", "3.5"),
+    ("first 3 then 4", "4"),
+    ("no numbers here\nFinal: Yes!", "final yes"),
+    ("", None),
+])
+def test_normalize_answer(text, expected):
+    assert normalize_answer(text) == expected
+
+
+@pytest.mark.parametrize("a,b", [
+    ("1/2", "2"), ("3/2", "2"), ("\\frac{16}{3}", "3"), ("2\\sqrt{3}", "3"), ("[2,+\\infty)", "(-\\infty,2]"),
+    ("\\{1,2\\}", "2"), ("x^2+1", "1"), ("-\\frac{1}{2}", "\\frac{1}{2}"),
+])
+def test_different_math_answers_never_agree(a, b):
+    """The last number of an answer is not the answer: these pairs once all read the same."""
+
+    assert normalize_extracted(a) != normalize_extracted(b)
+    assert normalize_answer(f"so The answer is ${a}$.") != normalize_answer(f"so The answer is ${b}$.")
+    assert normalize_answer(f"Thus \\boxed{{{a}}}") != normalize_answer(f"Thus \\boxed{{{b}}}")
+
+
+@pytest.mark.parametrize("a,b", [
+    ("0.5", "\\frac{1}{2}"), ("1/2", "\\dfrac{1}{2}"), ("1,200", "1200.00"), ("18 dollars", "18"),
+    ("\\left[2, +\\infty\\right)", "[2,+\\infty)"), ("\\frac{16}{3}", "16/3"),
+])
+def test_equal_math_answers_agree(a, b):
+
+    assert normalize_extracted(a) == normalize_extracted(b)
+    assert normalize_answer(f"The answer is ${a}$.") == normalize_answer(f"The answer is ${b}$.")
+
+
+def test_code_answers_compare_by_syntax_tree_not_by_their_last_number():
+    one = "def f(x):\n    return x + 1"
+    assert normalize_extracted(one, "code") == normalize_extracted("def f(x):\n  # same\n  return x+1", "code")
+    assert normalize_extracted(one, "code") != normalize_extracted("def g(y):\n    return y - 1", "code")
+    assert normalize_answer(one) == normalize_answer("def g(y):\n    return y * 1")  # why code needs its own key
+    assert code_key("def broken(:\n  1") == "def broken(: 1" and code_key("  ") is None

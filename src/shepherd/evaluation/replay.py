@@ -17,10 +17,10 @@ from ..answer import Answer
 from ..costs import FREE, PAPER_LLM_PRICE, Price
 from ..models.base import Backend, GenerationRequest, run_sync
 from ..policies.base import Policy
+from ..policies.oracles import OracleCascade, OracleRouting, OracleShepherd
 from ..runner import Runner, RunSettings
-from .cached import CachedBackend, HintMapping
-from .oracles import OracleCascade, OracleRouting, OracleShepherd
-from .store import TraceStore
+from ..traces.cached import CachedBackend, HintMapping
+from ..traces.store import TraceStore
 
 
 @dataclass
