@@ -39,11 +39,11 @@ def data(store_path):
 
 @pytest.fixture(scope="module")
 def artifact(data, tmp_path_factory):
-    from shepherd.predictor.model import ModelConfig
+    from shepherd.predictor.model import NetConfig
     from shepherd.predictor.train import TrainSettings, train
 
     pred, _ = train(data.examples, TrainSettings(featurizer_config={"n_features": 128},
-                                                 model=ModelConfig(**FAST_MODEL)),
+                                                 model=NetConfig(**FAST_MODEL)),
                     grid=data.grid, sweep_settings=data.sweep_settings,
                     source={"store": str(data.store), "task": "gsm8k", "filter": True})
     out = tmp_path_factory.mktemp("pa") / "predictor"

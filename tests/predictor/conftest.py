@@ -28,11 +28,11 @@ def signal_data(signal_store):
 @pytest.fixture(scope="session")
 def trained(signal_data, tmp_path_factory):
     """A predictor trained on the signal store (lexical features), saved to an artifact directory."""
-    from shepherd.predictor.model import ModelConfig
+    from shepherd.predictor.model import NetConfig
     from shepherd.predictor.train import TrainSettings, train
 
     settings = TrainSettings(featurizer="lexical", featurizer_config={"n_features": 256},
-                             model=ModelConfig(**FAST_MODEL), val_fraction=0.25, seed=0)
+                             model=NetConfig(**FAST_MODEL), val_fraction=0.25, seed=0)
     pred, report = train(signal_data.examples, settings, grid=signal_data.grid,
                          sweep_settings=signal_data.sweep_settings,
                          source={"store": str(signal_data.store), "task": "gsm8k", "filter": True})

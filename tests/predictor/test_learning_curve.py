@@ -6,13 +6,13 @@ import pytest
 from signal_store import FAST_MODEL
 
 from shepherd.predictor.learning_curve import learning_curve
-from shepherd.predictor.model import ModelConfig
+from shepherd.predictor.model import NetConfig
 from shepherd.predictor.train import TrainSettings, _stratified_share, cross_validate
 
 
 def _settings(seed: int = 0) -> TrainSettings:
     return TrainSettings(featurizer="lexical", featurizer_config={"n_features": 256},
-                         model=ModelConfig(**FAST_MODEL), seed=seed)
+                         model=NetConfig(**FAST_MODEL), seed=seed)
 
 
 def test_stratified_share_keeps_class_proportions(signal_data):

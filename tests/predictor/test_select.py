@@ -8,14 +8,14 @@ import pytest
 from signal_store import FAST_MODEL
 
 import shepherd.predictor.select as S
-from shepherd.predictor.model import ModelConfig
+from shepherd.predictor.model import NetConfig
 from shepherd.predictor.select import Candidate, select
 from shepherd.predictor.train import TrainSettings, cross_validate
 
 
 def _base() -> TrainSettings:
     return TrainSettings(featurizer="lexical", featurizer_config={"n_features": 256},
-                         model=ModelConfig(**FAST_MODEL), seed=0)
+                         model=NetConfig(**FAST_MODEL), seed=0)
 
 
 def test_scores_are_the_out_of_fold_auc_of_each_recipe(signal_data):

@@ -14,7 +14,7 @@ import pytest
 from signal_store import FAST_MODEL
 
 from shepherd.predictor.data import fingerprint, kfold, split_items
-from shepherd.predictor.model import ModelConfig, TwoStageModel
+from shepherd.predictor.model import NetConfig, TwoStageModel
 from shepherd.predictor.predictor import ArtifactError, DecisionRule, Predictor, load_predictor
 from shepherd.predictor.train import TrainSettings, auc, cross_validate, train
 
@@ -69,7 +69,7 @@ def _shuffled(examples, seed):
 
 def test_learns_signal_and_not_noise(signal_data):
     settings = TrainSettings(featurizer="lexical", featurizer_config={"n_features": 256},
-                             model=ModelConfig(**FAST_MODEL), cv=5, reactive=False)
+                             model=NetConfig(**FAST_MODEL), cv=5, reactive=False)
     real = cross_validate(signal_data.examples, settings, k=5)["proactive"]
     assert real["auc"] > 0.65, real
     shuffled = [cross_validate(_shuffled(signal_data.examples, s), settings, k=5)["proactive"]["auc"]
@@ -104,7 +104,7 @@ def test_the_deployed_model_is_fitted_on_every_item(signal_data):
     """The validation split only shapes the report: two trainings that hold out different items deploy the
     same model (it once held out a quarter of the kept items for good)."""
     settings = TrainSettings(featurizer="lexical", featurizer_config={"n_features": 256},
-                             model=ModelConfig(**FAST_MODEL), val_fraction=0.25, reactive=False)
+                             model=NetConfig(**FAST_MODEL), val_fraction=0.25, reactive=False)
     a, ra = train(signal_data.examples, replace(settings, seed=0))
     b, rb = train(signal_data.examples, replace(settings, seed=1))
     assert ra["validation"] != rb["validation"]  # different held-out items in the report
@@ -232,7 +232,7 @@ async def test_minilm_artifact_and_policy(signal_data, tmp_path):
     from shepherd.policies.registry import make_policy
 
     ex = signal_data.examples[:80]
-    pred, report = train(ex, TrainSettings(featurizer="minilm", model=ModelConfig(**FAST_MODEL), reactive=False))
+    pred, report = train(ex, TrainSettings(featurizer="minilm", model=NetConfig(**FAST_MODEL), reactive=False))
     assert report["featurizer"]["name"] == "minilm"
     assert (pred.models["proactive"].sd != 1.0).mean() > 0.9  # embeddings are z-scored (lexical ones not)
     pred.save(tmp_path / "m")

@@ -19,7 +19,7 @@ _EXPORTS = {
     "Featurizer": "features", "get_featurizer": "features", "featurizer_names": "features",
     "SampleFeaturizer": "features", "SampleInfo": "features", "normalize_answer": "features",
     "query_text": "features",
-    "TwoStageModel": "model", "ModelConfig": "model",
+    "TwoStageModel": "model", "NetConfig": "model",
     "Predictor": "predictor", "DecisionRule": "predictor", "Prediction": "predictor",
     "load_predictor": "predictor", "ArtifactError": "predictor",
     "TrainSettings": "train", "auc": "train",

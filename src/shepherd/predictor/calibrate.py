@@ -248,14 +248,14 @@ def oof_raw(predictor: Predictor, examples: Sequence[Example], k: int = 5) -> di
     """Out-of-fold raw predictions for every item, refitting the artifact's recipe (featurizer, model
     settings, seed) on k folds: each item is scored by a model that never saw it. Lets a small store
     calibrate on all its items instead of one small validation split."""
-    from .model import ModelConfig
+    from .model import NetConfig
     from .train import TrainSettings, cross_validate
 
     st = predictor.manifest.get("training", {}).get("settings")
     if not st:
         raise ValueError("the artifact does not record its training settings: retrain it to use held-out=oof")
     settings = TrainSettings(featurizer=st["featurizer"]["name"], featurizer_config=st["featurizer"].get("config", {}),
-                             model=ModelConfig(**st["model"]), seed=int(st.get("seed", 0)),
+                             model=NetConfig(**st["model"]), seed=int(st.get("seed", 0)),
                              reactive=bool(st.get("reactive", True)))
     cv = cross_validate(examples, settings, featurizer_spec=st["featurizer"], k=k)
     out = {}

@@ -66,7 +66,7 @@ def train_cmd(
     from rich.console import Console
 
     from .data import load_store
-    from .model import ModelConfig
+    from .model import NetConfig
     from .train import TrainSettings, train
 
     console = Console(stderr=True)
@@ -74,7 +74,7 @@ def train_cmd(
         data = load_store(store, task, filter=not no_filter, sweep=sweep, split=split, data=data_dir)
         for note in data.notes:
             console.print(f"[yellow]note:[/] {note}", highlight=False)
-        settings = TrainSettings(featurizer=featurizer, model=ModelConfig(hidden=hidden, lam=lam, epochs=epochs,
+        settings = TrainSettings(featurizer=featurizer, model=NetConfig(hidden=hidden, lam=lam, epochs=epochs,
                                                                            l2=l2, size_target=size_target, seed=seed,
                                                                            standardize=standardize),
                                  val_fraction=val_fraction, seed=seed, reactive=not no_reactive, cv=cv)

@@ -26,7 +26,9 @@ SizeTarget = Literal["fraction", "log_tokens"]
 
 
 @dataclass
-class ModelConfig:
+class NetConfig:
+    """The two-stage network's recipe and training settings (`shepherd.config.ModelConfig` is a served model)."""
+
     hidden: int = 16
     lam: float = 0.5
     l2: float = 0.1
@@ -71,8 +73,8 @@ class TwoStageModel:
 
     PARAMS = ("W1", "b1", "wc", "bc", "ws", "bs", "wl", "bl")
 
-    def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
-        self.config = config or ModelConfig(**kwargs)
+    def __init__(self, config: NetConfig | None = None, **kwargs: Any) -> None:
+        self.config = config or NetConfig(**kwargs)
         self.params: dict[str, np.ndarray] = {}
         self.mu: np.ndarray | None = None
         self.sd: np.ndarray | None = None
@@ -248,7 +250,7 @@ class TwoStageModel:
 
     @classmethod
     def from_arrays(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> TwoStageModel:
-        model = cls(ModelConfig(**config))
+        model = cls(NetConfig(**config))
         missing = [k for k in (*cls.PARAMS, "mu", "sd") if k not in arrays]
         if missing:
             raise ValueError(f"model arrays missing: {', '.join(missing)}")

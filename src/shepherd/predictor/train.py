@@ -21,7 +21,7 @@ import numpy as np
 
 from .data import Example, fingerprint, kfold, split_items
 from .features import Featurizer, SampleFeaturizer, get_featurizer
-from .model import ModelConfig, TwoStageModel
+from .model import NetConfig, TwoStageModel
 from .predictor import DecisionRule, Predictor
 
 DEFAULT_FEATURIZER = "lexical"
@@ -106,14 +106,14 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
 class TrainSettings:
     featurizer: str = DEFAULT_FEATURIZER
     featurizer_config: dict[str, Any] = field(default_factory=dict)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: NetConfig = field(default_factory=NetConfig)
     val_fraction: float = 0.25
     seed: int = 0
     reactive: bool = True
     cv: int = 0
 
 
-def _fit_mode(mode: str, examples: Sequence[Example], Xq: np.ndarray, cfg: ModelConfig,
+def _fit_mode(mode: str, examples: Sequence[Example], Xq: np.ndarray, cfg: NetConfig,
               sf: SampleFeaturizer, qmask: np.ndarray) -> TwoStageModel:
     X = Xq if mode == "proactive" else np.concatenate([Xq, sf.transform([e.samples for e in examples])], axis=1)
     mask = qmask if mode == "proactive" else np.concatenate([qmask, np.ones(sf.dim, dtype=bool)])

@@ -38,7 +38,7 @@ from ..policies.simple import LLMOnly, SLMOnly
 from ..runner import Runner, RunSettings
 from .guards import BackendHealth, Budgets, GuardedBackend, Meter, ServedPolicy, soften
 from .ledger import BudgetExceeded, Ledger
-from .metrics import ServerMetrics
+from .prometheus import ServerMetrics
 from .protocol import (
     ApiError,
     ChatCompletionRequest,
