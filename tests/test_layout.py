@@ -2,7 +2,8 @@
 
 Counted with the imports made inside functions, which Python resolves late and a reader easily misses.
 The command modules (`cli.py` and the `*/cli.py` sub-commands) sit on top of everything and are left
-out: they only wire packages to the command line.
+out as importers: they only wire packages to the command line. Nothing imports them back: the top-level
+command imports its sub-commands, and what they share (`console.py`) lies below both.
 """
 
 import ast
@@ -27,7 +28,7 @@ def _package_graph() -> dict[str, set[str]]:
                 target = list(package[: len(package) - (node.level - 1)]) + (node.module or "").split(".")
             else:
                 target = (node.module or "").split(".")
-            if target[0] == "shepherd" and len(target) > 1 and target[1] not in (unit, "cli", ""):
+            if target[0] == "shepherd" and len(target) > 1 and target[1] not in (unit, ""):
                 edges[unit].add(target[1])
     return edges
 
@@ -67,6 +68,16 @@ def test_answer_comparison_sits_below_policies_predictor_and_traces():
     for unit in ("policies", "predictor"):
         assert "agreement" in edges[unit]
     assert "policies" not in edges["predictor"] and "policies" not in edges["traces"]
+
+
+def test_nothing_imports_the_command_back():
+    """Sub-commands once imported `fail` from shepherd/cli.py, which loaded them: upside down."""
+    importers = [path.relative_to(SRC).as_posix() for path in SRC.rglob("*.py")
+                 if any(isinstance(n, ast.ImportFrom) and ((n.module == "cli" and n.level >= 1 and path.parent != SRC)
+                                                           or n.module == "shepherd.cli")
+                        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))]
+    assert importers == []
+    assert all(unit != "cli" for targets in _package_graph().values() for unit in targets)
 
 
 def test_the_cycle_finder_finds_a_cycle():

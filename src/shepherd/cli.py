@@ -1,38 +1,28 @@
 """The `shepherd` command. Each component adds its commands through a `register(app)` hook, so this
-file stays a table of contents: ask and models here; tasks, sweep, train, eval, serve elsewhere."""
+file stays a table of contents: ask and models here; tasks, sweep, train, eval, serve elsewhere. The
+sub-command modules import nothing heavy at import time, so all of them are always registered; a command
+whose extra is missing says so when it runs."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
+
+from .console import console, fail, out
+from .evaluation import cli as evaluation_cli
+from .predictor import cli as predictor_cli
+from .server import cli as server_cli
+from .tasks import cli as tasks_cli
+from .traces import cli as traces_cli
 
 app = typer.Typer(name="shepherd", help="Pay for hints, not answers: SLM answers with LLM hints.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Local model files: list what is known and cached, pull (assemble) them.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
-
-console = Console(stderr=True)
-out = Console()
-
-#: modules that add commands with `register(app)`; a missing optional extra only hides its commands
-COMMAND_MODULES = [
-    "shepherd.tasks.cli",
-    "shepherd.traces.cli",
-    "shepherd.predictor.cli",
-    "shepherd.evaluation.cli",
-    "shepherd.server.cli",
-]
-
-
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 class _Bytes:
@@ -134,26 +124,8 @@ def models_pull(name: str = typer.Argument(..., help="A model name from `shepher
     out.print(str(path))
 
 
-def _register_optional() -> None:
-    for module in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
-                continue  # component not present
-            if exc.name and not exc.name.startswith("shepherd"):
-                continue  # its optional extra is not installed
-            console.print(f"[yellow]warning:[/] commands of {module} unavailable: {exc}")
-            continue
-        except Exception as exc:  # noqa: BLE001 - a broken component must not take every other command down with it
-            console.print(f"[yellow]warning:[/] commands of {module} unavailable: {exc!r}")
-            continue
-        register = getattr(mod, "register", None)
-        if register is not None:
-            register(app)
-
-
-_register_optional()
+for _commands in (tasks_cli, traces_cli, predictor_cli, evaluation_cli, server_cli):
+    _commands.register(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -67,7 +67,7 @@ def eval_cmd(
     without running anything (report.md + manifest.json + results.json + figures/)."""
     from rich.console import Console
 
-    from ..cli import fail
+    from ..console import fail
     from .suite import ALL_POLICIES, EvalConfig
 
     console = Console(stderr=True)
@@ -112,7 +112,7 @@ def eval_cmd(
 
 
 def _run(cfg, console) -> None:
-    from ..cli import fail
+    from ..console import fail
     from ..traces.store import StoreError
     from .report import write_report
     from .suite import run_eval
@@ -144,7 +144,7 @@ def study_cmd(
     and write results.md, per-benchmark reports and figures."""
     from rich.console import Console
 
-    from ..cli import fail
+    from ..console import fail
     from ..predictor.features import EmbeddingUnavailable
     from ..traces.compact import CompactTraceError
     from ..traces.store import StoreError

@@ -9,7 +9,7 @@ import typer
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from ..cli import fail
+    from ..console import fail
 
     fail(message, code)
 

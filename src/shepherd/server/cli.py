@@ -18,8 +18,8 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     ) -> None:
         """Serve POST /v1/chat/completions (OpenAI-compatible), /v1/models, /health and /metrics."""
-        from ..cli import fail
         from ..config import ConfigError, load_config
+        from ..console import fail
         from ..models.base import BackendError
         from ..models.sources import ModelCorrupt, ModelNotFound
         from .settings import server_settings

@@ -10,21 +10,20 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from ..console import console as err
+from ..console import out
 from .base import Task
 from .parallel import grade_many
 from .registry import get_task, list_tasks, task_class
 
 tasks_app = typer.Typer(help="Benchmarks: list them, audit what they load, grade responses.",
                         no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-
 DataOption = typer.Option(None, "--data",
-                          help="Data file or folder (default: $SHEPHERD_DATA_DIR, then the hub).")
+                          help="Data file or folder (default: $SHEPHERD_DATA_DIR, else the files "
+                          "shipped with the package, then the hub).")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,37 +8,19 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
+
+from ..console import console, fail, out
 
 sweep_app = typer.Typer(help="Sweeps: LLM answers, SLM continuations of hints cut from them, samples; "
                              "labels, replay and exports from the trace store.", no_args_is_help=True)
-console = Console(stderr=True)
-out = Console()
-
 DEFAULT_STORE = Path("runs/traces.sqlite")
 
 
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
 def load_task(name: str, data: Path | None = None):
-    """The task by name, through the task registry (falls back to GSM8K while the registry is absent)."""
-    try:
-        from ..tasks import get_task  # type: ignore[attr-defined]
-    except ImportError:
-        get_task = None
-    if get_task is not None:
-        try:
-            return get_task(name, data=data) if data is not None else get_task(name)
-        except TypeError:
-            return get_task(name)
-    if name == "gsm8k":
-        from ..tasks.gsm8k import GSM8K
+    """The task by name, through the task registry (its data: `data`, else the default source)."""
+    from ..tasks import get_task
 
-        return GSM8K(data)
-    raise ValueError(f"unknown task {name!r}")
+    return get_task(name, data) if data is not None else get_task(name)
 
 
 def parse_grid(text: str) -> tuple[float, ...]:
