@@ -6,7 +6,7 @@ The server runs as a user runs it (`shepherd serve --config FILE`, a subprocess,
 client is a minimal keep-alive HTTP/1.1 client on raw asyncio sockets in this process, so that the
 numbers are the server's and not a heavy client's. Measured:
   * direct: the same work in-process, no HTTP: `Runner.answer` (hint path: an LLM call and an SLM call),
-    `backend.agenerate` for the pass-through model, `StreamingRunner.answer` for streaming;
+    `backend.agenerate` for the pass-through model, `Runner.answer(..., emit=...)` for streaming;
   * server: one connection, one request at a time: latency p50 / p99; overhead = server - direct;
   * floor: the same client against a trivial asyncio HTTP responder: loopback + client cost, which any
     server pays (shown so the server's own share can be read off);
@@ -159,14 +159,12 @@ async def direct(n: int) -> dict[str, list[float]]:
     from shepherd.models.scripted import ScriptedBackend
     from shepherd.policies import FixedHint
     from shepherd.runner import Runner
-    from shepherd.server.streaming import StreamingRunner
 
     slm = ScriptedBackend(SCRIPT_SLM, model_id="small")
     llm = ScriptedBackend(SCRIPT_LLM, model_id="big")
     runner = Runner(slm, llm, llm_price=PAPER_LLM_PRICE)
     req = GenerationRequest.create(QUESTION, max_tokens=512)
     policy = FixedHint(tokens=5)
-    streamer = StreamingRunner(runner)
     sink: list[str] = []
 
     async def timed(fn):
@@ -183,7 +181,7 @@ async def direct(n: int) -> dict[str, list[float]]:
     return {
         "shepherd (hint 5, 2 model calls)": await timed(lambda: runner.answer(req, policy)),
         "slm pass-through (1 call)": await timed(lambda: slm.agenerate(req)),
-        "shepherd streamed (SSE)": await timed(lambda: streamer.answer(req, policy, lambda s, t: sink.append(t))),
+        "shepherd streamed (SSE)": await timed(lambda: runner.answer(req, policy, emit=lambda s, t: sink.append(t))),
     }
 
 

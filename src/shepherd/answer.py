@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .costs import CostBreakdown
+from .decision import Decision
 from .models.base import Generation, Usage
-from .policies.base import Decision
 
 
 @dataclass

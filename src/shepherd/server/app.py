@@ -7,7 +7,7 @@ One chat request, end to end:
   -> `ChatResponse`: the answer runs in its own task while another task watches for the client leaving;
      per request the shared backends are wrapped in `GuardedBackend` (time limits, budget metering) and
      the route's policy in `ServedPolicy` (forced hint, global budget softening);
-     non-streaming: `Runner.answer`; streaming: `StreamingRunner.answer` emitting text as it comes;
+     `Runner.answer`, streaming with a listener that emits text as it comes;
   -> OpenAI JSON or chat.completion.chunk SSE, with `usage` and a `shepherd` object.
 A client that leaves cancels the answer task: backend streams are closed and the ledger settled.
 """
@@ -51,7 +51,6 @@ from .protocol import (
     usage_of,
 )
 from .settings import KeyConfig, ServerSettings, server_settings
-from .streaming import StreamingRunner
 
 log = logging.getLogger("shepherd.server")
 
@@ -280,11 +279,8 @@ class ChatResponse(Response):
                 hint = None  # a model name means that model alone
             policy = ServedPolicy(self.route.policy, hint_tokens=hint,
                                   adjust=st.adjust if s.global_budget is not None else None)
-            if self.stream:
-                answer = await StreamingRunner(runner).answer(
-                    self.greq, policy, lambda source, text: put(("delta", source, text)))
-            else:
-                answer = await runner.answer(self.greq, policy)
+            emit = (lambda source, text: put(("delta", source, text))) if self.stream else None
+            answer = await runner.answer(self.greq, policy, emit=emit)
             put(("done", answer))
         except asyncio.CancelledError:
             raise

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from ..hinting import full_request
 from ..models.base import Backend, Generation, GenerationRequest, StreamChunk
 from .store import ItemEntry, TraceStore, messages_key
 
@@ -131,7 +132,7 @@ class CachedBackend(Backend):
                 continue
             cap = entry.request.max_tokens
             # the request must be the sweep's LLM request in everything but its token budget
-            if replace(request, max_tokens=cap).key(self.model_id) != entry.full_key:
+            if full_request(request, cap).key(self.model_id) != entry.full_key:
                 continue
             full = self.store.get(entry.full_key)
             if full is None:

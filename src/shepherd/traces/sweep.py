@@ -7,10 +7,10 @@ first and committed right after it returns, and every row is INSERT OR IGNORE on
 fraction, trial). Running a unit twice, or resuming one killed halfway, calls no model for a result
 already stored and ends with the same rows.
 
-The requests are exactly those the runner makes for `hint(n)` (see `shepherd.runner.Runner._hinted`):
-the LLM hint is `replace(base, max_tokens=n)` (here derived from the stored full answer, no call), the
-SLM continuation `replace(base, prefix=hint_text, max_tokens=max(cap - n, 1))`. So a replay of any
-policy through the runner finds them in the store.
+The requests are exactly those the runner makes for `hint(n)`, built by the same functions
+(`shepherd.hinting`): the LLM hint is `hint_request(base, n)` (here derived from the stored full answer, no
+call), the SLM continuation `continuation_request(base, hint_text, n)`. So a replay of any policy through
+the runner finds them in the store.
 
 Order inside a unit (for llama.cpp's KV-cache reuse of the longest common prompt prefix): the LLM's full
 answer, then the SLM's level-0 answer (the bare prompt), its samples (same prompt), then the levels in
@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..hinting import continuation_request, hint_request
 from ..models.base import Backend, Generation, GenerationRequest
 from .hints import hint_tokens_for, token_cutter
 from .records import Graded, majority
@@ -192,7 +193,6 @@ async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base
             res.call_seconds += gen.latency_s
         return gen
 
-    cap = base.max_tokens
     store.put_item(sweep, unit.item_id, unit.split, base, getattr(item, "reference", None),
                    getattr(item, "metadata", None))
 
@@ -214,7 +214,7 @@ async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base
         text = cutter.cut(n)
         hkey: str | None = None
         if 0 < n < L:
-            hreq = replace(base, max_tokens=n)
+            hreq = hint_request(base, n)
             hkey = hreq.key(llm_id)
             hint = Generation(text=text, prompt_tokens=full.prompt_tokens, completion_tokens=n,
                               finish_reason="length", latency_s=full.latency_s * n / L, model=llm_id)
@@ -237,7 +237,7 @@ async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base
                 store.put_row(sweep, unit.item_id, "hint", f, j, None, ok, ext, why, hint_tokens=n)
                 trials.append(Graded(full, ok, ext))
                 continue
-            req = replace(base, prefix=text, max_tokens=None if cap is None else max(cap - n, 1))
+            req = continuation_request(base, text, n)
             if j > 0:
                 req = replace(req, temperature=T, seed=seed0 + j - 1)
             gen = await call(ctx.slm, req)

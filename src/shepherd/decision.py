@@ -1,0 +1,37 @@
+"""What a policy decided for one query: answer with the SLM, buy a hint of n LLM tokens, or ask the LLM; plus
+what it already paid for while deciding. Vocabulary shared by the policies, the hint protocol that carries a
+decision out, and the answer that reports it, so it sits below all three."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .models.base import Generation
+
+DecisionKind = Literal["slm", "hint", "llm"]
+
+
+@dataclass
+class Decision:
+    kind: DecisionKind
+    hint_tokens: int = 0
+    reason: str = ""
+    #: generations already paid for while deciding, as (role, generation) with role "slm" or "llm"
+    spent: list[tuple[str, Generation]] = field(default_factory=list)
+    #: set when deciding already produced the final answer (e.g. the SLM samples agreed)
+    answer_text: str | None = None
+    #: the predictor's score or other numbers worth keeping with the trace
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("slm", "hint", "llm"):
+            raise ValueError(f"unknown decision kind {self.kind!r}")
+        if self.hint_tokens < 0:
+            raise ValueError("hint_tokens must be >= 0")
+        if self.kind == "hint" and self.hint_tokens == 0:
+            self.kind = "slm"
+
+    @property
+    def label(self) -> str:
+        return f"hint({self.hint_tokens})" if self.kind == "hint" else self.kind

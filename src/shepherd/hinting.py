@@ -1,0 +1,235 @@
+"""How a hint is bought: the one home of the shepherding protocol.
+
+hint(n): the LLM writes exactly n tokens of its answer (fewer only if it finished first), then the SLM
+continues the same assistant turn from them, within what is left of the answer budget. The answer is hint
++ continuation. This module owns:
+
+- the requests: `hint_request` (the LLM's n tokens), `continuation_request` (the SLM continuing a hint),
+  `full_request` (the LLM request a hint request was cut from, which is how replay recognises one); sweeps,
+  the trace cache and the runner all build them here, so a replay finds what a sweep stored;
+- `HintExecutor`, which carries a decision out: with a listener (`emit`) it streams every piece of text as
+  it arrives; without one it is the same code with nobody listening. Its fallbacks continue from the text
+  already produced: when the LLM dies 5 tokens into a hint of 16, the SLM continues from those 5 (streamed
+  text cannot be taken back); when the SLM dies mid-continuation, the LLM finishes. A model that fails
+  before writing anything is simply replaced by the other one;
+- the accounting: usage per model, dollars, the LLM-only counterfactual, and how the hint was taken.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Literal
+
+from .answer import Answer
+from .costs import Price, breakdown
+from .decision import Decision
+from .models.base import Backend, BackendError, Generation, GenerationRequest, PromptTooLong, Usage
+
+Emit = Callable[[str, str], None]  # (source: "llm" | "slm" | "policy", text)
+Fallback = Literal["fail", "slm", "llm"]
+
+
+# -- the requests --------------------------------------------------------------------------------------
+
+def hint_request(request: GenerationRequest, n: int) -> GenerationRequest:
+    """The LLM's request for a hint of n tokens: the query's own request, cut to n tokens."""
+    return replace(request, max_tokens=n)
+
+
+def full_request(hint: GenerationRequest, cap: int | None) -> GenerationRequest:
+    """The full-answer request that `hint` was cut from (its budget `cap`): `hint_request`'s inverse."""
+    return replace(hint, max_tokens=cap)
+
+
+def rest_budget(cap: int | None, used: int) -> int | None:
+    """What is left of an answer budget after `used` tokens (at least one token)."""
+    return None if cap is None else max(cap - used, 1)
+
+
+def continuation_request(request: GenerationRequest, hint_text: str, hint_tokens: int) -> GenerationRequest:
+    """The request that continues `hint_text` (hint_tokens long) in the assistant turn, within the rest of
+    the query's budget. Nothing to continue: the query's own request."""
+    if not hint_text and hint_tokens == 0:
+        return request
+    return replace(request, prefix=request.prefix + hint_text,
+                   max_tokens=rest_budget(request.max_tokens, hint_tokens))
+
+
+# -- carrying a decision out ---------------------------------------------------------------------------
+
+class BackendsUnavailable(BackendError):
+    """The model asked for and its fallback both failed (or no fallback is configured)."""
+
+
+def _both_failed(message: str, last: BackendError) -> BackendError:
+    """A prompt the fallback cannot fit either is the request's fault (400), not an outage (503)."""
+    return PromptTooLong(message) if isinstance(last, PromptTooLong) else BackendsUnavailable(message)
+
+
+class _LegFailed(Exception):
+    def __init__(self, role: str, error: BackendError, partial: Generation) -> None:
+        super().__init__(str(error))
+        self.role = role
+        self.error = error
+        self.partial = partial
+
+
+class HintExecutor:
+    """Carries out decisions through the two models. `fallback(failed_role)` names the model that takes
+    over when one fails (None: the error is raised)."""
+
+    def __init__(self, slm: Backend, llm: Backend, fallback: Callable[[str], str | None]) -> None:
+        self.slm, self.llm, self.fallback = slm, llm, fallback
+
+    def backend(self, role: str) -> Backend:
+        return self.llm if role == "llm" else self.slm
+
+    async def carry_out(self, decision: Decision, request: GenerationRequest, gens: list, notes: list[str],
+                        emit: Emit | None = None) -> tuple[str, str, int, bool]:
+        """(answer text, hint text, hint tokens, degraded); every generation made is appended to `gens`."""
+        if decision.answer_text is not None:
+            if decision.answer_text and emit is not None:
+                emit("policy", decision.answer_text)
+            return decision.answer_text, "", 0, False
+        if decision.kind in ("llm", "slm"):
+            text, degraded = await self._continue(decision.kind, request, "", 0, gens, notes, emit)
+            return text, "", 0, degraded
+        return await self._hinted(request, decision.hint_tokens, gens, notes, emit)
+
+    # -- legs ----------------------------------------------------------------------------------------
+    async def _leg(self, role: str, request: GenerationRequest, emit: Emit | None) -> Generation:
+        """One call, streamed when someone listens; on failure raise _LegFailed carrying what it delivered."""
+        backend = self.backend(role)
+        t0 = time.perf_counter()
+        if emit is None:
+            try:
+                (gen,) = await backend.agenerate(request)
+            except BackendError as exc:
+                raise _LegFailed(role, exc, self._partial(backend, request, "", t0)) from exc
+            return gen
+        parts: list[str] = []
+        final: Generation | None = None
+        stream = backend.astream(request)
+        try:
+            async for chunk in stream:
+                if chunk.generation is not None:
+                    final = chunk.generation
+                elif chunk.text:
+                    parts.append(chunk.text)
+                    emit(role, chunk.text)
+        except BackendError as exc:
+            raise _LegFailed(role, exc, self._partial(backend, request, "".join(parts), t0)) from exc
+        finally:
+            await stream.aclose()
+        if final is None:
+            final = self._partial(backend, request, "".join(parts), t0, finish="stop")
+        return final
+
+    @staticmethod
+    def _partial(backend: Backend, request: GenerationRequest, text: str, t0: float,
+                 finish: str = "error") -> Generation:
+        return Generation(text=text, prompt_tokens=backend.count_prompt_tokens(request) if text else 0,
+                          completion_tokens=backend.count_tokens(text) if text else 0, finish_reason=finish,
+                          latency_s=time.perf_counter() - t0, model=backend.model_id)
+
+    async def _continue(self, role: str, request: GenerationRequest, prefix: str, prefix_tokens: int,
+                        gens: list, notes: list[str], emit: Emit | None) -> tuple[str, bool]:
+        """`role` writes the answer after `prefix`; if it fails, the fallback continues from the text made."""
+        try:
+            gen = await self._leg(role, continuation_request(request, prefix, prefix_tokens), emit)
+        except _LegFailed as failed:
+            other = self.fallback(role)
+            if other is None:
+                raise failed.error from None
+            sent = failed.partial
+            if sent.text:
+                gens.append((role, sent))
+                notes.append(f"{role} failed ({failed.error}) after {sent.completion_tokens} tokens; "
+                             f"the {other} continued")
+            else:
+                notes.append(f"{role} failed ({failed.error}); answered by the {other}")
+            try:
+                gen2 = await self._leg(other, continuation_request(request, prefix + sent.text,
+                                                                   prefix_tokens + sent.completion_tokens), emit)
+            except _LegFailed as failed2:
+                raise _both_failed(f"{role}: {failed.error}; {other}: {failed2.error}", failed2.error) from None
+            gens.append((other, gen2))
+            return sent.text + gen2.text, True
+        gens.append((role, gen))
+        return gen.text, False
+
+    async def _hinted(self, request: GenerationRequest, n: int, gens: list, notes: list[str],
+                      emit: Emit | None) -> tuple[str, str, int, bool]:
+        cap = request.max_tokens
+        if cap is not None and n >= cap:
+            notes.append(f"a hint of {n} tokens is the whole answer budget: the LLM answers in full")
+            text, degraded = await self._continue("llm", request, "", 0, gens, notes, emit)
+            last = gens[-1][1]
+            return text, ("" if degraded else text), (0 if degraded else last.completion_tokens), degraded
+        try:
+            hint = await self._leg("llm", hint_request(request, n), emit)
+        except _LegFailed as failed:
+            if self.fallback("llm") != "slm":
+                raise failed.error from None
+            sent = failed.partial
+            if sent.text:
+                gens.append(("llm", sent))
+            notes.append(f"llm failed while buying the hint ({failed.error}) after {sent.completion_tokens} "
+                         "tokens; the SLM continued from them" if sent.text else
+                         f"llm failed while buying the hint ({failed.error}); answered SLM-only")
+            try:
+                cont = await self._leg("slm", continuation_request(request, sent.text, sent.completion_tokens),
+                                       emit)
+            except _LegFailed as failed2:
+                raise _both_failed(f"llm: {failed.error}; slm: {failed2.error}", failed2.error) from None
+            gens.append(("slm", cont))
+            return sent.text + cont.text, sent.text, sent.completion_tokens, True
+        gens.append(("llm", hint))
+        if hint.finished:
+            notes.append("the LLM finished within the hint: its answer is complete")
+            return hint.text, hint.text, hint.completion_tokens, False
+        text, degraded = await self._continue("slm", request, hint.text, hint.completion_tokens, gens, notes, emit)
+        return hint.text + text, hint.text, hint.completion_tokens, degraded
+
+
+# -- accounting ----------------------------------------------------------------------------------------
+
+def account(*, text: str, decision: Decision, hint_text: str, hint_tokens: int, gens: list[tuple[str, Generation]],
+            request: GenerationRequest, started: float, degraded: bool, notes: list[str], policy: str,
+            slm: Backend, llm: Backend, slm_price: Price, llm_price: Price) -> Answer:
+    """Turn what was generated into an `Answer`: usage per model, dollars, the LLM-only cost, the hint mode."""
+    usage = {"llm": Usage(), "slm": Usage()}
+    for role, gen in gens:
+        usage[role].add(gen)
+    # the hint was continued by the model of the last generation (the SLM, or the LLM as its fallback)
+    continued = bool(hint_text) and len(text) > len(hint_text) and bool(gens)
+    hint_mode = (llm if gens[-1][0] == "llm" else slm).hint_mode if continued else None
+    return Answer(text=text, decision=decision, hint_text=hint_text, hint_tokens=hint_tokens, usage=usage,
+                  cost=breakdown(usage["llm"], usage["slm"], llm_price, slm_price),
+                  llm_only_cost_usd=llm_only_cost(request, text, gens, llm, llm_price),
+                  latency_s=time.perf_counter() - started, generations=gens, degraded=degraded, notes=notes,
+                  policy=policy, hint_mode=hint_mode)
+
+
+def llm_only_cost(request: GenerationRequest, text: str, gens: list[tuple[str, Generation]], llm: Backend,
+                  llm_price: Price) -> float:
+    """What the LLM alone would have cost: its real call if one answered the whole query, else the LLM's
+    prompt plus an answer as long as the delivered one, in the LLM's tokenizer."""
+    for role, gen in gens:
+        if role == "llm" and not request.prefix and gen.finished:
+            return llm_price.cost(gen.prompt_tokens, gen.completion_tokens)
+    prompt_tokens = next((g.prompt_tokens for r, g in gens if r == "llm"), None)
+    if prompt_tokens is None:
+        prompt_tokens = llm.count_prompt_tokens(request)
+    return llm_price.cost(prompt_tokens, llm.count_tokens(text))
+
+
+def describe_fallback(settings: Any, failed: str) -> str | None:
+    """The model that answers when `failed` is down, per `on_llm_error` / `on_slm_error`; None: raise."""
+    if failed == "llm" and getattr(settings, "on_llm_error", "fail") == "slm":
+        return "slm"
+    if failed == "slm" and getattr(settings, "on_slm_error", "fail") == "llm":
+        return "llm"
+    return None
