@@ -10,7 +10,7 @@ from shepherd.costs import Price
 from shepherd.evaluation import evaluate as E
 from shepherd.evaluation.report import write_report
 from shepherd.evaluation.suite import EvalConfig, run_eval
-from shepherd.policies.baselines import artifact_fingerprint
+from shepherd.routers.learned import artifact_fingerprint
 from shepherd.tasks import registry
 
 N = 24

@@ -20,10 +20,8 @@ from shepherd.policies.baselines import (
     RandomMix,
     RouteLLMClassifier,
     RouteLLMMF,
-    fit_baseline,
-    load_baseline,
-    rows_from_sweeps,
 )
+from shepherd.routers.learned import fit_baseline, load_baseline, rows_from_sweeps
 from shepherd.runner import Runner, RunSettings
 
 N = 24

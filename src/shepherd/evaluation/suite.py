@@ -179,12 +179,13 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
     from ..policies import baselines as B
     from ..policies.oracles import OracleCascade, OracleRouting, OracleShepherd
     from ..policies.simple import LLMOnly, SLMOnly
+    from ..routers import learned as R
 
     wanted = list(wanted or ALL_POLICIES)
     fams: list[Family] = []
     sweep_cfg = sweeps[0].sweep if sweeps else {}
     lengths = {s.item_id: s.full_tokens for s in sweeps}
-    rows = B.rows_from_sweeps(sweeps)
+    rows = R.rows_from_sweeps(sweeps)
 
     def add(name, group, knob, values, make, label=None, default=None):
         if name in wanted:
@@ -276,7 +277,7 @@ def _train_predictor(train_sweeps: dict[str, list[Any]], out: Path, featurizer: 
 
 
 def run_eval(cfg: EvalConfig, log: Callable[[str], None] = lambda m: None) -> EvalRun:
-    from ..policies import baselines as B
+    from ..routers import learned as R
     from ..traces.store import TraceStore
 
     t0 = time.perf_counter()
@@ -347,23 +348,23 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = lambda m: None) -> Ev
         train_sweeps = pick(train_sweeps, cfg.train_items, "train")
 
     # -- learned policies -----------------------------------------------------------------------------
-    featurizer = B.default_featurizer() if cfg.featurizer == "auto" else cfg.featurizer
+    featurizer = R.default_featurizer() if cfg.featurizer == "auto" else cfg.featurizer
     wanted = cfg.policies or list(ALL_POLICIES)
     scorers: dict[str, Any] = {}
     artifacts: dict[str, Any] = {}
-    train_rows = [r for sw in train_sweeps.values() for r in B.rows_from_sweeps(sw)]
+    train_rows = [r for sw in train_sweeps.values() for r in R.rows_from_sweeps(sw)]
     if cfg.baselines:
         for kind in LEARNED:
             p = Path(cfg.baselines) / kind
             if kind in wanted and p.is_dir():
-                scorers[kind] = B.load_baseline(p)
+                scorers[kind] = R.load_baseline(p)
     elif train_rows:
         for kind in LEARNED:
             if kind not in wanted:
                 continue
             log(f"training {kind} on {len(train_rows)} items ({featurizer} features)")
             try:
-                sc = B.fit_baseline(kind, train_rows, featurizer=featurizer, seed=cfg.seed,
+                sc = R.fit_baseline(kind, train_rows, featurizer=featurizer, seed=cfg.seed,
                                     source={"store": cfg.train, "tasks": train_tasks})
             except ValueError as exc:
                 log(f"{kind} not trained: {exc}")
@@ -388,7 +389,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = lambda m: None) -> Ev
                 artifacts["predictor"] = rep
         if predictor is not None:
             artifacts["predictor"] = {"artifact": predictor.path,
-                                      "fingerprint": B.artifact_fingerprint(predictor.path) if predictor.path else None,
+                                      "fingerprint": R.artifact_fingerprint(predictor.path) if predictor.path else None,
                                       "featurizer": predictor.featurizer.spec(),
                                       "training_fingerprint": predictor.manifest.get("training", {}).get("fingerprint"),
                                       "rules": {m: r.__dict__ for m, r in predictor.rules.items()}}
