@@ -61,10 +61,7 @@ class Shepherd:
     @classmethod
     def from_config(cls, config: ShepherdConfig | str | None = None, progress=None) -> Shepherd:
         cfg = config if isinstance(config, ShepherdConfig) else load_config(config)
-        r = cfg.run
-        settings = RunSettings(max_tokens=r.max_tokens, temperature=r.temperature, seed=r.seed,
-                               system_prompt=r.system_prompt, on_llm_error=r.on_llm_error,
-                               on_slm_error=r.on_slm_error)
+        settings = RunSettings.from_config(cfg.run)
         return cls(slm=cfg.slm, llm=cfg.llm, policy=cfg.policy.name, policy_settings=cfg.policy.settings,
                    settings=settings, progress=progress)
 

@@ -30,6 +30,13 @@ class RunSettings:
     #: what to do when the SLM fails: "fail" raises, "llm" answers with the LLM (flagged degraded)
     on_slm_error: Fallback = "fail"
 
+    @classmethod
+    def from_config(cls, run: Any, **overrides: Any) -> RunSettings:
+        """The settings of a config's `[run]` section (`shepherd.config.RunConfig`), field for field, with
+        `overrides` on top (the server caps max_tokens and has its own fallbacks)."""
+        names = ("max_tokens", "temperature", "seed", "system_prompt", "on_llm_error", "on_slm_error")
+        return cls(**{**{n: getattr(run, n) for n in names}, **overrides})
+
 
 class Runner:
     """Carries out decisions. Stateless apart from its models, prices and settings."""

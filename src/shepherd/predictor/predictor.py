@@ -22,7 +22,6 @@ when `length="constant"`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import prefixed, read_artifact, write_artifact
 from .features import Featurizer, SampleFeaturizer, SampleInfo, featurizer_from_spec
 from .model import TwoStageModel
 
@@ -201,12 +201,7 @@ class Predictor:
             "models": models,
             "decision": {m: asdict(r) for m, r in self.rules.items()},
         })
-        tmp_npz = out / "arrays.npz.tmp.npz"
-        np.savez(tmp_npz, **arrays)
-        os.replace(tmp_npz, out / "arrays.npz")
-        tmp = out / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=_json_default), encoding="utf-8")
-        os.replace(tmp, out / "manifest.json")
+        write_artifact(out, "manifest.json", manifest, arrays)
         self.manifest = manifest
         self.path = str(out)
         return out
@@ -214,27 +209,11 @@ class Predictor:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
         p = Path(path)
-        mf, npz = p / "manifest.json", p / "arrays.npz"
-        if not mf.is_file() or not npz.is_file():
-            raise ArtifactError(f"{p} is not a predictor artifact (needs manifest.json and arrays.npz); "
-                                "train one with `shepherd train`")
-        try:
-            manifest = json.loads(mf.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{mf} is not valid JSON: {exc}") from None
-        if manifest.get("format") != FORMAT:
-            raise ArtifactError(f"{p}: unknown artifact format {manifest.get('format')!r}")
-        if int(manifest.get("version", 0)) > FORMAT_VERSION:
-            raise ArtifactError(f"{p}: artifact version {manifest['version']} is newer than this shepherd's "
-                                f"{FORMAT_VERSION}: upgrade llm-shepherd")
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        feat_state = {k[len("featurizer."):]: v for k, v in arrays.items() if k.startswith("featurizer.")}
-        featurizer = featurizer_from_spec(manifest["featurizer"], feat_state)
-        models = {}
-        for mode, info in manifest["models"].items():
-            m_arrays = {k[len(mode) + 1:]: v for k, v in arrays.items() if k.startswith(mode + ".")}
-            models[mode] = TwoStageModel.from_arrays(info["config"], m_arrays)
+        manifest, arrays = read_artifact(p, "manifest.json", FORMAT, FORMAT_VERSION, ArtifactError,
+                                         "predictor artifact (train one with `shepherd train`)")
+        featurizer = featurizer_from_spec(manifest["featurizer"], prefixed(arrays, "featurizer"))
+        models = {mode: TwoStageModel.from_arrays(info["config"], prefixed(arrays, mode))
+                  for mode, info in manifest["models"].items()}
         rules = {m: DecisionRule(**r) for m, r in manifest.get("decision", {}).items()}
         for m in models:
             rules.setdefault(m, DecisionRule())
@@ -243,14 +222,6 @@ class Predictor:
 
     def update_manifest(self, **entries: Any) -> None:
         self.manifest.update(entries)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 _CACHE: dict[tuple[str, float], Predictor] = {}

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..artifacts import prefixed, read_artifact, write_artifact
+
 FORMAT = "shepherd-baseline"
 FORMAT_VERSION = 1
 LEARNED_KINDS = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
@@ -356,12 +358,7 @@ class Scorer:
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "featurizer": self.featurizer.spec(), "settings": self.settings,
                     "default_threshold": self.default_threshold, "training": self.training}
-        tmp = out / "arrays.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out / "arrays.npz")
-        tmpj = out / "baseline.json.tmp"
-        tmpj.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=_json_default), encoding="utf-8")
-        os.replace(tmpj, out / "baseline.json")
+        write_artifact(out, "baseline.json", manifest, arrays)
         self.path = str(out)
         self.fingerprint = artifact_fingerprint(out)
         return out
@@ -371,15 +368,6 @@ class Scorer:
                 "settings": self.settings, "artifact": self.path, "fingerprint": self.fingerprint,
                 "training_fingerprint": self.training.get("fingerprint"),
                 "training_items": self.training.get("items")}
-
-
-def _json_default(o: Any) -> Any:
-    np = _np()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _auc(y: Sequence[int], s: Sequence[float]) -> float | None:
@@ -593,26 +581,14 @@ def load_baseline(path: str | os.PathLike) -> Scorer:
     from ..predictor.features import featurizer_from_spec
 
     p = Path(path)
-    mf, npz = p / "baseline.json", p / "arrays.npz"
-    if not mf.is_file() or not npz.is_file():
-        raise BaselineArtifactError(f"{p} is not a baseline artifact (needs baseline.json and arrays.npz)")
-    try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BaselineArtifactError(f"{mf} is not valid JSON: {exc}") from None
-    if manifest.get("format") != FORMAT:
-        raise BaselineArtifactError(f"{p}: unknown artifact format {manifest.get('format')!r}")
-    if int(manifest.get("version", 0)) > FORMAT_VERSION:
-        raise BaselineArtifactError(f"{p}: artifact version {manifest['version']} is newer than this code's")
+    manifest, arrays = read_artifact(p, "baseline.json", FORMAT, FORMAT_VERSION, BaselineArtifactError,
+                                     "baseline artifact")
     kind = manifest.get("kind")
     if kind not in SCORERS:
         raise BaselineArtifactError(f"{p}: unknown baseline kind {kind!r}")
-    with np.load(npz, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    feat = featurizer_from_spec(manifest["featurizer"],
-                                {k[len("featurizer."):]: v for k, v in arrays.items() if k.startswith("featurizer.")})
+    feat = featurizer_from_spec(manifest["featurizer"], prefixed(arrays, "featurizer"))
     sc = SCORERS[kind](feat, manifest.get("settings", {}))
-    sc._load_arrays({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
+    sc._load_arrays(prefixed(arrays, "model"))
     sc.calibration = [float(x) for x in arrays.get("calibration", np.zeros(0)).tolist()]
     sc.training = manifest.get("training", {})
     sc.path = str(p)

@@ -81,9 +81,9 @@ class ServerState:
         self.llm_price = config.llm.price
         self.max_tokens_default = min(settings.default_max_tokens or config.run.max_tokens,
                                       settings.max_tokens_cap)
-        self.run_settings = RunSettings(max_tokens=self.max_tokens_default, temperature=config.run.temperature,
-                                        seed=config.run.seed, on_llm_error=settings.on_llm_error,
-                                        on_slm_error=settings.on_slm_error)
+        self.run_settings = RunSettings.from_config(config.run, max_tokens=self.max_tokens_default,
+                                                    system_prompt=None, on_llm_error=settings.on_llm_error,
+                                                    on_slm_error=settings.on_slm_error)
         self.metrics = ServerMetrics()
         self.health = {role: BackendHealth(role, on_error=self._backend_error) for role in ("slm", "llm")}
         self.routes = self._routes()
