@@ -185,7 +185,8 @@ def _load_cap_probe(path: Path) -> dict[str, Any]:
 def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: str | None = None,
               log: Callable[[str], None] = lambda m: None) -> StudyRun:
     from ..predictor.data import examples_from_sweeps, label_grid, sweep_task_items
-    from ..predictor.train import TrainSettings, train
+    from ..predictor.pipeline import Selecting, fit_predictor
+    from ..predictor.train import TrainSettings
     from ..traces.labels import label_stats, labels_from_sweeps
     from ..traces.store import TraceStore
     from .report import write_report
@@ -207,24 +208,23 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     examples = examples_from_sweeps(train_sweeps, labels_from_sweeps(train_sweeps, filter=True),
                                     sweep_task_items(spec.train_task, train_sweeps, data))
     grid = label_grid(train_sweeps)
-    settings = TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv)
     llm_p, slm_p = spec.prices()
-    selection = None
+    folds = max(2, spec.cv or 5)
+    selecting = None
     if spec.predictor_candidates:
-        from ..predictor.select import Candidate, select
+        from ..predictor.select import Candidate
 
-        log(f"choosing the predictor's recipe among {len(spec.predictor_candidates)} by cross-validation on "
-            f"{len(examples)} training items")
-        selection = select(examples, [Candidate(**c.model_dump()) for c in spec.predictor_candidates], settings,
-                           k=max(2, spec.cv or 5), repeats=spec.select_repeats, by=spec.select_by,
-                           target=spec.calibrate_accuracy, scales=spec.calibrate_scales, llm_price=llm_p)
-        settings = selection.best.settings(settings)
-        log(f"chosen: {selection.best.label}")
+        selecting = Selecting([Candidate(**c.model_dump()) for c in spec.predictor_candidates], k=folds,
+                              repeats=spec.select_repeats, by=spec.select_by, target=spec.calibrate_accuracy,
+                              scales=spec.calibrate_scales, llm_price=llm_p)
+    sweep_settings = dict(train_sweeps[0].sweep) if train_sweeps else {}
+    fitted = fit_predictor(examples, TrainSettings(featurizer=spec.featurizer, seed=spec.seed, cv=spec.cv),
+                           grid=grid, sweep_settings=sweep_settings,
+                           source={"traces": spec.train_traces, "task": spec.train_task}, selecting=selecting,
+                           curve_shares=spec.learning_curve, curve_folds=folds, curve_repeats=spec.select_repeats,
+                           calibrating=_calibrating(spec, llm_p), log=log)
+    predictor, report, settings, selection = fitted.predictor, fitted.report, fitted.settings, fitted.selection
     featurizer = settings.featurizer
-    log(f"training the predictor on {len(examples)} labelled {spec.train_task} items ({featurizer})")
-    predictor, report = train(examples, settings,
-                              grid=grid, sweep_settings=dict(train_sweeps[0].sweep) if train_sweeps else {},
-                              source={"traces": spec.train_traces, "task": spec.train_task})
     run.predictor_metrics = {"items": report["items"], "fitted_on_items": report["fitted_on_items"],
                              "positives": report["positives"],
                              "validation": report.get("validation"),
@@ -235,17 +235,14 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
                                        "length_weight": settings.model.length_weight}}
     if selection is not None:
         run.predictor_metrics["selection"] = selection.to_dict()
-    if spec.learning_curve:
-        from ..predictor.learning_curve import learning_curve
-
-        log(f"learning curve of the predictor at training shares {list(spec.learning_curve)}")
-        curve = learning_curve(examples, settings, spec.learning_curve, k=max(2, spec.cv or 5),
-                               repeats=spec.select_repeats)
-        run.predictor_metrics["learning_curve"] = {"folds": max(2, spec.cv or 5), "repeats": spec.select_repeats,
-                                                   "points": [p.to_dict() for p in curve]}
+    if fitted.curve is not None:
+        run.predictor_metrics["learning_curve"] = {"folds": folds, "repeats": spec.select_repeats,
+                                                   "points": [p.to_dict() for p in fitted.curve]}
     ts.close()
 
-    run.predictor_metrics["calibration"] = _calibrate(predictor, examples, spec, llm_p, log)
+    run.predictor_metrics["calibration"] = {m: {k: _r(v) if isinstance(v, float) else v
+                                                for k, v in c.to_dict().items()}
+                                            for m, c in fitted.calibration.items()}
     pred_dir = results_dir / "artifacts" / "predictor"
     predictor.save(pred_dir)
     baselines_dir: Path | None = None
@@ -280,8 +277,7 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
 
     if spec.recipe_sensitivity and selection is not None:
         run.recipes = recipe_sensitivity(run, selection, examples, settings, stores, work / "recipes", data=data,
-                                         train_kwargs={"grid": grid, "sweep_settings": dict(train_sweeps[0].sweep)
-                                                       if train_sweeps else {}}, log=log)
+                                         train_kwargs={"grid": grid, "sweep_settings": sweep_settings}, log=log)
     run.summary = summarize(run)
     (results_dir / "summary.json").write_text(json.dumps(run.summary, indent=1, sort_keys=True, default=str),
                                               encoding="utf-8")
@@ -290,26 +286,15 @@ def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: s
     return run
 
 
-def _calibrate(predictor: Any, examples: list[Any], spec: StudySpec, llm_p: Price,
-               log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Pick each mode's threshold and hint scale out of fold on the training items, as a deployment would."""
-    if not spec.calibrate_accuracy:
-        return {}
-    from ..costs import FREE
-    from ..predictor.calibrate import apply_choice, calibrate, oof_raw
+def _calibrating(spec: StudySpec, llm_p: Price) -> Any:
+    """How the study calibrates every predictor it trains: out of fold on the training items, as a deployment
+    would, for `calibrate_accuracy` of LLM-only accuracy (None: not at all)."""
+    from ..predictor.pipeline import Calibrating
 
-    out: dict[str, Any] = {}
-    raws = oof_raw(predictor, examples, k=max(2, spec.cv or 5))
-    for mode in ("proactive", "reactive"):
-        if not predictor.has(mode):
-            continue
-        choice, _ = calibrate(predictor, mode, examples, "accuracy", spec.calibrate_accuracy,
-                              scales=spec.calibrate_scales, raw=raws.get(mode), llm_price=llm_p, slm_price=FREE)
-        apply_choice(predictor, mode, choice, {"held_out": "oof", "target_accuracy": spec.calibrate_accuracy,
-                                               "scales": list(spec.calibrate_scales)})
-        out[mode] = {k: _r(v) if isinstance(v, float) else v for k, v in choice.to_dict().items()}
-        log(f"calibrated {mode}: threshold {choice.threshold:.4f}, scale {choice.scale:g}")
-    return out
+    if not spec.calibrate_accuracy:
+        return None
+    return Calibrating(spec.calibrate_accuracy, scales=spec.calibrate_scales, folds=max(2, spec.cv or 5),
+                       llm_price=llm_p)
 
 
 #: the policies a recipe changes, and the references their metrics are relative to
@@ -327,9 +312,7 @@ def recipe_sensitivity(run: StudyRun, selection: Any, examples: list[Any], setti
     split, out-of-fold calibration on the training items), then replayed; the chosen recipe's entry is the
     study's own replay. Nothing is chosen by it: the test items still never influence the recipe.
     """
-    from dataclasses import replace
-
-    from ..predictor.train import train
+    from ..predictor.pipeline import fit_predictor, without_cv
     from .suite import EvalConfig, run_eval
 
     spec = run.spec
@@ -342,8 +325,8 @@ def recipe_sensitivity(run: StudyRun, selection: Any, examples: list[Any], setti
             evs, aucs = dict(run.runs), dict(run.predictor_on_test)
         else:
             log(f"recipe sensitivity: {cand.label}")
-            predictor, _ = train(examples, replace(cand.settings(settings), cv=0), **(train_kwargs or {}))
-            _calibrate(predictor, examples, spec, llm_p)
+            predictor = fit_predictor(examples, without_cv(cand.settings(settings)), **(train_kwargs or {}),
+                                      calibrating=_calibrating(spec, llm_p)).predictor
             pred_dir = work / f"recipe{i}" / "predictor"
             predictor.save(pred_dir)
             evs, aucs = {}, {}

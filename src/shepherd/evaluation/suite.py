@@ -252,7 +252,8 @@ def _threshold_label(name: str) -> Callable[[float], str]:
 def _train_predictor(train_sweeps: dict[str, list[Any]], out: Path, featurizer: str, seed: int,
                      source: dict[str, Any], log: Callable[[str], None], data: str | None = None):
     from ..predictor.data import examples_from_sweeps, sweep_task_items
-    from ..predictor.train import TrainSettings, train
+    from ..predictor.pipeline import fit_predictor
+    from ..predictor.train import TrainSettings
     from ..traces.labels import labels_from_sweeps
 
     examples, grid, settings = [], set(), {}
@@ -267,8 +268,9 @@ def _train_predictor(train_sweeps: dict[str, list[Any]], out: Path, featurizer: 
         if sw and not settings:
             settings = dict(sw[0].sweep)
     try:
-        predictor, report = train(examples, TrainSettings(featurizer=featurizer, seed=seed), grid=sorted(grid),
-                                  sweep_settings=settings, source=source)
+        fitted = fit_predictor(examples, TrainSettings(featurizer=featurizer, seed=seed), grid=sorted(grid),
+                               sweep_settings=settings, source=source)
+        predictor, report = fitted.predictor, fitted.report
     except ValueError as exc:
         log(f"predictor not trained: {exc}")
         return None, {"error": str(exc)}

@@ -67,7 +67,8 @@ def train_cmd(
 
     from .data import load_store
     from .model import NetConfig
-    from .train import TrainSettings, train
+    from .pipeline import Selecting, fit_predictor
+    from .train import TrainSettings
 
     console = Console(stderr=True)
     try:
@@ -78,27 +79,27 @@ def train_cmd(
                                                                            l2=l2, size_target=size_target, seed=seed,
                                                                            standardize=standardize),
                                  val_fraction=val_fraction, seed=seed, reactive=not no_reactive, cv=cv)
-        selection = None
+        folds = cv if cv >= 2 else 5
+        selecting = None
         if select_from:
-            from .select import parse_candidates, select
+            from .select import parse_candidates
 
-            selection = select(data.examples, parse_candidates(select_from), settings, k=cv if cv >= 2 else 5,
-                               repeats=select_repeats, by=select_by, target=select_target)
-            settings = selection.best.settings(settings)
-            featurizer = settings.featurizer
-        curve = None
+            selecting = Selecting(parse_candidates(select_from), k=folds, repeats=select_repeats, by=select_by,
+                                  target=select_target)
+        shares = None
         if curve_shares:
-            from .learning_curve import learning_curve
-
             try:
                 shares = [float(x) for x in curve_shares.split(",") if x.strip()]
             except ValueError:
                 raise ValueError(f"--learning-curve: expected comma-separated shares, got {curve_shares!r}") from None
-            curve = learning_curve(data.examples, settings, shares, k=cv if cv >= 2 else 5, repeats=select_repeats)
-        predictor, report = train(data.examples, settings, grid=data.grid, sweep_settings=data.sweep_settings,
-                                  source={"store": str(store), "task": task, "sweep": data.sweep_settings.get("sweep"),
-                                          "filter": not no_filter, "swept_items": data.n_swept,
-                                          "label_counts_all": data.label_counts})
+        fitted = fit_predictor(data.examples, settings, grid=data.grid, sweep_settings=data.sweep_settings,
+                               source={"store": str(store), "task": task, "sweep": data.sweep_settings.get("sweep"),
+                                       "filter": not no_filter, "swept_items": data.n_swept,
+                                       "label_counts_all": data.label_counts},
+                               selecting=selecting, curve_shares=shares, curve_folds=folds,
+                               curve_repeats=select_repeats)
+        predictor, report, selection, curve = fitted.predictor, fitted.report, fitted.selection, fitted.curve
+        featurizer = fitted.settings.featurizer
         predictor.save(out)
     except (FileNotFoundError, LookupError, ValueError, ImportError) as exc:
         _fail(str(exc))
