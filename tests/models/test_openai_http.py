@@ -419,7 +419,7 @@ def test_user_hint_route_returns_only_the_continuation(llama_server):
     finally:
         run(backend.aclose())
     assert backend.supports_prefix is False and backend.hint_mode == "user_prompt"
-    assert OpenAICompatibleBackend(llama_server, "m", prefix_route="completions").hint_mode == "prefix"
+    assert OpenAICompatibleBackend(llama_server, "m", prefix_route="continue_final_message").hint_mode == "prefix"
     assert "Janet starts" not in gen.text
     assert gen.text.lstrip().startswith("8"), gen.text
 
