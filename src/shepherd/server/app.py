@@ -7,7 +7,7 @@ One chat request, end to end:
   -> `ChatResponse`: the answer runs in its own task while another task watches for the client leaving;
      per request the shared backends are wrapped in `GuardedBackend` (time limits, budget metering) and
      the route's policy in `ServedPolicy` (forced hint, global budget softening);
-     `Runner.answer`, streaming with a listener that emits text as it comes;
+     `Runner.answer` carries the decision out (for a streamed request with a listener that emits text as it comes);
   -> OpenAI JSON or chat.completion.chunk SSE, with `usage` and a `shepherd` object.
 A client that leaves cancels the answer task: backend streams are closed and the ledger settled.
 """
