@@ -214,3 +214,11 @@ def test_hostile_answers_grade_as_failures_with_the_reason(body, reason):
     grade = FastMBPP().grade(ADD, response)
     assert not grade.correct and any(r in grade.reason for r in reason.split("|")), grade.reason
     assert FastMBPP().grade(ADD, "```python\ndef add(a, b):\n    return a + b\n```").correct
+
+
+def test_programs_import_what_the_interpreter_has_installed_wherever_it_lives():
+    """The private /tmp once hid a venv living under /tmp: numpy imported from the machine's Python but not
+    from such a venv, and code was graded differently by where shepherd was installed."""
+    result = run_python("import numpy\nprint('ok', numpy.__name__)\n")
+    assert result.passed, result.reason
+    assert result.stdout.strip() == "ok numpy"

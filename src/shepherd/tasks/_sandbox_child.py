@@ -109,14 +109,25 @@ def private_mounts(use_pidns, uid):
     namespace, and the Python prefix reachable for the sandbox uid. Returns the layer's name."""
     mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing we mount may propagate to the host
     if not cfg["private_tmp"]:
-        covered = expose_python(python_prefixes(), os.getcwd())
+        covered = expose_python(python_prefixes() + list(cfg["extra_path"]), os.getcwd())
     else:
         with open("program.py", "rb") as fh:
             source = fh.read()
-        for target in ("/tmp", "/var/tmp", "/dev/shm"):
-            if os.path.isdir(target):
-                mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={cfg['tmpfs_bytes']}")
-        covered = expose_python(python_prefixes(), "/tmp")
+        targets = [t for t in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(t)]
+        # site-packages of an interpreter installed under a folder the private mounts cover (a venv in
+        # /tmp): held open now, bound back at the same path once the folder is covered, so that a
+        # program imports what it would import anywhere else
+        held = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in cfg["extra_path"]
+                if any(p.startswith(t + os.sep) for t in targets) and os.path.isdir(p)]
+        for target in targets:
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={cfg['tmpfs_bytes']}")
+        for path, fd in held:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+            os.close(fd)
+        covered = expose_python(python_prefixes() + [p for p in cfg["extra_path"]
+                                                     if not any(p.startswith(t + os.sep) for t in targets)],
+                                "/tmp")
         os.mkdir("/tmp/sandbox", 0o700)
         with open("/tmp/sandbox/program.py", "wb") as fh:
             fh.write(source)
