@@ -217,21 +217,29 @@ def test_committed_results_are_what_the_committed_traces_give(tmp_path):
 
 
 def test_the_baseline_ratio_verdict_reads_the_bootstrap_interval():
-    from shepherd.evaluation.study import _agree_ratio
+    from shepherd.evaluation.study import _agree_ratio, _templates
 
-    assert _agree_ratio(2.0).startswith("yes") and _agree_ratio(1.2).startswith("direction")
-    assert _agree_ratio(2.0, {"low": 0.8, "high": 3.0}).startswith("not shown")
-    assert _agree_ratio(2.0, {"low": 1.6, "high": 3.0}).startswith("yes")
-    assert _agree_ratio(0.7, {"low": 0.5, "high": 0.9}).startswith("no")
-    assert _agree_ratio(None) == "cannot tell"
+    assert _agree_ratio(2.0) == "clearly" and _agree_ratio(1.2) == "direction"
+    assert _agree_ratio(2.0, {"low": 0.8, "high": 3.0}) == "spans_one"
+    assert _agree_ratio(2.0, {"low": 1.6, "high": 3.0}) == "clearly"
+    assert _agree_ratio(0.7, {"low": 0.5, "high": 0.9}) == "baseline_cheaper"
+    assert _agree_ratio(None) == "unknown"
+    words = _templates().get_template("results_words.j2").module  # what results.md says for each case
+    assert words.agree_ratio("clearly", 2.0).startswith("yes") and words.agree_ratio("direction", 1.2).startswith(
+        "direction")
+    assert words.agree_ratio("spans_one", 2.0).startswith("not shown: the largest ratio (2.00x)")
+    assert words.agree_ratio("baseline_cheaper", 0.7).startswith("no") and words.agree_ratio("unknown", None) == (
+        "cannot tell")
 
 
 def test_the_setup_line_names_every_answer_cap():
-    from shepherd.evaluation.study import _caps
+    from shepherd.evaluation.study import _caps, _templates
 
-    assert _caps({"train": 512, "GSM8K": 512, "CNK12": 1024}) == "512 tokens (CNK12: 1024)"
-    assert _caps({"train": 1024, "GSM8K": 512, "MBPP": 1024}) == "1024 tokens (GSM8K: 512)"
-    assert _caps({"train": None}) == "the sweeps' token cap"
+    words = _templates().get_template("results_words.j2").module
+    assert words.caps(_caps({"train": 512, "GSM8K": 512, "CNK12": 1024})) == "512 tokens (CNK12: 1024)"
+    assert words.caps(_caps({"train": 1024, "GSM8K": 512, "MBPP": 1024})) == "1024 tokens (GSM8K: 512)"
+    assert words.caps(_caps({"train": 512, "GSM8K": 1024, "MBPP": 1024})) == "1024 tokens (training: 512)"
+    assert words.caps(_caps({"train": None})) == "the sweeps' token cap"
 
 
 def test_a_broken_cap_probe_is_a_clear_error(tmp_path):

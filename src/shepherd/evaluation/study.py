@@ -11,11 +11,13 @@ in-domain or zero-shot. The study:
   3. replays every policy on every benchmark (`shepherd eval`), writing each benchmark's full report;
   4. writes `results.md` (the cross-benchmark summary, oracle and proactive/reactive comparisons,
      wall-clock per policy, the side-by-side with the paper) and `results/summary.json`, whose numbers a
-     test recomputes from the committed traces.
+     test recomputes from the committed traces. The document's words are `templates/results.md.j2`'s; the
+     code fills in the summary's numbers, so the spec and summary.json alone rebuild it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -24,12 +26,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..costs import Price
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 #: what the paper (arXiv 2601.22132) reports, for the side-by-side
 PAPER = {
@@ -101,6 +106,10 @@ class StudySpec(BaseModel):
     calibrate_scales: tuple[float, ...] = (1.0, 2.0, 3.0)
     llm_price: tuple[float, float] = (0.59, 0.79)
     slm_price: tuple[float, float] = (0.05, 0.08)
+    #: the model pair and how it ran (quantization, engine), named in results.md's setup line (empty: not named)
+    slm_model: str = ""
+    llm_model: str = ""
+    runtime: str = ""
     hardware: str = ""
     #: hand-written discussion (Markdown) placed after the generated side-by-side with the paper
     discussion: str = ""
@@ -615,18 +624,8 @@ def _headline(policies: dict[str, Any], scen: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# the document
+# the document: templates/results.md.j2 holds its words; the code below fills in numbers and chooses cases
 # ----------------------------------------------------------------------------------------------------
-
-
-def _caps(caps: dict[str, int | None]) -> str:
-    """The sweeps' answer caps in words: the common one, and any set that differs."""
-    known = {k: v for k, v in caps.items() if v}
-    if not known:
-        return "the sweeps' token cap"
-    common = Counter(known.values()).most_common(1)[0][0]
-    odd = [f"{'training' if k == 'train' else k}: {v}" for k, v in known.items() if v != common]
-    return f"{common} tokens" + (f" ({'; '.join(odd)})" if odd else "")
 
 
 def _pct(x: Any, d: int = 1) -> str:
@@ -647,424 +646,114 @@ def _usd(x: Any) -> str:
     return "n/a" if x is None else f"${1000 * x:.4f}"
 
 
-def _acc_ci(p: dict[str, Any] | None) -> str:
-    if not p:
-        return "not reached"
-    ci = p.get("ci")
-    return f"{_pct(p['accuracy'])} [{_pct(ci[0], 0)}, {_pct(ci[1], 0)}]" if ci else _pct(p["accuracy"])
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-            + ["| " + " | ".join(r) + " |" for r in rows])
+def _num(x: Any, d: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{d}f}"
 
 
 ORDER = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf", "graphrouter",
          "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "oracle-routing", "oracle-cascade",
          "oracle-shepherd")
+#: the training labels' kinds in the order `traces.labels.label_stats` counts them (summary.json sorts its keys)
+_LABEL_KINDS = ("none", "hint", "llm", "unsolvable")
+#: the template's number formats (`{{ x|pct }}`, `{{ x|pct(0) }}`, `{{ x|fixed(1) }}`, ...)
+_FILTERS: dict[str, Callable[..., str]] = {"pct": _pct, "red": _red, "ace": _ace, "usd": _usd, "num": _num,
+                                           "fixed": lambda x, d: f"{x:.{d}f}", "g": lambda x: f"{x:g}"}
 
 
-def _policy_rows(b: dict[str, Any], scen: str) -> list[list[str]]:
-    rows = []
-    for name in ORDER:
-        fd = b["policies"].get(name)
-        if not fd:
-            continue
-        p = fd.get("point")
-        s = fd.get(scen) or {}
+@functools.cache
+def _templates() -> Environment:
+    """The templates beside this module; a value the template names but is not given is an error."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-        def at(key: str, s: dict[str, Any] = s) -> str:
-            v = s.get(key)
-            if not v:
-                return "not reached"
-            return f"{_pct(v['accuracy'])} at {_usd(v['cost_per_query'])} ({_red(v['cost_reduction'])}, ACE {_ace(v['ace'])})"
-
-        shown = "—" if not p else (p["label"] if fd["knob"] != "-" else "")
-        rows.append([f"**{name}**" if fd["group"] == "shepherding" else name, shown, _acc_ci(p),
-                     _usd(p[scen]["cost_per_query"]) if p else "n/a",
-                     _red(p[scen]["cost_reduction"]) if p else "n/a", _ace(p[scen]["ace"]) if p else "n/a",
-                     at("at90"), at("at100")])
-    return rows
+    env = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), trim_blocks=True,
+                      lstrip_blocks=True, keep_trailing_newline=True, undefined=StrictUndefined)
+    env.filters.update(_FILTERS)
+    return env
 
 
 def write_results_md(run: StudyRun, path: Path) -> Path:
-    spec, S = run.spec, run.summary
-    scen_names = ["slm-free", "slm-priced"]
-    L: list[str] = [f"# {spec.title}", ""]
-    L += [("Every number and figure below is recomputed from the packed traces in `traces/` by one command, "
-          "without calling a model:"), "", "```bash", "shepherd study traces/study.toml --out docs", "```", "",
-          ("Per-benchmark reports with every operating point, figures and manifests are in "
-          "[`docs/results/`](results/) (per-item outcomes: `shepherd eval --rerun docs/results/<benchmark>/manifest.json "
-          "--out DIR` after `shepherd study`, which leaves the unpacked stores in `runs/study/`)."), ""]
-
-    # -- status ----------------------------------------------------------------------------------------
-    L += ["## What was run", ""]
-    tr = S["train"]
-    rows = [[f"{spec.train_task} train (predictor + learned baselines)", str(tr["items"]),
-             str(spec.train_target_items or ""), "training"]]
-    for b in spec.benchmarks:
-        n = S["benchmarks"].get(b.name, {}).get("items", 0)
-        rows.append([b.name, str(n), str(b.target_items or ""), b.setting])
-    L += _table(["traces", "items swept", "items asked for", "role"], rows)
-    L += [""]
-    if any(b.target_items and S["benchmarks"].get(b.name, {}).get("items", 0) < b.target_items
-           for b in spec.benchmarks) or (spec.train_target_items and (tr["items"] or 0) < spec.train_target_items):
-        L += [("> **Partial study.** Some benchmarks have fewer swept items than the study asks for: sweeps on "
-              "this CPU take 40-270 s per item, so they continue across sessions (resumable, see "
-              "`traces/README.md`). Confidence intervals below are wide accordingly; read differences between "
-              "policies inside them as not significant."), ""]
-    L += ["Setup: SLM Qwen2.5-Coder-0.5B-Instruct and LLM Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, llama.cpp), "
-          "greedy decoding for the LLM answer and the hinted SLM continuations, the paper's hint grid "
-          "0%, 10%, …, 90% of the LLM's answer, 3 SLM samples at T=0.7 per item (reactive shepherding, ABC, "
-          f"FrugalGPT read them), answers up to {_caps(run.answer_caps)}. "
-          f"Prices: LLM ${spec.llm_price[0]}/${spec.llm_price[1]} per 1M input/output tokens (the paper's Groq "
-          f"Llama-3.3-70B rate), SLM free (`slm-free`, as the paper) or ${spec.slm_price[0]}/${spec.slm_price[1]} "
-          f"(`slm-priced`). Predictor and learned baselines: "
-          f"`{(S.get('predictor') or {}).get('featurizer', spec.featurizer)}` features, trained on "
-          f"{spec.train_task} train only; every other benchmark is zero-shot for them, as in the paper. "
-          + (f"Hardware: {spec.hardware}." if spec.hardware else ""), ""]
-    L += [("Operating points: every policy with a knob is replayed at many knob values; \"cheapest ≥ 90%\" is "
-          "the cheapest of those points whose accuracy reaches 90% of LLM-only accuracy on the same items. "
-          "Knob values are picked on the test items for every policy alike (as RouteLLM-style curves are), so "
-          "these are best-case operating points for baselines and shepherding equally."), ""]
-
-    # -- headline --------------------------------------------------------------------------------------
-    for scen in scen_names:
-        L += [f"## Headline ({'SLM free, as the paper' if scen == 'slm-free' else 'SLM priced'})", ""]
-        rows = []
-        for b in spec.benchmarks:
-            bd = S["benchmarks"].get(b.name)
-            if not bd or not bd.get("items"):
-                continue
-            ref = bd["references"][scen]
-            orc = bd["policies"].get("oracle-shepherd", {}).get("point")
-            row = [b.name, str(bd["items"]), _pct(ref["slm"]["accuracy"]), _pct(ref["llm"]["accuracy"]),
-                   _usd(ref["llm"]["cost_per_query"])]
-            for key in ("at90", "at100"):
-                h = bd["headline"][scen][key]
-                sh, bl = h.get("shepherding"), h.get("baseline")
-                row.append(f"`{sh['policy']}` {_red(sh['cost_reduction'])}" if sh else "not reached")
-                row.append(f"`{bl['policy']}` {_red(bl['cost_reduction'])}" if bl else "not reached")
-                ratio, ci = h.get("baseline_over_shepherding_cost"), h.get("ratio_ci")
-                row.append((f"{ratio:.2f}x" + (f" [{ci['low']:.2f}, {ci['high']:.2f}] "
-                                               f"({100 * ci['p_shepherding_cheaper']:.0f}%)" if ci else ""))
-                           if ratio else "n/a")
-            row.append(f"{_pct(orc['accuracy'])}, {_red(orc[scen]['cost_reduction'])}" if orc else "n/a")
-            rows.append(row)
-        L += _table(["benchmark", "items", "SLM-only acc", "LLM-only acc", "LLM-only $/1k",
-                     "best shepherding ≥90%", "best baseline ≥90%", "baseline/shepherding cost ≥90%",
-                     "best shepherding ≥100%", "best baseline ≥100%", "baseline/shepherding cost ≥100%",
-                     "oracle shepherding (acc, cost)"], rows)
-        L += [""]
-    L += [("Cost ratios come with a 95% bootstrap interval over the items (1000 resamples; on each, both sides' "
-          "cheapest point reaching the target is chosen anew) and, in parentheses, the share of resamples in "
-          "which shepherding is the cheaper one."), ""]
-
-    L += [("What a hint can save is bounded by the prompt: a hint pays the LLM's whole prompt plus n answer "
-          "tokens, so no hint costs less than the prompt's share of an LLM-only answer."), ""]
-    rows = []
-    for b in spec.benchmarks:
-        lt = (S["benchmarks"].get(b.name) or {}).get("llm_tokens")
-        if lt:
-            rows.append([b.name, f"{lt['prompt']:.0f}", f"{lt['answer']:.0f}", _pct(lt["prompt_cost_share"]),
-                         _pct(lt.get("cut_off_share")), _pct(lt.get("slm_cut_off_share"))])
-    L += _table(["benchmark", "LLM prompt tokens (mean)", "LLM answer tokens (mean)",
-                 "prompt's share of LLM-only cost", "LLM answers cut off at the token cap",
-                 "SLM answers cut off"], rows)
-    L += [""]
-    L += [("An answer cut off at the sweep's token cap (finish reason `length`) rarely states its result and is "
-           "graded wrong; where many are, accuracies are the pair's under that budget."), ""]
-    for b in spec.benchmarks:
-        cp = (S["benchmarks"].get(b.name) or {}).get("cap_probe")
-        if cp:
-            asked = (f"all {cp['regenerated']} were" if cp["regenerated"] == cp["cut_off"] else
-                     f"a sample of {cp['regenerated']} was")
-            L += [(f"How much the cap costs on {b.name} (`benchmarks/token_cap.py`, `{b.cap_probe}`): of the LLM's "
-                   f"{cp['cut_off']} answers cut off at {cp['old_cap']} tokens on {cp['items']} swept items, "
-                   f"{asked} asked again with a {cp['new_cap']}-token cap: {cp['finished_now']} "
-                   f"finish (mean {cp['mean_new_tokens']:.0f} tokens) and {cp['correct_now']} are right. At that "
-                   f"rate, LLM-only accuracy on those items would be about {_pct(cp['llm_accuracy_new_cap_est'], 0)} "
-                   f"instead of {_pct(cp['llm_accuracy_old_cap'], 0)}."), ""]
-
-    # -- side by side with the paper -------------------------------------------------------------------
-    L += ["## Side by side with the paper", ""]
-    rows = []
-    reds, ratios = [], []
-    for b in spec.benchmarks:
-        bd = S["benchmarks"].get(b.name)
-        if not bd or not bd.get("items"):
-            continue
-        for key in ("at100", "at90"):
-            h = bd["headline"]["slm-free"][key]
-            if h.get("shepherding"):
-                reds.append((b.name, key, h["shepherding"]["cost_reduction"]))
-            if h.get("baseline_over_shepherding_cost"):
-                ratios.append((b.name, key, h["baseline_over_shepherding_cost"], h.get("ratio_ci")))
-        re = bd["policies"].get("reactive", {}).get("slm-free", {})
-        paper_ace = PAPER["reactive_ace"].get(bd["task"])
-        r90 = (re.get("at90") or {}).get("ace")
-        rows.append([b.name, f"{paper_ace:.2f}" if paper_ace else "n/a", _ace(r90), _ace(re.get("best_ace")),
-                     _verdict(paper_ace, r90)])
-    lo, hi = PAPER["cost_reduction_range"]
-    red100 = [r for r in reds if r[1] == "at100"]
-    red90 = [r for r in reds if r[1] == "at90"]
-    L += ["| paper claim | this pair (SLM free) | agrees? |", "|---|---|---|"]
-    L += [(f"| shepherding is {100 * lo:.0f}-{100 * hi:.0f}% cheaper than LLM-only (at its accuracy) | at ≥100% of "
-          f"LLM accuracy: {_span(red100)}; at ≥90%: {_span(red90)} | "
-          f"{_agree_range([r[2] for r in red100], lo, hi)} |")]
-    best = max(ratios, key=lambda r: r[2], default=None)
-    L += [f"| up to {PAPER['vs_best_baseline']}x cheaper than the best baseline at matched accuracy | "
-          + (", ".join(f"{n} {'100%' if k == 'at100' else '90%'}: {x:.2f}x"
-                       + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "") for n, k, x, ci in ratios)
-             or "no benchmark "
-             "where both reach the target")
-          + f" | {_agree_ratio(best[2] if best else None, best[3] if best else None)} |"]
-    no_hint = S["comparison"]["train_no_hint_share"]
-    L += [f"| ~{100 * PAPER['no_hint_share']:.0f}% of training queries need no hint | "
-          f"{_pct(no_hint)} of {tr['items']} {spec.train_task} train items (labels: "
-          + ", ".join(f"{k} {v}" for k, v in (tr["kinds"] or {}).items()) + f") | "
-          f"{'yes' if no_hint is not None and no_hint >= 0.7 else 'no'} |", ""]
-    L += _table(["benchmark", "paper: reactive ACE", "reactive ACE, cheapest ≥90% point",
-                 "reactive best ACE (≥ half the gap recovered)",
-                 "agrees?"], rows)
-    L += [""]
-    if spec.discussion.strip():
-        L += [render_discussion(spec.discussion.strip(), S), ""]
-
-    # -- per benchmark ---------------------------------------------------------------------------------
-    for b in spec.benchmarks:
-        bd = S["benchmarks"].get(b.name)
-        slug = _slug(b.name)
-        L += [f"## {b.name} ({b.setting}, {bd.get('items', 0) if bd else 0} items)", ""]
-        if not bd or not bd.get("items"):
-            L += ["No swept items yet.", ""]
-            continue
-        if b.note:
-            L += [b.note, ""]
-        for scen in scen_names:
-            ref = bd["references"][scen]
-            L += [(f"### Every policy ({scen}; LLM-only {_pct(ref['llm']['accuracy'])} at "
-                  f"{_usd(ref['llm']['cost_per_query'])}/1k queries, SLM-only {_pct(ref['slm']['accuracy'])} at "
-                  f"{_usd(ref['slm']['cost_per_query'])})"), ""]
-            L += _table(["policy", "point shown", "accuracy [95% CI]", "$/1k q", "cost vs LLM-only", "ACE",
-                         "cheapest ≥ 90% of LLM acc", "cheapest ≥ 100% of LLM acc"], _policy_rows(bd, scen))
-            L += [""]
-            L += [f"![cost vs accuracy, {scen}](results/{slug}/figures/{_fig(run, b.name, f'cost_accuracy_{scen}')})",
-                  ""]
-        L += ["### Oracles (what a perfect predictor of each kind would reach)", ""]
-        rows = []
-        for name in ("slm-only", "llm-only", "oracle-routing", "oracle-cascade", "oracle-shepherd"):
-            p = (bd["policies"].get(name) or {}).get("point")
-            if p:
-                rows.append([name, _acc_ci(p), _red(p["slm-free"]["cost_reduction"]),
-                             _red(p["slm-priced"]["cost_reduction"]), _ace(p["slm-free"]["ace"])])
-        L += _table(["policy", "accuracy [95% CI]", "cost vs LLM-only (SLM free)", "cost vs LLM-only (SLM priced)",
-                     "ACE (SLM free)"], rows)
-        L += [""]
-        L += ["### Proactive vs reactive shepherding", ""]
-        rows = []
-        for name in ("proactive", "reactive"):
-            fd = bd["policies"].get(name)
-            if not fd:
-                continue
-            for scen in scen_names:
-                s = fd.get(scen) or {}
-                a90, a100 = s.get("at90"), s.get("at100")
-                rows.append([name, scen, _num(s.get("apgr")), _ace(s.get("best_ace")),
-                             f"{_pct(a90['accuracy'])}, {_red(a90['cost_reduction'])}" if a90 else "not reached",
-                             f"{_pct(a100['accuracy'])}, {_red(a100['cost_reduction'])}" if a100 else "not reached",
-                             str((a90 or {}).get("seconds_per_query") or "n/a")])
-        L += _table(["policy", "prices", "APGR", "best ACE (≥ half the gap)", "cheapest ≥90% (acc, cost)",
-                     "cheapest ≥100% (acc, cost)", "s/query at the ≥90% point"], rows)
-        L += [""]
-        L += ["### Accuracy vs hint fraction (SLM continuing the first f of the LLM's answer, greedy)", ""]
-        L += _table(["hint fraction", "mean hint tokens", "SLM accuracy", "answers cut off at the token cap"],
-                    [[f"{c['fraction']:.1f}" + (" (LLM alone)" if c["fraction"] == 1.0 else ""),
-                      f"{c['mean_hint_tokens']:.0f}", _pct(c["greedy_accuracy"]), _pct(c.get("cut_off_share"))]
-                     for c in bd["hint_curve"]])
-        L += [""]
-        L += [f"Full report: [results/{slug}/report.md](results/{slug}/report.md).", ""]
-
-    # -- across benchmarks -----------------------------------------------------------------------------
-    L += ["## Accuracy vs hint fraction, all benchmarks", "", "![accuracy vs hint fraction](results/hint_fraction_all.png)",
-          ""]
-    L += ["## Wall-clock per query on this CPU", "",
-          ("Model time each policy spent per query (sum of the recorded latencies of the calls it made, serial, "
-          "SLM and LLM on the same 2 cores; a hint's LLM time is its share n/L of the full answer's), at the "
-          "policy's cheapest point ≥ 90% of LLM-only accuracy (or its only point)."), ""]
-    hdr = ["policy"] + [b.name for b in spec.benchmarks if S["benchmarks"].get(b.name, {}).get("items")]
-    rows = []
-    for name in ORDER:
-        row = [name]
-        for b in spec.benchmarks:
-            bd = S["benchmarks"].get(b.name)
-            if not bd or not bd.get("items"):
-                continue
-            fd = bd["policies"].get(name) or {}
-            v = (fd.get("slm-free") or {}).get("at90")
-            sec = v.get("seconds_per_query") if v else None
-            if sec is None and fd.get("knob") == "-" and fd.get("point"):
-                sec = fd["point"].get("seconds_per_query")
-            row.append("—" if sec is None else f"{sec:.1f} s")
-        rows.append(row)
-    L += _table(hdr, rows)
-    L += [""]
-
-    # -- predictor -------------------------------------------------------------------------------------
-    pm = S.get("predictor") or {}
-    cv = pm.get("cv") or {}
-    mdl = pm.get("model") or {}
-    L += ["## The predictor", "",
-          f"Trained on {pm.get('items')} labelled {spec.train_task} train items ({pm.get('positives')} need a hint; "
-          "the paper's filter drops items the LLM gets wrong or no hint fixes) with "
-          f"`{pm.get('featurizer', spec.featurizer)}` features"
-          + (f", trunk width {mdl['hidden']} (0: linear heads) and L2 {mdl['l2']:g}" if mdl else "")
-          + f". Out-of-fold metrics ({spec.cv}-fold, one fold assignment, seed {spec.seed}; the recipe table and "
-          "the learning curve below average several, so their AUCs differ a little):", ""]
-    rows = []
-    for mode in ("proactive", "reactive"):
-        m = cv.get(mode) or {}
-        if m:
-            rows.append([mode, _num(m.get("auc")), _num(m.get("balanced_accuracy@0.5")),
-                         _num(m.get("size_mae_fraction")), _num(m.get("size_mae_fraction_constant"))])
-    L += _table(["mode", "AUC (hint needed?)", "balanced accuracy @0.5", "hint-size MAE (fraction of L)",
-                 "MAE of a constant"], rows) if rows else ["(no cross-validation metrics)"]
-    L += [""]
-    if mdl:
-        L += [_method_paragraph(pm, mdl, spec), ""]
-    on_test = [(b.name, S["benchmarks"][b.name]["predictor_auc"]) for b in spec.benchmarks
-               if (S["benchmarks"].get(b.name) or {}).get("predictor_auc")]
-    if on_test:
-        L += [("On each benchmark's test items, labelled as the training items are (the smallest swept hint with "
-              "which the SLM is right; items the LLM gets wrong or no hint fixes dropped), the same predictor ranks "
-              "\"hint needed?\" as follows (0.5: chance). This is a diagnostic computed after the replay; nothing "
-              "is chosen by it."), ""]
-        L += [("The last two columns train the same recipe on the benchmark's own labelled items instead "
-               f"({spec.cv}-fold, out of fold): where they are well above the zero-shot AUC, that benchmark's hard "
-               "items can be ranked, and it is the transfer from GSM8K that fails. n/a: too few items of a class "
-               "to cross-validate."), ""]
-        L += _table(["benchmark", "setting", "labelled items", "need a hint", "AUC proactive", "AUC reactive",
-                     "own-items AUC proactive", "own-items AUC reactive"],
-                    [[name, next(b.setting for b in spec.benchmarks if b.name == name), str(a["items"]),
-                      str(a["positives"]), _num(a.get("proactive")), _num(a.get("reactive")),
-                      _num((a.get("in_domain") or {}).get("proactive")), _num((a.get("in_domain") or {}).get("reactive"))]
-                     for name, a in on_test])
-        L += [""]
-    sel = pm.get("selection")
-    if sel:
-        by_cost = sel.get("by") == "cost"
-        target = sel.get("target")
-        L += [(f"The recipe was chosen among {len(sel['candidates'])} by "
-               + ("out-of-fold cost" if by_cost else "out-of-fold AUC")
-               + f" on the training items only ({sel['folds']}-fold, mean over {sel['repeats']} fold assignments; "
-               + ("the score is minus the mean of the modes' cost share" if by_cost
-                  else "the score is the mean of the modes' AUC")
-               + "). The test benchmarks never influence the choice; the chosen recipe's out-of-fold "
-               + ("cost" if by_cost else "AUC") + " is a little optimistic, being the best of several."
-               + (f" The cost columns are decision-aware: on the same out-of-fold predictions, the cost (share of "
-                  f"LLM-only) of the cheapest threshold and hint scale that reach {_pct(target, 0)} of LLM-only "
-                  "accuracy on the training items, as the calibration below picks them (lower is better; "
-                  "\"not reached\": on some fold assignment no setting got there)." if target is not None else "")),
-              ""]
-        hdr = ["featurizer", "trunk width", "L2", "AUC proactive", "AUC reactive"]
-        if target is not None:
-            hdr += [f"cost at {_pct(target, 0)} proactive", f"cost at {_pct(target, 0)} reactive"]
-        rows = []
-        for c in sel["candidates"]:
-            row = [f"`{c['featurizer']}`", str(c["hidden"]), f"{c['l2']:g}", _num(c["auc"].get("proactive")),
-                   _num(c["auc"].get("reactive"))]
-            if target is not None:
-                cost = c.get("cost") or {}
-                row += ["not reached" if m in cost and cost[m] is None else
-                        (_pct(cost[m]) if m in cost else "n/a") for m in ("proactive", "reactive")]
-            rows.append(row + [_num(c["score"], 3), "yes" if c["label"] == sel["chosen"] else ""])
-        L += _table(hdr + ["score", "chosen"], rows)
-        L += [""]
-        if sel.get("alternative"):
-            other = "AUC" if by_cost else "cost"
-            L += [(f"Chosen by out-of-fold {other} instead, the recipe would have been `{sel['alternative']}`"
-                   + (" too." if sel["alternative"] == sel["chosen"] else ".")), ""]
-    lc = pm.get("learning_curve")
-    if lc and lc.get("points"):
-        L += [("Would more training items help? The chosen recipe's out-of-fold AUC when each fold's model is fitted "
-               f"on only a share of its training items (class-stratified; every item is still scored, out of fold; "
-               f"{lc['folds']}-fold, mean over {lc['repeats']} fold assignments). A curve still rising at the full "
-               "share says the predictor is short of data; a flat one, that more of the same items will not fix it."),
-              ""]
-        L += _table(["training share", "items per fold's model", "AUC proactive", "AUC reactive"],
-                    [[_pct(p["fraction"], 0), f"{p['train_items']:.0f}", _num(p["auc"].get("proactive")),
-                      _num(p["auc"].get("reactive"))] for p in lc["points"]])
-        L += [""]
-    rec = (S.get("recipes") or {}).get("by_recipe")
-    if rec:
-        names = [b.name for b in spec.benchmarks if any(b.name in r["benchmarks"] for r in rec)]
-        L += [("How much do the shepherding results depend on the recipe? Each candidate recipe trained and "
-               "calibrated as the chosen one, then replayed on the test items: the cost vs LLM-only of proactive / "
-               "reactive at its cheapest point reaching 90% of LLM-only accuracy (SLM free; n/a: not reached). The "
-               "test items do not choose the recipe; this only shows how far the choice moves the results."), ""]
-
-        def cell(r: dict[str, Any], name: str) -> str:
-            b = r["benchmarks"].get(name) or {}
-            return " / ".join(_red(((b.get(m) or {}).get("at90") or {}).get("cost_reduction"))
-                              for m in ("proactive", "reactive"))
-
-        chose = pm.get("selection") or {}
-        alt = f"the {'AUC' if chose.get('by') == 'cost' else 'cost'} criterion's choice"
-
-        def mark(r: dict[str, Any]) -> str:
-            return ", ".join(w for w, on in (("yes", r["chosen"]), (alt, r["label"] == chose.get("alternative"))) if on)
-
-        L += _table(["recipe", *names, "chosen"],
-                    [[f"`{r['label']}`", *[cell(r, n) for n in names], mark(r)] for r in rec])
-        L += [""]
-    cal = pm.get("calibration") or {}
-    if cal:
-        L += [(f"Calibration (the \"point shown\" of proactive / reactive above): threshold and hint scale picked on "
-              f"the training items, out of fold, as the cheapest setting reaching {_pct(spec.calibrate_accuracy, 0)} of "
-              "LLM-only accuracy there; the test items never influence it."), ""]
-        L += _table(["mode", "threshold", "hint scale", "accuracy on train, share of LLM-only", ("cost on train, share "
-                     "of LLM-only"), "target met on train"],
-                    [[m, _num(c.get("threshold"), 3), _num(c.get("scale"), 0),
-                      _pct(c.get("relative_accuracy")), _pct(c.get("relative_cost")),
-                      "yes" if c.get("feasible") else "no (most accurate setting)"] for m, c in cal.items()])
-        L += [""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(L), encoding="utf-8")
+    path.write_text(render_results_md(run.spec, run.summary), encoding="utf-8")
     return path
 
 
-def _method_paragraph(pm: dict[str, Any], mdl: dict[str, Any], spec: StudySpec) -> str:
-    """What this predictor does next to the paper's two-stage method, read off the trained recipe."""
-    lam, hidden = mdl.get("lam", 0.5), mdl.get("hidden", 0)
-    target = mdl.get("size_target", "fraction")
-    size = ("the hint's *fraction* of the LLM's answer, n*/L, not the paper's log(1 + n*); a third head "
-            "predicts log(1 + L), the LLM's answer length, and the hint is n = ⌈f · predicted L⌉ with f = scale · "
-            "predicted fraction, rounded up to the next label-grid fraction (f = 1: the LLM answers in full)"
-            if target == "fraction" else
-            "log(1 + n*), as the paper; the hint is scale · (exp(predicted) − 1) tokens, rounded up to the next "
-            "label-grid fraction of the predicted answer length")
-    no_trunk = ("with trunk width 0 the heads share no parameters: each head's gradient comes from its own loss "
-                "term alone, so λ trades nothing off between the two tasks. Under Adam, which rescales each "
-                "gradient, λ then only sets the strength of the L2 penalty against each head's data term: in "
-                "effect L2/λ on the classifier and L2/(1 − λ) on the size head")
-    if hidden:
-        trunk = (f"The chosen recipe's heads share a trunk of width {hidden}, so λ weighs how much each task shapes "
-                 f"it; in the candidate recipes of width 0, {no_trunk}.")
-    else:
-        trunk = (f"The chosen recipe has trunk width 0, and {no_trunk} (here L2/λ = "
-                 f"{mdl.get('l2', 0) / max(lam, 1e-9):g} and L2/(1 − λ) = {mdl.get('l2', 0) / max(1 - lam, 1e-9):g}).")
-    return ("**Next to the paper's method.** The two stages are the paper's: a class-weighted \"hint needed?\" "
-            f"classifier and a Huber regressor on the positive items, in one joint loss λ · BCE + (1 − λ) · Huber "
-            f"(+ {mdl.get('length_weight', 0.1):g} · Huber on the length head) with λ = {lam:g}. What differs: the "
-            f"size head regresses {size}. {trunk} The *hint scale* multiplies the predicted size: a predicted "
-            "size regresses towards the mean and falls short of n* on many items, so calibration picks a scale "
-            f"among {', '.join(f'{s:g}' for s in spec.calibrate_scales)} together with the threshold (out of fold, "
-            "on the training items; table below). Once cross-validation has chosen the recipe, the deployed "
-            f"model is fitted on all {pm.get('fitted_on_items', pm.get('items'))} labelled training items.")
+def render_results_md(spec: StudySpec, summary: dict[str, Any]) -> str:
+    """results.md: the words of `templates/results.md.j2`, the numbers of the spec and the study's summary (as
+    results/summary.json holds it, so the document can be rebuilt from the committed files alone)."""
+    return _templates().get_template("results.md.j2").render(_results_context(spec, summary))
 
 
-def _num(x: Any, d: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{d}f}"
+def _results_context(spec: StudySpec, S: dict[str, Any]) -> dict[str, Any]:
+    """What the template fills in: the spec, the summary, and what is read or chosen off them."""
+    from .plots import figure_names
+
+    tr, pm = S["train"], S.get("predictor") or {}
+    benches = [{"b": b, "d": S["benchmarks"].get(b.name) or {}, "slug": _slug(b.name)} for b in spec.benchmarks]
+    for x in benches:
+        x["figures"] = figure_names(x["d"]["task"]) if x["d"].get("task") else {}
+    swept = [x for x in benches if x["d"].get("items")]
+    cv = pm.get("cv") or {}
+    mdl = pm.get("model") or {}
+    lam, l2 = mdl.get("lam", 0.5), mdl.get("l2", 0)
+    rec = (S.get("recipes") or {}).get("by_recipe") or []
+    return {
+        "spec": spec, "summary": S, "train": tr, "paper": PAPER, "order": ORDER, "benches": benches, "swept": swept,
+        "partial": (any(x["b"].target_items and x["d"].get("items", 0) < x["b"].target_items for x in benches)
+                    or bool(spec.train_target_items and (tr["items"] or 0) < spec.train_target_items)),
+        "caps": _caps({"train": tr.get("max_tokens"), **{x["b"].name: x["d"].get("max_tokens") for x in benches}}),
+        "side": _paper_side(swept, S),
+        "discussion": render_discussion(spec.discussion.strip(), S) if spec.discussion.strip() else "",
+        "wall_clock": [(name, [_wall_seconds(x["d"]["policies"].get(name) or {}) for x in swept]) for name in ORDER],
+        "cv": [(mode, cv[mode]) for mode in ("proactive", "reactive") if cv.get(mode)],
+        "l2_split": (l2 / max(lam, 1e-9), l2 / max(1 - lam, 1e-9)),
+        "on_test": [x for x in benches if x["d"].get("predictor_auc")],
+        "recipes": rec, "recipe_benchmarks": [b.name for b in spec.benchmarks if any(b.name in r["benchmarks"]
+                                                                                      for r in rec)],
+    }
+
+
+def _caps(caps: dict[str, int | None]) -> dict[str, Any] | None:
+    """The sweeps' answer caps: the common one, and each (traces, cap) that differs; None: none known."""
+    known = {k: v for k, v in caps.items() if v}
+    if not known:
+        return None
+    common = Counter(known.values()).most_common(1)[0][0]
+    return {"common": common, "odd": [(k, v) for k, v in known.items() if v != common]}
+
+
+def _paper_side(swept: list[dict[str, Any]], S: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of the side-by-side with the paper (SLM free), and the verdicts they give."""
+    reds, ratios, ace = [], [], []
+    for x in swept:
+        name, d = x["b"].name, x["d"]
+        for key in ("at100", "at90"):
+            h = d["headline"]["slm-free"][key]
+            if h.get("shepherding"):
+                reds.append((name, key, h["shepherding"]["cost_reduction"]))
+            if h.get("baseline_over_shepherding_cost"):
+                ratios.append((name, key, h["baseline_over_shepherding_cost"], h.get("ratio_ci")))
+        reactive = d["policies"].get("reactive", {}).get("slm-free", {})
+        paper, at90 = PAPER["reactive_ace"].get(d["task"]), (reactive.get("at90") or {}).get("ace")
+        ace.append({"name": name, "paper": paper, "at90": at90, "best": reactive.get("best_ace"),
+                    "verdict": _verdict(paper, at90)})
+    best = max(ratios, key=lambda r: r[2], default=None)
+    at100 = [(n, x) for n, k, x in reds if k == "at100"]
+    kinds = (S["train"].get("kinds") or {}).items()
+    return {"at100": at100, "at90": [(n, x) for n, k, x in reds if k == "at90"],
+            "range": _agree_range([x for _, x in at100], *PAPER["cost_reduction_range"]),
+            "ratios": ratios, "best": best[2] if best else None,
+            "ratio": _agree_ratio(best[2] if best else None, best[3] if best else None), "ace": ace,
+            "no_hint": S["comparison"]["train_no_hint_share"],
+            "kinds": sorted(kinds, key=lambda kv: _LABEL_KINDS.index(kv[0]) if kv[0] in _LABEL_KINDS else 99)}
+
+
+def _wall_seconds(fd: dict[str, Any]) -> float | None:
+    """A policy's model seconds per query at its cheapest point >= 90% of LLM-only accuracy, else its only point."""
+    v = (fd.get("slm-free") or {}).get("at90")
+    sec = v.get("seconds_per_query") if v else None
+    if sec is None and fd.get("knob") == "-" and fd.get("point"):
+        sec = fd["point"].get("seconds_per_query")
+    return sec
 
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}|]+?)\s*(?:\|\s*(\w+)\s*)?\}\}")
@@ -1110,55 +799,43 @@ def render_discussion(text: str, summary: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(fill, text)
 
 
-def _span(reds: list[tuple[str, str, float]]) -> str:
-    if not reds:
-        return "not reached on any benchmark"
-    return ", ".join(f"{n} {_red(x)}" for n, _, x in reds)
-
-
 def _agree_range(xs: list[float], lo: float, hi: float) -> str:
+    """Are shepherding's cost reductions at LLM-only accuracy in the paper's range: "all", "some", "none", or
+    "never" (it does not get there)."""
     if not xs:
-        return "no: shepherding never reaches LLM-only accuracy here"
+        return "never"
     inside = [x for x in xs if lo <= x <= hi]
     if len(inside) == len(xs):
-        return "yes"
-    return "partly" if inside else "no"
+        return "all"
+    return "some" if inside else "none"
 
 
 def _agree_ratio(best: float | None, ci: dict[str, Any] | None = None) -> str:
     """The verdict on "up to 2.8x cheaper than the best baseline" from the largest ratio and, when there is
     one, its bootstrap interval: a ratio whose interval spans 1 is no evidence either way."""
     if best is None:
-        return "cannot tell"
+        return "unknown"
     if ci is not None and ci["low"] <= 1.0 <= ci["high"]:
-        return (f"not shown: the largest ratio ({best:.2f}x) has an interval that spans 1, so shepherding and "
-                "the best baseline are not told apart")
+        return "spans_one"
     if ci is not None and ci["high"] < 1.0:
-        return "no: the best baseline is cheaper"
+        return "baseline_cheaper"
     if best >= 1.5:
-        return "yes, shepherding is clearly cheaper"
+        return "clearly"
     if best > 1.0:
-        return "direction only (< 1.5x)"
+        return "direction"
     return "no"
 
 
 def _verdict(paper: float | None, ours: float | None) -> str:
+    """Our reactive ACE next to the paper's: "close" (within 35%), "direction" (> 1 only), "below" (<= 1), or
+    "not_reached" / "unknown" (no number on our side / the paper's)."""
     if paper is None or ours is None:
-        return "cannot tell (not reached)" if paper is not None else "n/a"
+        return "not_reached" if paper is not None else "unknown"
     if ours >= 1.0 and abs(ours - paper) / paper <= 0.35:
-        return "yes"
+        return "close"
     if ours >= 1.0:
-        return "direction (ACE > 1), not magnitude"
-    return "no (ACE ≤ 1)"
-
-
-def _fig(run: StudyRun, name: str, key: str) -> str:
-    ev = run.runs.get(name)
-    if not ev or not ev.results:
-        return ""
-    from . import plots
-
-    return plots.figure_names(ev.results[0].task).get(key, "")
+        return "direction"
+    return "below"
 
 
 def _hint_figure(run: StudyRun, path: Path) -> None:
