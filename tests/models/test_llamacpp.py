@@ -106,3 +106,81 @@ async def test_cancelling_a_generation_frees_the_model_within_a_token(slm_backen
     assert decoded < 160 // 2  # ... long before max_tokens
     (again,) = await slm_backend.agenerate(req)  # and the next call is served whole
     assert again.text == full.text
+
+
+# -- token log-probabilities ------------------------------------------------------------------------
+
+MATH = "Natalia sold clips to 48 of her friends in April, and half as many in May. How many clips in all?"
+
+
+def _close(a: list[float], b: list[float]) -> tuple[float, float]:
+    diffs = sorted(abs(x - y) for x, y in zip(a, b, strict=True))
+    return diffs[len(diffs) // 2], diffs[-1]
+
+
+def test_recorded_logprobs_equal_teacher_forced_scores_token_by_token(slm_backend, monkeypatch):
+    """What a generation records is the log-probability of each token it drew, at its own position: scoring
+    the same text afterwards gives the same numbers token by token. They agree up to the rounding of
+    llama.cpp's kernels, which depends on how positions are batched (exactly, with a fresh cache and one
+    position a step); a one-position shift, the bug reported for llama-cpp-python's own logprobs, is far
+    outside that."""
+    from shepherd.models import llamacpp
+
+    for req in (GenerationRequest.create(MATH, max_tokens=48),
+                GenerationRequest.create(MATH, max_tokens=48, temperature=0.7, seed=5),
+                GenerationRequest.create(MATH, prefix="April: 48 clips. May:", max_tokens=24)):
+        (gen,) = slm_backend.generate(req)
+        lp = gen.logprobs
+        assert lp is not None and len(lp) == gen.completion_tokens
+        assert gen.mean_logprob == pytest.approx(sum(lp.logprobs) / len(lp))
+        assert lp.ends[-1] == len(gen.text) and lp.ends == sorted(lp.ends)
+        assert all(x <= 0 for x in lp.logprobs) and all(m >= 0 for m in lp.margins)
+        for chunk in (1, 64):  # one position a step (as generation), and the batched path for stored traces
+            monkeypatch.setattr(llamacpp, "_SCORE_CHUNK", chunk)
+            scored = slm_backend.score(req, gen.text)
+            assert scored.ends == lp.ends
+            median, worst = _close(scored.logprobs, lp.logprobs)
+            assert median < 0.01 and worst < 0.3, (chunk, median, worst)
+            assert _close(scored.entropies, lp.entropies)[0] < 0.01
+            shifted, _ = _close(scored.logprobs[1:], lp.logprobs[:-1])
+            assert shifted > 10 * max(median, 1e-3)
+
+
+def test_greedy_tokens_are_the_most_likely_and_sampled_ones_need_not_be(slm_backend):
+    (greedy,) = slm_backend.generate(GenerationRequest.create(MATH, max_tokens=40))
+    # the greedy token is the top-1: its log-probability is the row's maximum, so the margin is top-1 - top-2
+    # and a confident token has log-probability near 0 where the entropy is near 0
+    for lp, ent in zip(greedy.logprobs.logprobs, greedy.logprobs.entropies):
+        assert lp <= 0 and ent >= 0
+        if ent < 1e-3:
+            assert lp > -1e-2
+    hot = GenerationRequest.create(MATH, max_tokens=40, temperature=1.5, seed=2)
+    sampled = [g.logprobs for g in slm_backend.generate(hot, n=3)]
+    assert min(min(s.logprobs) for s in sampled) < min(greedy.logprobs.logprobs)
+
+
+def test_scoring_a_text_the_model_would_not_write_gives_low_logprobs(slm_backend):
+    req = GenerationRequest.create(MATH, max_tokens=40)
+    (gen,) = slm_backend.generate(req)
+    own = slm_backend.score(req, gen.text)
+    other = slm_backend.score(req, "Bananas are yellow because the moon is made of cheese, so 7.")
+    assert other.mean < own.mean - 1.0
+    with pytest.raises(ValueError):
+        slm_backend.score(req)
+
+
+async def test_streamed_generation_carries_the_same_logprobs(slm_backend):
+    req = GenerationRequest.create(MATH, max_tokens=24)
+    final = None
+    async for chunk in slm_backend.astream(req):
+        final = chunk.generation or final
+    (whole,) = await slm_backend.agenerate(req)
+    assert final.logprobs.logprobs == pytest.approx(whole.logprobs.logprobs, abs=1e-5)
+
+
+def test_logprobs_can_be_switched_off(slm_path):
+    from shepherd.models.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(slm_path, n_ctx=1024, logprobs=False)
+    (gen,) = backend.generate(GenerationRequest.create(MATH, max_tokens=8))
+    assert gen.logprobs is None and gen.mean_logprob is None

@@ -526,3 +526,36 @@ def test_a_prompt_too_long_for_the_server_is_the_requests_fault(message):
         with pytest.raises(PromptTooLong, match="HTTP 400"):
             backend.generate(GenerationRequest.create("hi " * 50, max_tokens=4))
     assert len(hits) == 1
+
+
+@pytest.mark.slow
+def test_token_logprobs_over_http_match_the_in_process_runtime(llama_server, slm_path, slm_backend):
+    """The chat and completions routes ask for each token's log-probability and its top alternatives. The
+    completions route renders the prompt as the in-process backend does, so the in-process model scoring the
+    server's answer gives the server's numbers (up to kernel rounding), and the top-k entropy is a lower
+    bound of the exact one."""
+    req = GenerationRequest.create("Natalia sold clips to 48 of her friends in April, and half as many in May. "
+                                   "How many clips in all?", max_tokens=24)
+    for route in ("completions", "continue_final_message"):
+        backend = OpenAICompatibleBackend(llama_server, "qwen-0.5b", prefix_route=route, template_gguf=slm_path,
+                                          want_logprobs=True)
+
+        async def both(backend=backend):
+            (whole,) = await backend.agenerate(req)
+            streamed = None
+            async for chunk in backend.astream(req):
+                streamed = chunk.generation or streamed
+            await backend.aclose()
+            return whole, streamed
+
+        whole, streamed = run(both())
+        for gen in (whole, streamed):
+            lp = gen.logprobs
+            assert lp is not None and len(lp) == gen.completion_tokens and not lp.entropy_exact
+            assert lp.ends[-1] == len(gen.text) and all(m >= 0 for m in lp.margins)
+        if route == "completions":
+            local = slm_backend.score(req, whole.text)
+            assert local.ends == whole.logprobs.ends
+            diffs = sorted(abs(a - b) for a, b in zip(whole.logprobs.logprobs, local.logprobs))
+            assert diffs[len(diffs) // 2] < 0.01 and diffs[-1] < 0.3
+            assert all(k <= x + 0.05 for k, x in zip(whole.logprobs.entropies, local.entropies))

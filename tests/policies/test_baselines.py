@@ -120,6 +120,21 @@ def test_abc_escalates_on_disagreement(swept):
     assert all(len(r.answer.decision.spent) == 2 for r in two.values())
 
 
+def test_abc_counts_the_greedy_answer_as_one_more_voter(swept):
+    """3 of 4: the SLM's greedy answer (the sweep's no-hint level, so replay has it) votes with 3 samples."""
+    recs = _replay(ABC(k=3, agree=3, greedy_voter=True), swept)
+    for iid, r in recs.items():
+        d = r.answer.decision
+        assert len(d.spent) == 4 and d.details["voters"] == 4 and d.spent[0][1].finish_reason
+        if not is_hard(_idx(iid)):
+            assert d.kind == "slm" and d.details["agreeing"] == 4 and "greedy + 3 samples" in d.reason
+        else:
+            assert (d.kind == "slm") == (d.details["agreeing"] >= 3)
+    assert ABC(k=3, agree=4, greedy_voter=True).describe()["greedy_voter"] is True
+    with pytest.raises(ValueError):
+        ABC(k=3, agree=5, greedy_voter=True)
+
+
 def test_abc_live_on_scripted_models_matches_replay(swept):
     _, task, _ = swept
     slm, llm = models()

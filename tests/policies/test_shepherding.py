@@ -303,6 +303,27 @@ async def test_agreeing_samples_are_counted_k_of_m(policy, artifact):
     assert d.details["consensus_skip"] is False and d.details["agree"] == 3
 
 
+@pytest.mark.parametrize("policy", ["reactive", "reactive-fixed"])
+async def test_the_greedy_answer_can_vote_with_the_samples(policy, artifact):
+    """3 of 4: the greedy answer plus three samples; it is asked for as the query's own (greedy) request,
+    and its answer is the one that stands when its group wins. The predictor still reads the samples only."""
+    from shepherd.models.base import GenerationRequest
+
+    texts = ["so The answer is 5.", "so The answer is 7.", "hence The answer is 7."]
+    slm = ScriptedBackend(lambda r: "thus The answer is 7." if r.greedy else texts[r.seed % 3], model_id="s")
+    llm = ScriptedBackend("Add 3 and 4 to get 7. The answer is 7.", model_id="l")
+    settings = {"artifact": str(artifact)} if policy == "reactive" else {"fraction": 0.3}
+    req = GenerationRequest.create("What is 3 + 4?", max_tokens=64)
+    ctx = PolicyContext(request=req, slm=slm, llm=llm)
+    d = await make_policy(policy, agree=3, greedy_voter=True, **settings).decide(ctx)
+    assert d.kind == "slm" and d.answer_text == "thus The answer is 7." and d.details["agreeing"] == 3
+    assert len(d.spent) == 4 and d.spent[0][1].text == "thus The answer is 7."
+    d = await make_policy(policy, agree=3, **settings).decide(ctx)  # the samples alone: 2 of 3
+    assert d.details["consensus_skip"] is False and len(d.spent) == 3
+    with pytest.raises(ValueError):
+        make_policy(policy, agree=5, greedy_voter=True, **settings)
+
+
 class _Verbatim(ScriptedBackend):
     """Returns the given texts as they are, one per call (the scripted backend rejoins words, which
     flattens code onto one line)."""

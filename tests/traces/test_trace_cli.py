@@ -1,7 +1,9 @@
 """`shepherd sweep ...` end to end on scripted models (the real-model run is in test_trace_resume)."""
 
 import json
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from shepherd.cli import app
@@ -70,3 +72,40 @@ def test_sweep_labels_export_oracles_replay(tmp_path):
     assert r.exit_code == 2 and "no sweep" in r.output
     r = runner.invoke(app, ["sweep", "labels", "gsm8k", "--store", str(tmp_path / "missing.sqlite")])
     assert r.exit_code == 2 and "no trace store" in r.output
+
+
+@pytest.mark.slow
+def test_sweep_score_adds_the_slms_logprobs_to_committed_traces_without_regenerating(tmp_path):
+    """`shepherd sweep score` on the committed GSM8K test traces (first item): the SLM's no-hint answer and
+    its samples get token log-probabilities from the real 0.5B model; texts, counts and the call log stay;
+    a second run finds nothing left to do; a wrong model is refused."""
+    from shepherd.traces.store import TraceStore
+
+    repo = Path(__file__).resolve().parents[2]
+    store_path = tmp_path / "gsm8k.sqlite"
+    runner = CliRunner()
+    r = runner.invoke(app, ["sweep", "unpack", str(repo / "traces" / "gsm8k-test.jsonl.gz"), "--store", str(store_path)])
+    assert r.exit_code == 0, r.output
+    before = TraceStore(store_path, readonly=True)
+    calls = len(before.call_log())
+    first = before.item_sweeps("gsm8k")[0]
+    before.close()
+    r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--limit", "1"])
+    assert r.exit_code == 0, r.output
+    assert f"{1 + len(first.samples)} generations scored" in r.output
+    store = TraceStore(store_path, readonly=True)
+    it = store.item_sweeps("gsm8k")[0]
+    for g in [it.slm_greedy, *it.samples]:
+        lp = g.generation.logprobs
+        assert lp is not None and abs(len(lp) - g.generation.completion_tokens) <= 2
+        assert lp.ends[-1] == len(g.generation.text) and all(x <= 0 for x in lp.logprobs)
+        assert g.generation.mean_logprob == pytest.approx(lp.mean, abs=1e-3)  # the packed values are float16
+    assert it.slm_greedy.generation.text == first.slm_greedy.generation.text
+    assert it.llm_full.generation.logprobs is None  # the LLM's answers are not the SLM's to score
+    assert len(store.call_log()) == calls
+    store.close()
+    r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--limit", "1"])
+    assert r.exit_code == 0 and "0 generations scored" in r.output
+    r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--limit", "1",
+                            "--slm", "qwen2.5-coder-1.5b-instruct-q4_k_m"])
+    assert r.exit_code != 0 and "written by" in r.output

@@ -63,6 +63,27 @@ def test_unpack_rebuilds_the_same_traces_and_repacks_byte_identically(packed, tm
     assert len(rebuilt.call_log()) == len(store.call_log())
 
 
+def test_token_logprobs_travel_in_a_version_2_pack_and_a_pack_without_them_stays_version_1(packed, tmp_path):
+    from shepherd.models.base import TokenLogprobs
+
+    store, task, path, _ = packed
+    assert read_compact(path)[0]["version"] == 1  # nothing scored yet: the bytes of a version 1 pack
+    it = store.item_sweeps(task.name)[0]
+    greedy = it.slm_greedy.generation
+    key = next(r["key"] for r in store._query("SELECT key FROM generations WHERE text = ? AND model = ?",
+                                                (greedy.text, greedy.model)))
+    lp = TokenLogprobs([-0.5] * 3, [0.1] * 3, [1.0] * 3, [1, 2, len(greedy.text)])
+    assert store.set_logprobs(key, lp)
+    v2 = tmp_path / "v2.jsonl.gz"
+    export_compact(store, v2)
+    header, records = read_compact(v2)
+    assert header["version"] == 2 and sum("logprobs" in g for r in records for g in r["generations"]) == 1
+    rebuilt = TraceStore(tmp_path / "rebuilt2.sqlite")
+    import_compact(v2, rebuilt, task=task)
+    assert rebuilt.get(key).logprobs.logprobs == [-0.5] * 3
+    assert rebuilt.item_sweeps(task.name)[0].slm_greedy.generation.logprobs.ends[-1] == len(greedy.text)
+
+
 def test_unpack_refuses_other_questions_under_the_same_ids(packed, tmp_path):
     _, _, path, _ = packed
     with pytest.raises(CompactTraceError, match="messages hash differs"):

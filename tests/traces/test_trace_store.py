@@ -140,3 +140,41 @@ def test_claims_keep_an_item_to_one_live_process_and_free_a_dead_ones(tmp_path):
         store.release("s", item)
     left = store.claims()
     assert [(c["item_id"], c["holder"]) for c in left] == [("d", f"{host}:{live}")]
+
+
+def test_token_logprobs_are_stored_added_later_and_read_back(tmp_path):
+    from shepherd.models.base import TokenLogprobs
+
+    lp = TokenLogprobs([-0.5, -0.25], [0.7, 0.1], [0.2, 3.0], [5, 11])
+    store = TraceStore(tmp_path / "t.sqlite")
+    with_lp = gen()
+    with_lp.logprobs, with_lp.mean_logprob = lp, lp.mean
+    other = GenerationRequest.create("other question", max_tokens=4)
+    store.put(req().key("m"), "m", req(), with_lp)
+    store.put(other.key("m"), "m", other, gen())
+    got = store.get(req().key("m"))
+    assert got.logprobs.logprobs == [-0.5, -0.25] and got.logprobs.ends == [5, 11] and got.mean_logprob == -0.375
+    assert store.get(other.key("m")).logprobs is None
+    # scored afterwards: only a generation without them gets them, and its text and call log stay
+    assert store.set_logprobs(other.key("m"), lp) is True
+    assert store.set_logprobs(other.key("m"), TokenLogprobs([-9.0], [0.0], [0.0], [1])) is False
+    assert store.get(other.key("m")).logprobs.mean == -0.375 and store.get(other.key("m")).text == "hello world"
+    assert len(store.call_log()) == 2
+
+
+def test_a_version_1_store_is_upgraded_on_a_writable_open_and_read_as_it_is_otherwise(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    store = TraceStore(path)
+    store.put(req().key("m"), "m", req(), gen())
+    store.close()
+    conn = sqlite3.connect(path)  # what a version 1 store looked like: no logprobs column
+    conn.execute("ALTER TABLE generations DROP COLUMN logprobs")
+    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    ro = TraceStore(path, readonly=True)
+    assert ro.get(req().key("m")).logprobs is None and ro.schema_version == 1
+    ro.close()
+    rw = TraceStore(path)
+    assert rw.schema_version == SCHEMA_VERSION == 2
+    assert rw.get(req().key("m")).text == "hello world"

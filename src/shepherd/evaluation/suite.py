@@ -32,8 +32,8 @@ from .evaluate import (
 
 LEARNED = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
 ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf",
-                "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "oracle-routing",
-                "oracle-cascade", "oracle-shepherd")
+                "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "confidence",
+                "confidence-cascade", "oracle-routing", "oracle-cascade", "oracle-shepherd")
 
 NOTES = {
     "slm-only": "the SLM answers every query (greedy)",
@@ -57,6 +57,10 @@ NOTES = {
                 "decides from query + samples; knob: threshold",
     "reactive-fixed": "reactive shepherding without a predictor (ablation): the same 3 SLM samples; agreement "
                       "answers, else the same hint fraction f of the LLM's answer for every query; knob f",
+    "confidence": "the SLM answers first (greedy, paid); a low confidence of its own tokens (lowest 16-token "
+                  "window mean log-probability) buys a hint of f of the LLM's answer; knob (f, threshold); only "
+                  "where the traces carry token log-probabilities",
+    "confidence-cascade": "the same trigger, but the LLM answers in full (no hint); knob: threshold",
     "oracle-routing": "knows whether the SLM alone is right: SLM if so, else LLM",
     "oracle-cascade": "SLM first (paid); LLM only when the SLM's answer is wrong",
     "oracle-shepherd": "the smallest passing swept hint n* per item (none if the SLM alone passes), else LLM",
@@ -234,10 +238,47 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
 
         add("reactive-fixed", "shepherding", "f", [f for f in grid if f > 0] + [1.0],
             lambda f: ReactiveFixedPolicy(f, lengths=lengths, samples=min(3, n_samples), temperature=temp))
+    confident = _confidence_thresholds(sweeps, CONFIDENCE_FEATURE, max_points)
+    if confident:
+        from ..policies.confidence import ConfidenceCascade, ConfidencePolicy
+
+        fs = [f for f in grid if 0 < f <= 0.5]
+        add("confidence", "shepherding", "(f,threshold)", [(f, t) for f in fs for t in confident],
+            lambda ft: ConfidencePolicy(ft[1], feature=CONFIDENCE_FEATURE, fraction=ft[0], lengths=lengths),
+            label=lambda ft: f"confidence f={ft[0]:g} threshold={ft[1]:.4g}")
+        add("confidence-cascade", "baseline", "threshold", confident,
+            lambda t: ConfidenceCascade(t, feature=CONFIDENCE_FEATURE),
+            label=lambda t: f"confidence-cascade threshold={t:.4g}")
     add("oracle-routing", "oracle", "-", [None], lambda _: OracleRouting(sweeps))
     add("oracle-cascade", "oracle", "-", [None], lambda _: OracleCascade(sweeps))
     add("oracle-shepherd", "oracle", "-", [None], lambda _: OracleShepherd(sweeps))
     return fams
+
+
+#: the confidence feature the confidence policies read: DeepConf's lowest-window mean, fixed a priori
+CONFIDENCE_FEATURE = "lowest_window16"
+
+
+def _confidence_thresholds(sweeps: Sequence[Any], feature: str, max_points: int) -> list[float]:
+    """Thresholds for "feature >= t -> the SLM's answer stands" realising every split of the SLM's greedy
+    answers' (label-free) feature values, thinned to `max_points`; empty when the traces carry no
+    log-probabilities (the confidence policies are then left out rather than run blind)."""
+    from ..confidence import features
+
+    values = []
+    for s in sweeps:
+        g = s.slm_greedy
+        if g is not None and g.generation.logprobs is not None:
+            v = features(g.generation.logprobs, g.generation.text, g.extracted)[feature]
+            if v is not None:
+                values.append(v)
+    if len(values) < max(2, len(sweeps) // 2):
+        return []
+    u = sorted(set(values))
+    if len(u) > max_points - 1:
+        k = max_points - 1
+        u = sorted({u[round(i * (len(u) - 1) / (k - 1))] for i in range(k)})
+    return u + [u[-1] + 1.0]  # the lowest: every answer stands; above the highest: every answer escalates
 
 
 def _threshold_label(name: str) -> Callable[[float], str]:

@@ -7,8 +7,11 @@ cost accounting, the trace store and the metrics never care which runtime produc
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import math
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -98,6 +101,80 @@ class GenerationRequest:
 
 
 @dataclass
+class TokenLogprobs:
+    """Per generated token: its log-probability under the model that wrote it, and a summary of the
+    distribution it was drawn from (entropy, and the margin between the two most likely tokens).
+
+    Why a summary and not the top-k tokens themselves: confidence features need only these, and they keep a
+    stored generation small (`pack`: 8 bytes a token). `ends` is each token's end offset in the generation's
+    text, so a feature can pick the tokens that state the final answer. `entropy_exact` says whether the
+    entropy is over the whole vocabulary (the in-process runtime) or a lower bound from the top-k an API
+    returns (the probability outside the top-k counted as one outcome).
+    """
+
+    logprobs: list[float]
+    entropies: list[float]
+    margins: list[float]
+    ends: list[int]
+    entropy_exact: bool = True
+
+    def __post_init__(self) -> None:
+        n = len(self.logprobs)
+        if not (len(self.entropies) == len(self.margins) == len(self.ends) == n):
+            raise ValueError("TokenLogprobs: logprobs, entropies, margins and ends must have one entry a token")
+
+    def __len__(self) -> int:
+        return len(self.logprobs)
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
+
+    def pack(self) -> str:
+        """Compact text form for trace stores and packs: base64 of little-endian float16 / uint16 arrays."""
+        n = len(self.logprobs)
+
+        def half(xs: list[float]) -> bytes:  # clipped to float16's range
+            return struct.pack(f"<{n}e", *(max(-60000.0, min(60000.0, x)) for x in xs))
+
+        blob = (half(self.logprobs) + half(self.entropies) + half(self.margins)
+                + struct.pack(f"<{n}H", *(min(e, 65535) for e in self.ends)))
+        return ("x" if self.entropy_exact else "k") + base64.b64encode(blob).decode("ascii")
+
+    @classmethod
+    def unpack(cls, text: str) -> TokenLogprobs:
+        if not text or text[0] not in "xk":
+            raise ValueError("not a packed TokenLogprobs")
+        blob = base64.b64decode(text[1:])
+        if len(blob) % 8:
+            raise ValueError("packed TokenLogprobs has a partial token")
+        n = len(blob) // 8
+        lp = struct.unpack_from(f"<{n}e", blob, 0)
+        en = struct.unpack_from(f"<{n}e", blob, 2 * n)
+        mg = struct.unpack_from(f"<{n}e", blob, 4 * n)
+        ends = struct.unpack_from(f"<{n}H", blob, 6 * n)
+        return cls(list(lp), list(en), list(mg), list(ends), entropy_exact=text[0] == "x")
+
+    @classmethod
+    def from_top(cls, chosen: list[float], tops: list[list[float]], ends: list[int]) -> TokenLogprobs:
+        """From what an OpenAI-compatible API returns: each token's logprob and its top-k alternatives'."""
+        ent, mar = [], []
+        for lp, top in zip(chosen, tops):
+            top = sorted(top or [lp], reverse=True)
+            ent.append(entropy_from_top(top))
+            mar.append(top[0] - top[1] if len(top) > 1 else 0.0)
+        return cls(list(chosen), ent, mar, list(ends), entropy_exact=False)
+
+
+def entropy_from_top(top: list[float]) -> float:
+    """Entropy (nats) of a distribution known by its top-k log-probabilities: the rest of the mass counted as
+    one outcome, so this is a lower bound of the true entropy."""
+    ps = [math.exp(x) for x in top]
+    rest = max(0.0, 1.0 - sum(ps))
+    return -sum(p * math.log(p) for p in ps + [rest] if p > 0)
+
+
+@dataclass
 class Generation:
     """One model call's result. `text` is the continuation only, never the prefix it was given."""
 
@@ -109,6 +186,8 @@ class Generation:
     model: str = ""
     mean_logprob: float | None = None
     cached: bool = False  # served from the trace store, no model was called
+    #: per-token log-probabilities where the backend gave them (`mean_logprob` is then their mean)
+    logprobs: TokenLogprobs | None = None
 
     @property
     def finished(self) -> bool:

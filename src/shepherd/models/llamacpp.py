@@ -3,6 +3,13 @@
 The model's own chat template (GGUF metadata) is rendered, the prefix appended, and a raw completion
 continues the assistant turn. llama.cpp keeps the KV cache of the longest common prompt prefix between
 calls, so one item's hint levels reuse the work on the shared prompt.
+
+Token log-probabilities: llama-cpp-python returns them only with `logits_all=True` (which keeps the
+logits of every prompt position, slowing prompt evaluation), and those have been reported one position off
+(its issue #1983). Instead each sampling step reads the logits of the position being sampled, which the
+context holds anyway, and records the chosen token's log-probability with the distribution's entropy and
+top-2 margin (`_TokenRecorder`). `score` computes the same quantities for a given text afterwards (teacher
+forcing), in batches: that is how stored generations get their log-probabilities without being regenerated.
 """
 
 from __future__ import annotations
@@ -15,8 +22,86 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, BackendError, Generation, GenerationRequest, PromptTooLong, StreamChunk
+from .base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    PromptTooLong,
+    StreamChunk,
+    TokenLogprobs,
+)
 from .chat_template import CHATML, render_request
+
+#: rows of logits one scoring batch asks llama.cpp for (each row is the vocabulary size in float32)
+_SCORE_CHUNK = 64
+
+
+def _row_stats(logits: Any, token: int) -> tuple[float, float, float]:
+    """(log-probability of `token`, entropy, top-1 minus top-2 log-probability) of one row of raw logits."""
+    import numpy as np
+
+    top = float(logits.max())
+    e = np.exp(logits - top)
+    s = float(e.sum())
+    lse = top + float(np.log(s))
+    entropy = lse - float(np.dot(e, logits)) / s
+    second = float(np.partition(logits, -2)[-2])
+    return float(logits[token]) - lse, max(0.0, entropy), top - second
+
+
+class _TokenRecorder:
+    """Wraps one `Llama` instance's `sample` to read the logits of each sampled position.
+
+    The sampler chain is untouched (nothing is added to it), so with or without recording the same tokens
+    are drawn. Recording is on only while `tokens` is a list (set per generation under the run lock)."""
+
+    def __init__(self, llama: Any) -> None:
+        import numpy as np
+
+        self.llama = llama
+        self.n_vocab = llama.n_vocab()
+        self.tokens: list[tuple[int, float, float, float]] | None = None
+        original = llama.sample
+
+        def sample(*args: Any, **kwargs: Any) -> int:
+            token = original(*args, **kwargs)
+            if self.tokens is not None:
+                idx = kwargs.get("idx")
+                ridx = idx - llama.n_tokens if idx is not None else -1
+                row = np.ctypeslib.as_array(llama._ctx.get_logits_ith(ridx), shape=(self.n_vocab,))
+                self.tokens.append((token, *_row_stats(row, token)))
+            return token
+
+        llama.sample = sample  # an instance attribute: `generate` looks it up on the instance first
+
+    def start(self) -> None:
+        self.tokens = []
+
+    def take(self) -> list[tuple[int, float, float, float]] | None:
+        """The rows recorded since `start` (end-of-generation tokens left out); recording stops."""
+        import llama_cpp
+
+        rows, self.tokens = self.tokens, None
+        if rows is None:
+            return None
+        vocab = self.llama._model.vocab
+        return [r for r in rows if not llama_cpp.llama_vocab_is_eog(vocab, r[0])]
+
+
+def _logprobs(llama: Any, prompt_ids: list[int], rows: list[tuple[int, float, float, float]],
+              text: str) -> TokenLogprobs:
+    """Attach each token's end offset in `text`; tokens past its end (a stop string's) are dropped."""
+    out: list[tuple[float, float, float, int]] = []
+    data = b""
+    for token, lp, ent, mar in rows:
+        data += llama.detokenize([token], prev_tokens=prompt_ids)
+        end = len(data.decode("utf-8", "ignore"))
+        start = out[-1][3] if out else 0
+        if start >= len(text) and text:
+            break
+        out.append((lp, ent, mar, min(end, len(text))))
+    return TokenLogprobs([r[0] for r in out], [r[1] for r in out], [r[2] for r in out], [r[3] for r in out])
 
 
 def _import_llama():
@@ -39,6 +124,7 @@ class LlamaCppBackend(Backend):
         n_batch: int = 512,
         chat_template: str | None = None,
         load_timeout_s: float | None = None,
+        logprobs: bool = True,
     ) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
@@ -54,6 +140,8 @@ class LlamaCppBackend(Backend):
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # a llama context serves one generation at a time
         self.load_seconds: float | None = None
+        self.record_logprobs = logprobs
+        self._recorder: _TokenRecorder | None = None
 
     # -- loading -------------------------------------------------------------------------------
     def load(self):
@@ -66,6 +154,7 @@ class LlamaCppBackend(Backend):
                                         n_threads=self.n_threads, n_batch=self.n_batch, verbose=False)
                 except (ValueError, RuntimeError) as exc:
                     raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+                self._recorder = _TokenRecorder(self._llama)
                 self.load_seconds = time.perf_counter() - t0
         return self._llama
 
@@ -160,16 +249,23 @@ class LlamaCppBackend(Backend):
             from llama_cpp import StoppingCriteriaList
             kwargs["stopping_criteria"] = StoppingCriteriaList([lambda _ids, _logits: cancelled.is_set()])
         t0 = time.perf_counter()
+        logprobs = None
         with self._run_lock:
             if cancelled is not None and cancelled.is_set():
                 raise asyncio.CancelledError()
+            if self.record_logprobs:
+                self._recorder.start()
             try:
                 out = llama.create_completion(prompt=prompt, **kwargs)
             except ValueError as exc:  # e.g. prompt longer than the context window
                 if "context window" in str(exc):
                     raise PromptTooLong(f"{self.model_id}: {exc}") from exc
                 raise BackendError(f"{self.model_id}: {exc}") from exc
+            finally:
+                rows = self._recorder.take()
         choice = out["choices"][0]
+        if rows is not None:
+            logprobs = _logprobs(llama, self._prompt_ids(llama, prompt), rows, choice["text"])
         usage = out["usage"]
         return Generation(
             text=choice["text"],
@@ -178,7 +274,73 @@ class LlamaCppBackend(Backend):
             finish_reason=choice.get("finish_reason") or "stop",
             latency_s=time.perf_counter() - t0,
             model=self.model_id,
+            mean_logprob=logprobs.mean if logprobs is not None else None,
+            logprobs=logprobs,
         )
+
+    @staticmethod
+    def _prompt_ids(llama: Any, prompt: str) -> list[int]:
+        """The prompt's tokens exactly as `create_completion` makes them."""
+        return llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def score(self, request: GenerationRequest, text: str | None = None, *,
+              token_ids: list[int] | None = None) -> TokenLogprobs:
+        """Log-probabilities of `text` (or of `token_ids`) as this model's continuation of `request`.
+
+        Teacher forcing: the prompt and the text are evaluated together, in batches, and each text token is
+        read from the logits of the position before it, exactly the row a generation samples it from. The
+        KV cache keeps the common prefix with the previous call, so scoring several answers to one prompt
+        evaluates that prompt once."""
+        import numpy as np
+
+        if (text is None) == (token_ids is None):
+            raise ValueError("score: give the text or its token ids, not both")
+        llama = self.load()
+        prompt = self.render(request)
+        p_ids = self._prompt_ids(llama, prompt)
+        ids = list(token_ids) if token_ids is not None else llama.tokenize(
+            text.encode("utf-8"), add_bos=False, special=False)
+        if text is None:
+            text = llama.detokenize(ids, prev_tokens=p_ids).decode("utf-8", "ignore")
+        if not ids:
+            return TokenLogprobs([], [], [], [])
+        seq = p_ids + ids
+        if len(seq) > llama.n_ctx():
+            raise PromptTooLong(f"{self.model_id}: prompt and text have {len(seq)} tokens; the context window "
+                                f"holds {llama.n_ctx()}")
+        first = len(p_ids) - 1  # the position whose logits give the first text token
+        n_vocab = llama.n_vocab()
+        rows: list[tuple[int, float, float, float]] = []
+        with self._run_lock:
+            cached = llama.input_ids[:llama.n_tokens]
+            keep = 0
+            while keep < min(len(cached), first) and cached[keep] == seq[keep]:
+                keep += 1
+            llama._ctx.kv_cache_seq_rm(-1, keep, -1)
+            llama.n_tokens = keep
+            try:
+                for pos in range(keep, first, llama.n_batch):  # the rest of the prompt: no logits needed
+                    self._decode(llama, seq[pos:min(first, pos + llama.n_batch)], pos, logits=False)
+                for pos in range(first, len(seq) - 1, _SCORE_CHUNK):  # each row predicts the next token
+                    chunk = seq[pos:min(len(seq) - 1, pos + _SCORE_CHUNK)]
+                    self._decode(llama, chunk, pos, logits=True)
+                    for i in range(len(chunk)):
+                        row = np.ctypeslib.as_array(llama._ctx.get_logits_ith(i), shape=(n_vocab,))
+                        rows.append((seq[pos + i + 1], *_row_stats(row, seq[pos + i + 1])))
+            except RuntimeError as exc:
+                llama.n_tokens = 0  # the cache is in an unknown state: the next call starts afresh
+                raise BackendError(f"{self.model_id}: scoring failed: {exc}") from exc
+        return _logprobs(llama, p_ids, rows, text)
+
+    @staticmethod
+    def _decode(llama: Any, chunk: list[int], pos: int, *, logits: bool) -> None:
+        """Evaluate `chunk` at positions pos.. and record it as `Llama.eval` does, so the next generation
+        still finds its common prefix in the cache."""
+        llama._batch.set_batch(batch=chunk, n_past=pos, logits_all=logits)
+        llama._ctx.decode(llama._batch)
+        llama.input_ids[pos:pos + len(chunk)] = chunk
+        llama.n_tokens = pos + len(chunk)
 
     async def agenerate(self, request: GenerationRequest, n: int = 1) -> list[Generation]:
         if request.max_tokens == 0:
@@ -213,6 +375,8 @@ class LlamaCppBackend(Backend):
             pieces, finish, usage = [], "stop", None
             try:
                 with self._run_lock:
+                    if self.record_logprobs:
+                        self._recorder.start()
                     stream = llama.create_completion(prompt=prompt, stream=True,
                                                      **self._kwargs(request, request.seed))
                     for chunk in stream:
@@ -227,13 +391,17 @@ class LlamaCppBackend(Backend):
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
                         usage = chunk.get("usage") or usage
-                text = "".join(pieces)
+                    text = "".join(pieces)
+                    rows = self._recorder.take()
+                logprobs = (_logprobs(llama, self._prompt_ids(llama, prompt), rows, text)
+                            if rows is not None and finish != "cancelled" else None)
                 completion = (usage or {}).get("completion_tokens")
                 if completion is None:
                     completion = self.count_tokens(text)
                 prompt_tokens = (usage or {}).get("prompt_tokens") or self.count_prompt_tokens(request)
                 gen = Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion,
-                                 finish_reason=finish, latency_s=time.perf_counter() - t0, model=self.model_id)
+                                 finish_reason=finish, latency_s=time.perf_counter() - t0, model=self.model_id,
+                                 mean_logprob=logprobs.mean if logprobs is not None else None, logprobs=logprobs)
                 loop.call_soon_threadsafe(queue.put_nowait, gen)
             except Exception as exc:  # noqa: BLE001 - surfaced to the consumer
                 loop.call_soon_threadsafe(queue.put_nowait, BackendError(f"{self.model_id}: {exc}"))

@@ -53,6 +53,7 @@ from .base import (
     PrefixNotSupported,
     PromptTooLong,
     StreamChunk,
+    TokenLogprobs,
     run_sync,
 )
 from .chat_template import BUILTIN_TEMPLATES, render_request
@@ -175,17 +176,46 @@ def _finish_reason(value: Any) -> str:
     return str(value)
 
 
-def _logprobs_of(choice: dict) -> list[float]:
-    """Token log-probabilities of a choice, from the completions shape or the chat shape."""
+#: alternatives asked for per position when log-probabilities are on: enough for entropy and margin
+TOP_LOGPROBS = 5
+
+_TokenEntry = tuple[str, float, list[float]]
+
+
+def _logprobs_of(choice: dict) -> list[_TokenEntry]:
+    """(token text, log-probability, top alternatives' log-probabilities) of each token of a choice, from the
+    completions shape or the chat shape."""
     lp = choice.get("logprobs")
     if not isinstance(lp, dict):
         return []
+    out: list[_TokenEntry] = []
     if isinstance(lp.get("token_logprobs"), list):  # /v1/completions
-        return [float(x) for x in lp["token_logprobs"] if x is not None]
-    if isinstance(lp.get("content"), list):  # /v1/chat/completions
-        return [float(t["logprob"]) for t in lp["content"]
-                if isinstance(t, dict) and t.get("logprob") is not None]
-    return []
+        tokens = lp.get("tokens") if isinstance(lp.get("tokens"), list) else []
+        tops = lp.get("top_logprobs") if isinstance(lp.get("top_logprobs"), list) else []
+        for i, x in enumerate(lp["token_logprobs"]):
+            if x is None:
+                continue
+            top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+            out.append((str(tokens[i]) if i < len(tokens) else "", float(x),
+                        [float(v) for v in top.values() if v is not None]))
+    elif isinstance(lp.get("content"), list):  # /v1/chat/completions
+        for t in lp["content"]:
+            if isinstance(t, dict) and t.get("logprob") is not None:
+                top = [float(a["logprob"]) for a in t.get("top_logprobs") or []
+                       if isinstance(a, dict) and a.get("logprob") is not None]
+                out.append((str(t.get("token") or ""), float(t["logprob"]), top))
+    return out
+
+
+def _token_logprobs(entries: list[_TokenEntry], text: str) -> TokenLogprobs | None:
+    """The API's per-token entries as a `TokenLogprobs`; token ends are the running length of their texts."""
+    if not entries:
+        return None
+    ends, pos = [], 0
+    for token, _, _ in entries:
+        pos += len(token)
+        ends.append(min(pos, len(text)))
+    return TokenLogprobs.from_top([e[1] for e in entries], [e[2] for e in entries], ends)
 
 
 def _read_gguf_template(path: Path) -> tuple[str, dict[str, str], bool]:
@@ -457,7 +487,10 @@ class OpenAICompatibleBackend(Backend):
         if stops:
             body["stop"] = stops
         if self.want_logprobs:
-            body["logprobs"] = 1 if route == "completions" else True
+            if route == "completions":
+                body["logprobs"] = TOP_LOGPROBS
+            else:
+                body["logprobs"], body["top_logprobs"] = True, TOP_LOGPROBS
         if stream:
             body["stream"] = True
             if self._stream_usage:
@@ -539,10 +572,11 @@ class OpenAICompatibleBackend(Backend):
 
     # -- generation ------------------------------------------------------------------------------------
     def _make_generation(self, request: GenerationRequest, text: str, finish: str, usage: dict | None,
-                         logprobs: list[float], latency: float) -> Generation:
+                         logprobs: list[_TokenEntry], latency: float) -> Generation:
         if self.prefix_route == "user_hint" and request.prefix:
             text = strip_repeated_hint(text, request.prefix)
         usage = usage or {}
+        tokens = _token_logprobs(logprobs, text)
         return Generation(
             text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -550,7 +584,8 @@ class OpenAICompatibleBackend(Backend):
             finish_reason=finish,
             latency_s=latency,
             model=self.model_id,
-            mean_logprob=(sum(logprobs) / len(logprobs)) if logprobs else None,
+            mean_logprob=tokens.mean if tokens is not None else None,
+            logprobs=tokens,
         )
 
     async def _prepare(self, request: GenerationRequest) -> int:
@@ -635,7 +670,7 @@ class OpenAICompatibleBackend(Backend):
         stripper = _HintStripper(request.prefix if self.prefix_route == "user_hint" else "")
         raw: list[str] = []
         shown: list[str] = []
-        logprobs: list[float] = []
+        logprobs: list[_TokenEntry] = []
         finish: str | None = None
         usage: dict | None = None
         done = False
@@ -693,9 +728,10 @@ class OpenAICompatibleBackend(Backend):
             await response.aclose()
         latency = time.perf_counter() - t0
         text = "".join(shown)
+        tokens = _token_logprobs(logprobs, text)
         gen = Generation(text=text, prompt_tokens=0, completion_tokens=0, finish_reason=finish,
                          latency_s=latency, model=self.model_id,
-                         mean_logprob=(sum(logprobs) / len(logprobs)) if logprobs else None)
+                         mean_logprob=tokens.mean if tokens is not None else None, logprobs=tokens)
         if usage and usage.get("completion_tokens") is not None:
             gen.completion_tokens = int(usage["completion_tokens"])
         else:

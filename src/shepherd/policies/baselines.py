@@ -171,7 +171,7 @@ class ABC(Policy):
     name = "abc"
 
     def __init__(self, k: int = 3, agree: int | None = None, temperature: float = 0.7, seed: int | None = None,
-                 task: str | None = None, run_live_code: bool = True) -> None:
+                 task: str | None = None, run_live_code: bool = True, greedy_voter: bool = False) -> None:
         from ..agreement import agreeing_count
 
         if k < 1:
@@ -179,14 +179,17 @@ class ABC(Policy):
         if temperature <= 0:
             raise ValueError("abc samples need temperature > 0")
         self.k, self.temperature, self.seed, self.task = int(k), float(temperature), seed, task
-        #: how many of the k samples must give the same answer for the SLM to answer (default: all k)
-        self.agree = agreeing_count(agree, self.k, "abc")
+        #: the SLM's greedy answer votes as one more sample ("3 of 4" = 3 samples + the greedy answer)
+        self.greedy_voter = bool(greedy_voter)
+        #: how many of the voters must give the same answer for the SLM to answer (default: all)
+        self.agree = agreeing_count(agree, self.k + self.greedy_voter, "abc")
         #: run a live code query's samples on the example calls it shows (in the sandbox); False: syntax trees
         self.run_live_code = bool(run_live_code)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "k": self.k, "agree": self.agree, "temperature": self.temperature,
-                "seed": self.seed, "task": self.task, "run_live_code": self.run_live_code}
+        return {"name": self.name, "k": self.k, "agree": self.agree, "greedy_voter": self.greedy_voter,
+                "temperature": self.temperature, "seed": self.seed, "task": self.task,
+                "run_live_code": self.run_live_code}
 
     def _task(self, ctx: PolicyContext):
         return task_for(self.task or _task_name(ctx))
@@ -202,6 +205,8 @@ class ABC(Policy):
         seed0 = self.seed if self.seed is not None else (ctx.request.seed or 0)
         # one request per seed (seed0, seed0+1, ...): the sweep's sample keys, whatever a backend does with n>1
         reqs = [replace(ctx.request, temperature=self.temperature, seed=seed0 + i) for i in range(self.k)]
+        if self.greedy_voter:
+            reqs = [ctx.request, *reqs]
         gens = [g for batch in await asyncio.gather(*(ctx.slm.agenerate(r) for r in reqs)) for g in batch]
         spent = [("slm", g) for g in gens]
         keys = await asyncio.to_thread(lambda: [self.answer_key(g.text, ctx) for g in gens])  # code runs
@@ -211,14 +216,16 @@ class ABC(Policy):
             best = max(counts.values())
             top_key = next(k for k in keys if k is not None and counts[k] == best)
             top = best
-        details = {"k": self.k, "agreeing": top, "agree": self.agree,
+        voters = len(gens)
+        who = f"{voters} SLM answers (greedy + {self.k} samples)" if self.greedy_voter else f"{self.k} SLM samples"
+        details = {"k": self.k, "voters": voters, "agreeing": top, "agree": self.agree,
                    "compared_by": agreement_basis(self._task(ctx), ctx.item, live_prompt(ctx, self.run_live_code),
                                                   gens[0].text) if gens else None}
         if top_key is not None and top >= self.agree:
             first = next(g for g, k in zip(gens, keys) if k == top_key)
-            return Decision("slm", reason=f"abc: {top} of {self.k} SLM samples agree (needs {self.agree})",
+            return Decision("slm", reason=f"abc: {top} of {who} agree (needs {self.agree})",
                             spent=spent, answer_text=first.text, details=details)
-        return Decision("llm", reason=f"abc: only {top} of {self.k} SLM samples agree (needs {self.agree}), "
+        return Decision("llm", reason=f"abc: only {top} of {who} agree (needs {self.agree}), "
                         "escalate", spent=spent, details=details)
 
 

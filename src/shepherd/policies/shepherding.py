@@ -110,7 +110,7 @@ class _SamplesFirst:
     task: str | None
 
     def _sampling(self, samples: int, temperature: float, seed: int | None, task: str | None,
-                  run_live_code: bool = True, agree: int | None = None) -> None:
+                  run_live_code: bool = True, agree: int | None = None, greedy_voter: bool = False) -> None:
         from ..agreement import agreeing_count
 
         if samples < 1:
@@ -118,8 +118,11 @@ class _SamplesFirst:
         if temperature <= 0:
             raise ValueError(f"{self.name} samples need temperature > 0")  # type: ignore[attr-defined]
         self.samples, self.temperature, self.seed, self.task = int(samples), float(temperature), seed, task
-        #: how many samples must give the same answer for the SLM to answer ("k of m"; default: all)
-        self.agree = agreeing_count(agree, self.samples, self.name)  # type: ignore[attr-defined]
+        #: the SLM's greedy answer votes too ("3 of 4" = 3 samples + the greedy answer); it is the answer a
+        #: cascade pays for anyway, and a sweep stores it as its no-hint level
+        self.greedy_voter = bool(greedy_voter)
+        #: how many voters must give the same answer for the SLM to answer ("k of m"; default: all)
+        self.agree = agreeing_count(agree, self.samples + self.greedy_voter, self.name)  # type: ignore[attr-defined]
         #: run a live code query's samples on the example calls it shows (in the sandbox); False: syntax trees
         self.run_live_code = bool(run_live_code)
 
@@ -146,15 +149,18 @@ class _SamplesFirst:
         of them give (else None). A sample without an agreement key agrees with no one."""
         from ..predictor.features import SampleFeaturizer, SampleInfo
 
-        gens = await ctx.slm.agenerate(self.sample_requests(ctx), n=self.samples)
+        gens = list(await ctx.slm.agenerate(self.sample_requests(ctx), n=self.samples))
+        if self.greedy_voter:
+            gens = list(await ctx.slm.agenerate(ctx.request)) + gens
         spent = [("slm", g) for g in gens]
         answers, basis = await self._extract(ctx, [g.text for g in gens])
-        infos = [SampleInfo.from_generation(g, answer=a) for g, a in zip(gens, answers)]
-        consensus, top = SampleFeaturizer.consensus(infos)
+        voters = [SampleInfo.from_generation(g, answer=a) for g, a in zip(gens, answers)]
+        infos = voters[1:] if self.greedy_voter else voters  # the predictor's features: the samples, as trained
+        consensus, top = SampleFeaturizer.consensus(voters)
         agree = {"samples": len(gens), "agreeing": top, "agree": self.agree, "consensus": consensus,
                  "compared_by": basis}
         enough = consensus is not None and top >= self.agree
-        first = next((g for g, si in zip(gens, infos) if si.answer == consensus), None) if enough else None
+        first = next((g for g, si in zip(gens, voters) if si.answer == consensus), None) if enough else None
         return spent, infos, agree, first
 
 
@@ -166,18 +172,19 @@ class ReactivePolicy(_SamplesFirst, _PredictorPolicy):
 
     def __init__(self, artifact: Any = None, *, samples: int | None = None, agree: int | None = None,
                  temperature: float | None = None, seed: int | None = None, consensus_skip: bool = True,
-                 task: str | None = None, run_live_code: bool = True, **rule: Any) -> None:
+                 task: str | None = None, run_live_code: bool = True, greedy_voter: bool = False,
+                 **rule: Any) -> None:
         super().__init__(artifact, **rule)
         sweep = self.predictor.manifest.get("sweep_settings", {}) or {}
         self._sampling(int(samples if samples is not None else (sweep.get("samples") or 3)),
                        float(temperature if temperature is not None else (sweep.get("temperature") or 0.7)),
-                       seed, task, run_live_code, agree)
+                       seed, task, run_live_code, agree, greedy_voter)
         self.consensus_skip = bool(consensus_skip)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update({"samples": self.samples, "agree": self.agree, "temperature": self.temperature,
-                  "seed": self.seed,
+        d.update({"samples": self.samples, "agree": self.agree, "greedy_voter": self.greedy_voter,
+                  "temperature": self.temperature, "seed": self.seed,
                   "consensus_skip": self.consensus_skip, "task": self.task, "run_live_code": self.run_live_code})
         return d
 
@@ -205,16 +212,16 @@ class ReactiveFixedPolicy(_SamplesFirst, Policy):
 
     def __init__(self, fraction: float = 0.3, *, lengths: dict[str, int] | None = None, expected_tokens: int = 256,
                  samples: int = 3, agree: int | None = None, temperature: float = 0.7, seed: int | None = None,
-                 task: str | None = None, run_live_code: bool = True):
+                 task: str | None = None, run_live_code: bool = True, greedy_voter: bool = False):
         from .baselines import FixedRatio
 
         self.hint = FixedRatio(fraction, lengths=lengths, expected_tokens=expected_tokens)
-        self._sampling(samples, temperature, seed, task, run_live_code, agree)
+        self._sampling(samples, temperature, seed, task, run_live_code, agree, greedy_voter)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "fraction": self.hint.fraction, "expected_tokens": self.hint.expected_tokens,
                 "lengths_from_sweep": bool(self.hint.lengths), "samples": self.samples, "agree": self.agree,
-                "temperature": self.temperature, "seed": self.seed, "task": self.task,
+                "greedy_voter": self.greedy_voter, "temperature": self.temperature, "seed": self.seed, "task": self.task,
                 "run_live_code": self.run_live_code}
 
     async def decide(self, ctx: PolicyContext) -> Decision:

@@ -182,6 +182,54 @@ def _open(store_path: Path):
         fail(str(exc))
 
 
+@sweep_app.command("score")
+def score_cmd(
+    task_name: str | None = typer.Argument(None, metavar="[TASK]", help="Task of the sweep (if the store has several)."),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s", help="SQLite trace store."),
+    sweep: str | None = typer.Option(None, help="Sweep id (if the task has several)."),
+    kinds: str = typer.Option("hint0,sample", help="Which SLM generations: hint0 (its answer without a hint), "
+                              "hint (every hinted continuation), sample."),
+    limit: int | None = typer.Option(None, min=1, help="Only the first N items."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config (the SLM's model settings)."),
+    slm: str | None = typer.Option(None, help="SLM model name or .gguf path (default: the config's)."),
+) -> None:
+    """Add token log-probabilities to stored SLM generations by scoring their texts under the model that
+    wrote them (teacher forcing); nothing is regenerated. Resumable."""
+    from ..config import ConfigError, load_config
+    from ..models.base import BackendError
+    from ..models.factory import build_backend
+    from ..models.sources import ModelCorrupt, ModelNotFound
+    from .scoring import score_sweep
+
+    store = _open(store_path)
+    try:
+        cfg = load_config(config)
+        if slm:
+            cfg.slm.model, cfg.slm.model_id = slm, None
+        backend = build_backend(cfg.slm)
+        if not hasattr(backend, "score"):
+            fail(f"{backend.model_id}: this backend cannot score a given text (the in-process GGUF one can)")
+
+        def progress(item: str, done: int, total: int, s) -> None:
+            print(f"[{time.strftime('%H:%M:%S')}] {done}/{total} {item}: {s.scored} scored, {s.skipped} had "
+                  f"them, {len(s.failed)} failed, {s.tokens} tokens, {s.seconds:.0f}s", file=sys.stderr, flush=True)
+
+        summary = score_sweep(store, backend, task=task_name, sweep=sweep,
+                              kinds=[k.strip() for k in kinds.split(",") if k.strip()], limit=limit,
+                              progress=progress)
+    except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError, LookupError) as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    rate = summary.tokens / summary.seconds if summary.seconds else 0.0
+    console.print(f"sweep {summary.sweep}: {summary.scored} generations scored ({summary.tokens} tokens, "
+                  f"{summary.seconds:.0f}s, {rate:.0f} tokens/s), {summary.skipped} already had log-probabilities"
+                  + (f", {len(summary.failed)} failed: {summary.failed[:3]}" if summary.failed else ""),
+                  highlight=False, soft_wrap=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 @sweep_app.command("status")
 def status_cmd(store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s")) -> None:
     """What the store holds: sweeps, items done, generations, model calls."""

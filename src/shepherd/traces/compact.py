@@ -9,7 +9,10 @@ the content key the sweep stored. A different copy of the data, or a changed pro
 fails loudly instead of silently evaluating other questions.
 
 File: gzip-compressed JSON lines. Line 1 is a header (format, version, the sweep's task, models and
-settings); each further line is one finished item with its generations, hints, rows and calls. Written
+settings); each further line is one finished item with its generations, hints, rows and calls. Version 2
+adds each generation's packed token log-probabilities (`logprobs`) where the store has them; a file
+without any is still written as version 1, so re-exporting unchanged traces gives the same bytes, and
+version 1 files read as before. Written
 in item order and byte-stable (sorted keys, no timestamps but the sweep's own), so a re-export of the
 same traces gives the same file and git diffs stay small.
 """
@@ -24,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models.base import Generation, GenerationRequest
+from ..models.base import Generation, GenerationRequest, TokenLogprobs
 from .store import TraceStore, messages_key, request_from_json
 
 FORMAT = "shepherd-traces"
-VERSION = 1
+VERSION = 2
 
 
 class CompactTraceError(ValueError):
@@ -63,11 +66,11 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
     q = store._query  # the store's own read path (same package)
     items = q("SELECT * FROM sweep_items WHERE sweep = ? AND done_at IS NOT NULL AND full_key IS NOT NULL "
               "ORDER BY seq", (info.sweep,))
-    header = {"format": FORMAT, "version": VERSION, "sweep": info.sweep, "task": info.task, "slm": info.slm,
+    header = {"format": FORMAT, "version": 1, "sweep": info.sweep, "task": info.task, "slm": info.slm,
               "llm": info.llm, "config": info.config,
               "omitted": "question texts, gold answers and item metadata: rebuilt from the task's data on import"}
     n_gen = n_calls = 0
-    lines = [_dump(header)]
+    lines = [""]  # the header, written last: its version depends on what the generations carry
     skipped = [r["item_id"] for r in q("SELECT item_id FROM sweep_items WHERE sweep = ? AND done_at IS NULL "
                                        "ORDER BY seq", (info.sweep,))]
     for it in items:
@@ -93,6 +96,9 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
                          "completion_tokens": g["completion_tokens"], "finish_reason": g["finish_reason"],
                          "latency_s": g["latency_s"], "mean_logprob": g["mean_logprob"], "origin": g["origin"],
                          "derived_from": g["derived_from"]})
+            if "logprobs" in g.keys() and g["logprobs"]:  # noqa: SIM118 - a Row's `in` tests values
+                gens[-1]["logprobs"] = g["logprobs"]
+                header["version"] = VERSION
         marks = ",".join("?" * len(keys))
         calls = [[c["key"], c["model"], c["prompt_tokens"], c["completion_tokens"], c["latency_s"], c["at"]]
                  for c in q(f"SELECT * FROM calls WHERE key IN ({marks}) ORDER BY id", tuple(sorted(keys)))]
@@ -107,6 +113,7 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
         lines.append(_dump(rec))
         n_gen += len(gens)
         n_calls += len(calls)
+    lines[0] = _dump(header)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -195,7 +202,8 @@ def import_compact(path: str | os.PathLike, store: TraceStore, *, task: Any = No
                                         f"stored key {g['key'][:12]} (prompt format changed?)")
             gen = Generation(text=g["text"], prompt_tokens=g["prompt_tokens"],
                              completion_tokens=g["completion_tokens"], finish_reason=g["finish_reason"],
-                             latency_s=g["latency_s"], model=g["model"], mean_logprob=g.get("mean_logprob"))
+                             latency_s=g["latency_s"], model=g["model"], mean_logprob=g.get("mean_logprob"),
+                             logprobs=TokenLogprobs.unpack(g["logprobs"]) if g.get("logprobs") else None)
             # the call log is restored from the file below, not written as new calls
             store.put(g["key"], g["model"], req, gen, origin=g["origin"], derived_from=g.get("derived_from"),
                       log_call=False)

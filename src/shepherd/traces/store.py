@@ -1,7 +1,9 @@
 """The trace store: an embedded SQLite database of generations, content-addressed by request.
 
-Tables (schema version 1):
-  generations  key -> one model call's result (or a hint derived from a stored full answer)
+Tables (schema version 2; version 1 stores are upgraded in place on a writable open, read as they are):
+  generations  key -> one model call's result (or a hint derived from a stored full answer), with its
+               token log-probabilities packed (`TokenLogprobs.pack`) where the backend gave them or
+               `shepherd sweep score` added them (version 2)
   calls        an append-only log of real model calls, written in the same transaction as the result
                (a key logged twice would be a generation paid for twice; tests assert it never is)
   sweeps       one row per sweep: task, models and the settings that shape its generation keys
@@ -28,10 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..models.base import Generation, GenerationRequest
+from ..models.base import Generation, GenerationRequest, TokenLogprobs
 from .records import Graded, HintLevel, ItemSweep, Label
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -50,7 +52,8 @@ CREATE TABLE IF NOT EXISTS generations (
     mean_logprob REAL,
     origin TEXT NOT NULL DEFAULT 'model',
     derived_from TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    logprobs TEXT
 );
 CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -129,6 +132,11 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # someone else's process: it exists
         return True
     return True
+
+
+def _unpack_logprobs(row: sqlite3.Row) -> TokenLogprobs | None:
+    packed = row["logprobs"] if "logprobs" in row.keys() else None  # noqa: SIM118 - a Row's `in` tests values
+    return TokenLogprobs.unpack(packed) if packed else None
 
 
 class StoreError(RuntimeError):
@@ -232,6 +240,11 @@ class TraceStore:
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise StoreError(f"{self.path} has schema version {row[0]}, newer than this shepherd's "
                                      f"{SCHEMA_VERSION}: upgrade llm-shepherd")
+                elif int(row[0]) < 2:  # version 1 had no token log-probabilities
+                    if not self._column_exists("generations", "logprobs"):
+                        self._conn.execute("ALTER TABLE generations ADD COLUMN logprobs TEXT")
+                    self._conn.execute("UPDATE meta SET value = ? WHERE key='schema_version'",
+                                       (str(SCHEMA_VERSION),))
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -243,6 +256,18 @@ class TraceStore:
             raise StoreError(f"{self.path} is not a trace store (no schema version)")
         if int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {row[0]}, newer than {SCHEMA_VERSION}")
+
+    def _column_exists(self, table: str, column: str) -> bool:
+        return any(r[1] == column for r in self._conn.execute(f"PRAGMA table_info({table})"))
+
+    @property
+    def _logprobs_column(self) -> str:
+        """The generations' packed log-probabilities in a SELECT, or NULL for a version 1 store read as is."""
+        has = self.__dict__.get("_has_logprobs")
+        if has is None:
+            with self._lock:
+                has = self.__dict__["_has_logprobs"] = self._column_exists("generations", "logprobs")
+        return "g.logprobs" if has else "NULL AS logprobs"
 
     @property
     def schema_version(self) -> int:
@@ -285,7 +310,7 @@ class TraceStore:
         return Generation(text=row["text"], prompt_tokens=row["prompt_tokens"],
                           completion_tokens=row["completion_tokens"], finish_reason=row["finish_reason"],
                           latency_s=row["latency_s"], model=row["model"], mean_logprob=row["mean_logprob"],
-                          cached=cached)
+                          cached=cached, logprobs=_unpack_logprobs(row))
 
     def get(self, key: str) -> Generation | None:
         gen = self._read.get(key)
@@ -316,11 +341,11 @@ class TraceStore:
         now = time.time()
         stmts = [(
             ("INSERT OR IGNORE INTO generations(key, model, request, text, prompt_tokens, completion_tokens, "
-             "finish_reason, latency_s, mean_logprob, origin, derived_from, created_at) "
-             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"),
+             "finish_reason, latency_s, mean_logprob, origin, derived_from, created_at, logprobs) "
+             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"),
             (key, model, request_to_json(request), gen.text, int(gen.prompt_tokens),
              int(gen.completion_tokens), gen.finish_reason, float(gen.latency_s), gen.mean_logprob, origin,
-             derived_from, now),
+             derived_from, now, gen.logprobs.pack() if gen.logprobs is not None else None),
         )]
         if (origin == "model") if log_call is None else log_call:
             stmts.append((
@@ -343,6 +368,15 @@ class TraceStore:
         if stmts:
             self._tx(stmts)
         return len(stmts)
+
+    def set_logprobs(self, key: str, logprobs: TokenLogprobs) -> bool:
+        """Add token log-probabilities to a stored generation that has none (scored after the fact: the
+        text, counts and call log stay as they were). Returns False when the key is unknown or already has
+        them."""
+        n = self._tx([("UPDATE generations SET logprobs = ?, mean_logprob = ? WHERE key = ? AND logprobs IS NULL",
+                       (logprobs.pack(), logprobs.mean, key))])[0]
+        self._read.pop(key, None)
+        return bool(n)
 
     def call_log(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM calls ORDER BY id")]
@@ -510,7 +544,8 @@ class TraceStore:
                             + " ORDER BY seq", (info.sweep,))
         rows = self._query(
             "SELECT r.*, g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason, g.latency_s, g.model, "
-            "g.mean_logprob FROM rows r LEFT JOIN generations g ON g.key = r.key WHERE r.sweep = ? "
+            f"g.mean_logprob, {self._logprobs_column} FROM rows r LEFT JOIN generations g ON g.key = r.key "
+            "WHERE r.sweep = ? "
             "ORDER BY r.item_id, r.kind, r.fraction, r.trial", (info.sweep,))
         hints = self._query("SELECT * FROM hints WHERE sweep = ? ORDER BY item_id, fraction", (info.sweep,))
         by_item: dict[str, list[sqlite3.Row]] = {}
@@ -560,7 +595,7 @@ class TraceStore:
             gen = Generation(text=r["text"], prompt_tokens=r["prompt_tokens"],
                              completion_tokens=r["completion_tokens"], finish_reason=r["finish_reason"],
                              latency_s=r["latency_s"], model=r["model"], mean_logprob=r["mean_logprob"],
-                             cached=True)
+                             cached=True, logprobs=_unpack_logprobs(r))
         return Graded(gen, bool(r["correct"]), r["extracted"])
 
     def labels(self, task: str, filter: bool = True, split: str | None = None, *,

@@ -1,0 +1,89 @@
+"""Policies that decide from the SLM's own answer: how sure it was of the tokens it wrote.
+
+`confidence`: the SLM answers first (greedy, log-probabilities recorded by its backend); when a confidence
+feature of that answer (`shepherd.confidence`, higher = surer) reaches the threshold the answer stands,
+else a hint of a fixed fraction of the LLM's answer is bought and the SLM answers again. Nothing is
+trained beyond choosing the threshold. `confidence-cascade` is the same trigger with the LLM answering in
+full instead of a hint: the comparison shows what the hint itself adds over a plain confidence cascade
+(STEER, arXiv 2511.06190; EAD, arXiv 2502.06833).
+
+An answer without log-probabilities (a backend that gives none) counts as not confident: the policy
+then always escalates, and says so in the decision's details, rather than guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..confidence import FEATURE_NAMES, features
+from .base import Decision, Policy, PolicyContext, task_for, task_name_of
+from .baselines import FixedRatio
+from .registry import register_policy
+
+
+class ConfidencePolicy(Policy):
+    name = "confidence"
+
+    def __init__(self, threshold: float = -1.0, *, feature: str = "lowest_window16", fraction: float = 0.3,
+                 lengths: dict[str, int] | None = None, expected_tokens: int = 256, task: str | None = None) -> None:
+        if feature not in FEATURE_NAMES:
+            raise ValueError(f"unknown confidence feature {feature!r}; known: {', '.join(FEATURE_NAMES)}")
+        self.threshold, self.feature, self.task = float(threshold), feature, task
+        self.hint = FixedRatio(fraction, lengths=lengths, expected_tokens=expected_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "threshold": self.threshold, "feature": self.feature,
+                "fraction": self.hint.fraction, "expected_tokens": self.hint.expected_tokens,
+                "lengths_from_sweep": bool(self.hint.lengths), "task": self.task}
+
+    def with_threshold(self, threshold: float) -> ConfidencePolicy:
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__, threshold=float(threshold))
+        return other
+
+    def score(self, ctx: PolicyContext, gen: Any) -> float | None:
+        """The feature of the SLM's answer (None: no log-probabilities, or the feature is undefined)."""
+        if gen.logprobs is None:
+            return None
+        answer = None
+        if self.feature == "answer_logprob" and ctx.item is not None:
+            task = task_for(self.task or task_name_of(ctx.item))
+            answer = task.extract(ctx.item, gen.text) if task is not None else None
+        return features(gen.logprobs, gen.text, answer)[self.feature]
+
+    async def escalate(self, ctx: PolicyContext) -> Decision:
+        return await self.hint.decide(ctx)
+
+    async def decide(self, ctx: PolicyContext) -> Decision:
+        (gen,) = await ctx.slm.agenerate(ctx.request)
+        score = self.score(ctx, gen)
+        details = {"feature": self.feature, "score": score, "threshold": self.threshold,
+                   "logprobs": gen.logprobs is not None}
+        spent = [("slm", gen)]
+        if score is not None and score >= self.threshold:
+            return Decision("slm", reason=f"{self.name}: {self.feature} {score:.3f} >= {self.threshold:g}, "
+                            "the SLM's answer stands", spent=spent, answer_text=gen.text, details=details)
+        why = ("no log-probabilities" if gen.logprobs is None else "undefined" if score is None
+               else f"{score:.3f} < {self.threshold:g}")
+        d = await self.escalate(ctx)
+        return Decision(d.kind, hint_tokens=d.hint_tokens, reason=f"{self.name}: {self.feature} {why}; {d.reason}",
+                        spent=spent, details={**details, **d.details})
+
+
+class ConfidenceCascade(ConfidencePolicy):
+    """The same trigger; a doubtful SLM answer goes to the LLM, which answers in full."""
+
+    name = "confidence-cascade"
+
+    def __init__(self, threshold: float = -1.0, *, feature: str = "lowest_window16", task: str | None = None) -> None:
+        super().__init__(threshold, feature=feature, fraction=1.0, task=task)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "threshold": self.threshold, "feature": self.feature, "task": self.task}
+
+    async def escalate(self, ctx: PolicyContext) -> Decision:
+        return Decision("llm", reason="the LLM answers in full")
+
+
+register_policy(ConfidencePolicy.name, ConfidencePolicy)
+register_policy(ConfidenceCascade.name, ConfidenceCascade)

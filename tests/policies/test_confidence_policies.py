@@ -1,0 +1,50 @@
+"""The confidence policies, live with the real local pair: the SLM answers with its token log-probabilities,
+and its own confidence decides whether that answer stands, a hint is bought, or the LLM answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from shepherd.confidence import features
+from shepherd.policies.base import PolicyContext
+from shepherd.policies.registry import make_policy, policy_names
+from shepherd.runner import Runner, RunSettings
+
+Q = "A farmer has 17 cows and buys 8 more, then sells 5. How many cows are left? Finish with 'The answer is N.'"
+
+
+def test_the_policies_are_registered_and_refuse_an_unknown_feature():
+    assert {"confidence", "confidence-cascade"} <= set(policy_names())
+    with pytest.raises(ValueError, match="unknown confidence feature"):
+        make_policy("confidence", feature="vibes")
+    p = make_policy("confidence", threshold=-2.0, fraction=0.2)
+    assert p.with_threshold(-0.5).threshold == -0.5 and p.threshold == -2.0
+    assert p.describe()["fraction"] == 0.2
+
+
+async def test_an_answer_without_logprobs_is_not_trusted():
+    from shepherd.models.scripted import ScriptedBackend
+
+    slm, llm = ScriptedBackend("The answer is 20."), ScriptedBackend("17 + 8 - 5 = 20. The answer is 20.")
+    ctx = PolicyContext(request=Runner(slm, llm).build_request(Q), slm=slm, llm=llm)
+    for name, kind in (("confidence", "hint"), ("confidence-cascade", "llm")):
+        d = await make_policy(name, threshold=-100.0).decide(ctx)
+        assert d.kind == kind and d.details["logprobs"] is False and d.spent[0][0] == "slm"
+
+
+@pytest.mark.slow
+async def test_the_threshold_decides_between_the_slms_answer_a_hint_and_the_llm(slm_backend, llm_backend):
+    runner = Runner(slm_backend, llm_backend, settings=RunSettings(max_tokens=80))
+    stands = await runner.answer(Q, make_policy("confidence", threshold=-100.0))
+    assert stands.decision.kind == "slm" and stands.cost.llm_output == 0 and stands.usage["llm"].calls == 0
+    score = stands.decision.details["score"]
+    (slm_gen,) = [g for r, g in stands.generations if r == "slm"]
+    assert score == pytest.approx(features(slm_gen.logprobs, slm_gen.text)["lowest_window16"])
+    assert score < 0  # a window mean of log-probabilities
+    # (a little above it: the same greedy answer scores a little differently once the prompt is cached)
+    hinted = await runner.answer(Q, make_policy("confidence", threshold=score + 0.1, fraction=0.3,
+                                                expected_tokens=40))
+    assert hinted.decision.kind == "hint" and hinted.hint_tokens == 12
+    assert hinted.usage["slm"].calls == 2  # its doubted answer (paid) and the continuation of the hint
+    cascade = await runner.answer(Q, make_policy("confidence-cascade", threshold=score + 0.1))
+    assert cascade.decision.kind == "llm" and cascade.usage["slm"].calls == 1 and cascade.usage["llm"].calls == 1
