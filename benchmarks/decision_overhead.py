@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cv", type=int, default=0,
                     help="with --store: also report k-fold out-of-fold quality (AUC, size error) per featurizer")
     ap.add_argument("--no-filter", action="store_true", help="with --store: keep items labelled llm")
+    ap.add_argument("--answer-tokens", type=int, default=300,
+                    help="length of the SLM answer the confidence policy reads (GSM8K answers: ~250)")
     args = ap.parse_args(argv)
 
     import tempfile
@@ -170,11 +172,57 @@ def main(argv=None) -> int:
               f"p99 {r['proactive_decide']['p99_ms']:.3f} ms (featurize p50 {r['featurize_only']['p50_ms']:.3f} ms)"
               + (f"; reactive predict p50 {r['reactive_predict']['p50_ms']:.3f} ms" if "reactive_predict" in r
                  else ""), flush=True)
+    results["confidence"] = time_confidence(args.answer_tokens, args.warmup, args.n)
+    c = results["confidence"]
+    print(f"      confidence: decision on a {args.answer_tokens}-token answer p50 {c['decide']['p50_ms']:.3f} ms, "
+          f"p99 {c['decide']['p99_ms']:.3f} ms (all features p50 {c['all_features']['p50_ms']:.3f} ms)", flush=True)
     results["machine"]["loadavg_end"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0
+
+
+def time_confidence(tokens: int, warmup: int, n: int) -> dict:
+    """The confidence policy's decision beyond generation: the features of the SLM's answer from its token
+    log-probabilities, and the threshold. The answer's generation is served ready-made (model time is not
+    decision overhead); its log-probabilities are a seeded random draw of the right length."""
+    import random
+
+    from shepherd.confidence import features
+    from shepherd.models.base import Backend, Generation, GenerationRequest, TokenLogprobs
+    from shepherd.policies.base import PolicyContext
+    from shepherd.policies.registry import make_policy
+
+    rng = random.Random(0)
+    text = " ".join(f"w{i}" for i in range(tokens)) + " The answer is 42."
+    ends = [min(len(text), 3 * (i + 1)) for i in range(tokens)]
+    ends[-1] = len(text)
+    lp = TokenLogprobs([-abs(rng.gauss(0, 0.5)) for _ in range(tokens)], [abs(rng.gauss(0, 0.3)) for _ in range(tokens)],
+                       [abs(rng.gauss(2, 1)) for _ in range(tokens)], ends)
+    gen = Generation(text=text, prompt_tokens=100, completion_tokens=tokens, finish_reason="stop", latency_s=0.0,
+                     logprobs=lp, mean_logprob=lp.mean)
+
+    class Ready(Backend):
+        async def agenerate(self, request, n=1):
+            return [gen]
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+    ctx = PolicyContext(request=GenerationRequest.create("What is 6 * 7?"), slm=Ready(), llm=Ready())
+    policy = make_policy("confidence", threshold=-100.0)
+
+    def decide(ctx):
+        coro = policy.decide(ctx)
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+        raise RuntimeError("confidence decide awaited something")
+
+    return {"tokens": tokens, "decide": time_calls(decide, [ctx], warmup, n),
+            "all_features": time_calls(lambda _: features(lp, text, "42"), [None], warmup, n)}
 
 
 def _text(ctx):

@@ -85,7 +85,9 @@ def test_background_children_die_with_the_program():
     "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024 ** 2))",
 ])
 def test_memory_bomb_hits_the_memory_limit(program):
-    result = run_python(program, FAST)
+    # a generous wall clock: zeroing ~512 MiB page by page can take seconds on a loaded 2-core machine, and
+    # a timeout there would hide what this asserts (the memory limit, not the clock, stops the program)
+    result = run_python(program, Limits(wall_s=30.0, cpu_s=20.0, memory_bytes=512 << 20))
     assert result.status == "memory_limit" and "memory limit" in result.reason
 
 
