@@ -131,6 +131,33 @@ def test_the_evaluation_suites_abc_points_are_whole_counts():
     assert kinds == {"abc 2 of 2": "slm", "abc 2 of 3": "slm", "abc 3 of 3": "llm"}
 
 
+def test_the_optional_agreement_gates_are_asked_for_by_name_and_count_the_greedy_vote():
+    """`abc+greedy` and `reactive-fixed+vote` are not in the default study; asked for, their points are the
+    greedy answer voting with the samples (3 of 4) or a looser sample gate (2 of 3)."""
+    from shepherd.evaluation.suite import ALL_POLICIES, OPTIONAL_POLICIES, build_families
+
+    class Sweep:
+        item_id, full_tokens, sweep, slm_greedy = "x/0", 10, {"temperature": 0.7, "grid": (0.0, 0.5)}, None
+        levels = ()
+        samples = (object(),) * 3
+
+    assert not set(OPTIONAL_POLICIES) & set(ALL_POLICIES)
+    assert not build_families("x", [Sweep()], scorers={}, predictor=None, wanted=["abc"])[0].name.endswith("+greedy")
+    abc, rf = build_families("x", [Sweep()], scorers={}, predictor=None, wanted=list(OPTIONAL_POLICIES))
+    assert abc.label((3, 3)) == "abc 3 of 4 (greedy + 3 samples)" and (3, 4) in abc.values
+    assert rf.values == [(f, j, g) for f in (0.5, 1.0) for j, g in ((2, False), (3, True), (2, True))]
+    assert rf.label((0.5, 3, True)) == "reactive-fixed f=0.5, 3 of 4 (greedy votes)"
+    texts = {0: "so The answer is 4.", 1: "so The answer is 5.", 2: "thus The answer is 4."}
+    slm = ScriptedBackend(lambda r: "hence The answer is 6." if r.greedy else texts[r.seed % 3], model_id="s")
+    llm = ScriptedBackend("The answer is 4.", model_id="l")
+    ctx = PolicyContext(request=GenerationRequest.create("What is 2 + 2?", max_tokens=32), slm=slm, llm=llm)
+    # the greedy answer (6) sides with no sample: 2 of 4 agree on 4
+    assert asyncio.run(abc.make((3, 2)).decide(ctx)).kind == "slm"
+    assert asyncio.run(abc.make((3, 3)).decide(ctx)).kind == "llm"
+    assert asyncio.run(rf.make((0.5, 2, False)).decide(ctx)).kind == "slm"
+    assert asyncio.run(rf.make((0.5, 3, True)).decide(ctx)).kind == "hint"  # 5 of the LLM's 10 tokens
+
+
 def test_query_text_takes_user_turns():
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
     assert query_text(msgs) == "2+2?"

@@ -68,7 +68,7 @@ def eval_cmd(
     from rich.console import Console
 
     from ..console import fail
-    from .suite import ALL_POLICIES, EvalConfig
+    from .suite import ALL_POLICIES, OPTIONAL_POLICIES, EvalConfig
 
     console = Console(stderr=True)
     argv = ["shepherd", "eval", *sys.argv[2:]] if len(sys.argv) > 1 and sys.argv[1] == "eval" else None
@@ -92,9 +92,9 @@ def eval_cmd(
             fail(f"{what}: trace store not found: {p}")
     wanted = _csv(policies)
     if wanted:
-        unknown = [w for w in wanted if w not in ALL_POLICIES]
+        unknown = [w for w in wanted if w not in ALL_POLICIES + OPTIONAL_POLICIES]
         if unknown:
-            fail(f"unknown policies {unknown}; known: {', '.join(ALL_POLICIES)}")
+            fail(f"unknown policies {unknown}; known: {', '.join(ALL_POLICIES + OPTIONAL_POLICIES)}")
         for must in ("slm-only", "llm-only"):
             if must not in wanted:
                 wanted.append(must)

@@ -34,6 +34,8 @@ LEARNED = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
 ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf",
                 "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "confidence",
                 "confidence-cascade", "oracle-routing", "oracle-cascade", "oracle-shepherd")
+#: asked for by name only (`--policies`): variants of the agreement gate, so the default study stays as it is
+OPTIONAL_POLICIES = ("abc+greedy", "reactive-fixed+vote")
 
 NOTES = {
     "slm-only": "the SLM answers every query (greedy)",
@@ -61,6 +63,10 @@ NOTES = {
                   "window mean log-probability) buys a hint of f of the LLM's answer; knob (f, threshold); only "
                   "where the traces carry token log-probabilities",
     "confidence-cascade": "the same trigger, but the LLM answers in full (no hint); knob: threshold",
+    "abc+greedy": "ABC with the SLM's greedy answer as one more voter: k samples + the greedy answer, j of them "
+                  "agreeing answer; knob (k, j)",
+    "reactive-fixed+vote": "reactive-fixed with a looser gate: j of the 3 samples (2 of 3), or j of the 3 samples "
+                           "+ the greedy answer (3 of 4, 2 of 4); knob (f, j, greedy)",
     "oracle-routing": "knows whether the SLM alone is right: SLM if so, else LLM",
     "oracle-cascade": "SLM first (paid); LLM only when the SLM's answer is wrong",
     "oracle-shepherd": "the smallest passing swept hint n* per item (none if the SLM alone passes), else LLM",
@@ -238,6 +244,20 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
 
         add("reactive-fixed", "shepherding", "f", [f for f in grid if f > 0] + [1.0],
             lambda f: ReactiveFixedPolicy(f, lengths=lengths, samples=min(3, n_samples), temperature=temp))
+    if abc_knobs:
+        add("abc+greedy", "baseline", "(k,j)", [(k, j) for k in range(2, n_samples + 1) for j in range(2, k + 2)],
+            lambda kj: B.ABC(k=kj[0], agree=kj[1], temperature=temp, greedy_voter=True),
+            label=lambda kj: f"abc {kj[1]} of {kj[0] + 1} (greedy + {kj[0]} samples)")
+    if n_samples >= 3:
+        from ..policies.shepherding import ReactiveFixedPolicy
+
+        gates = [(2, False), (3, True), (2, True)]
+        add("reactive-fixed+vote", "shepherding", "(f,j,greedy)",
+            [(f, j, g) for f in [x for x in grid if x > 0] + [1.0] for j, g in gates],
+            lambda fjg: ReactiveFixedPolicy(fjg[0], lengths=lengths, samples=3, temperature=temp, agree=fjg[1],
+                                            greedy_voter=fjg[2]),
+            label=lambda fjg: f"reactive-fixed f={fjg[0]:g}, {fjg[1]} of {3 + fjg[2]}"
+                              + (" (greedy votes)" if fjg[2] else ""))
     confident = _confidence_thresholds(sweeps, CONFIDENCE_FEATURE, max_points)
     if confident:
         from ..policies.confidence import ConfidenceCascade, ConfidencePolicy
