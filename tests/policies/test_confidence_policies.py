@@ -48,3 +48,27 @@ async def test_the_threshold_decides_between_the_slms_answer_a_hint_and_the_llm(
     assert hinted.usage["slm"].calls == 2  # its doubted answer (paid) and the continuation of the hint
     cascade = await runner.answer(Q, make_policy("confidence-cascade", threshold=score + 0.1))
     assert cascade.decision.kind == "llm" and cascade.usage["slm"].calls == 1 and cascade.usage["llm"].calls == 1
+
+
+async def test_three_bands_send_the_least_confident_answers_to_the_llm():
+    from shepherd.models.base import Generation, TokenLogprobs
+    from shepherd.models.scripted import ScriptedBackend
+
+    class Sure(ScriptedBackend):  # a generation whose log-probabilities are given
+        def __init__(self, lp: float):
+            super().__init__(model_id="s")
+            self.lp = lp
+
+        async def agenerate(self, request, n=1):
+            t = TokenLogprobs([self.lp] * 20, [0.1] * 20, [1.0] * 20, list(range(1, 21)))
+            return [Generation("x" * 20, 5, 20, "stop", 0.0, "s", t.mean, logprobs=t)]
+
+    llm = ScriptedBackend("17 + 8 - 5 = 20. The answer is 20.")
+    policy = make_policy("confidence", threshold=-0.5, llm_below=-2.0, fraction=0.5, expected_tokens=20)
+    kinds = []
+    for lp in (-0.1, -1.0, -3.0):
+        ctx = PolicyContext(request=Runner(Sure(lp), llm).build_request(Q), slm=Sure(lp), llm=llm)
+        kinds.append((await policy.decide(ctx)).kind)
+    assert kinds == ["slm", "hint", "llm"]
+    with pytest.raises(ValueError, match="llm_below"):
+        make_policy("confidence", threshold=-2.0, llm_below=-1.0)

@@ -35,7 +35,7 @@ ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-c
                 "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "confidence",
                 "confidence-cascade", "oracle-routing", "oracle-cascade", "oracle-shepherd")
 #: asked for by name only (`--policies`): variants of the agreement gate, so the default study stays as it is
-OPTIONAL_POLICIES = ("abc+greedy", "reactive-fixed+vote")
+OPTIONAL_POLICIES = ("abc+greedy", "reactive-fixed+vote", "confidence-3band")
 
 NOTES = {
     "slm-only": "the SLM answers every query (greedy)",
@@ -63,6 +63,8 @@ NOTES = {
                   "window mean log-probability) buys a hint of f of the LLM's answer; knob (f, threshold); only "
                   "where the traces carry token log-probabilities",
     "confidence-cascade": "the same trigger, but the LLM answers in full (no hint); knob: threshold",
+    "confidence-3band": "confidence with three bands: confident answers stand, doubtful ones get a hint of f, "
+                        "the least confident go to the LLM in full; knob (f, hint threshold, LLM threshold)",
     "abc+greedy": "ABC with the SLM's greedy answer as one more voter: k samples + the greedy answer, j of them "
                   "agreeing answer; knob (k, j)",
     "reactive-fixed+vote": "reactive-fixed with a looser gate: j of the 3 samples (2 of 3), or j of the 3 samples "
@@ -266,6 +268,12 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
         add("confidence", "shepherding", "(f,threshold)", [(f, t) for f in fs for t in confident],
             lambda ft: ConfidencePolicy(ft[1], feature=CONFIDENCE_FEATURE, fraction=ft[0], lengths=lengths),
             label=lambda ft: f"confidence f={ft[0]:g} threshold={ft[1]:.4g}")
+        coarse = confident[:: max(1, len(confident) // 10)] + ([confident[-1]] if len(confident) % 10 else [])
+        add("confidence-3band", "shepherding", "(f,threshold,llm_below)",
+            [(f, t, b) for f in [x for x in grid if 0 < x <= 0.7] for t in coarse for b in coarse if b < t],
+            lambda ftb: ConfidencePolicy(ftb[1], feature=CONFIDENCE_FEATURE, fraction=ftb[0], llm_below=ftb[2],
+                                         lengths=lengths),
+            label=lambda ftb: f"confidence-3band f={ftb[0]:g} threshold={ftb[1]:.4g} llm_below={ftb[2]:.4g}")
         add("confidence-cascade", "baseline", "threshold", confident,
             lambda t: ConfidenceCascade(t, feature=CONFIDENCE_FEATURE),
             label=lambda t: f"confidence-cascade threshold={t:.4g}")

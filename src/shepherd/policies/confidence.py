@@ -7,6 +7,9 @@ trained beyond choosing the threshold. `confidence-cascade` is the same trigger 
 full instead of a hint: the comparison shows what the hint itself adds over a plain confidence cascade
 (STEER, arXiv 2511.06190; EAD, arXiv 2502.06833).
 
+With `llm_below`, the policy has three bands: confident answers stand, doubtful ones get the hint, and
+answers below `llm_below` (the SLM was lost, a short hint will not rescue it) go to the LLM in full.
+
 An answer without log-probabilities (a backend that gives none) counts as not confident: the policy
 then always escalates, and says so in the decision's details, rather than guess.
 """
@@ -25,16 +28,22 @@ class ConfidencePolicy(Policy):
     name = "confidence"
 
     def __init__(self, threshold: float = -1.0, *, feature: str = "lowest_window16", fraction: float = 0.3,
-                 lengths: dict[str, int] | None = None, expected_tokens: int = 256, task: str | None = None) -> None:
+                 llm_below: float | None = None, lengths: dict[str, int] | None = None, expected_tokens: int = 256,
+                 task: str | None = None) -> None:
         if feature not in FEATURE_NAMES:
             raise ValueError(f"unknown confidence feature {feature!r}; known: {', '.join(FEATURE_NAMES)}")
+        if llm_below is not None and llm_below > threshold:
+            raise ValueError(f"llm_below ({llm_below}) must not be above the threshold ({threshold})")
         self.threshold, self.feature, self.task = float(threshold), feature, task
+        #: below this the LLM answers in full instead of a hint (None: every doubtful answer gets the hint)
+        self.llm_below = None if llm_below is None else float(llm_below)
         self.hint = FixedRatio(fraction, lengths=lengths, expected_tokens=expected_tokens)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "threshold": self.threshold, "feature": self.feature,
-                "fraction": self.hint.fraction, "expected_tokens": self.hint.expected_tokens,
-                "lengths_from_sweep": bool(self.hint.lengths), "task": self.task}
+                "fraction": self.hint.fraction, "llm_below": self.llm_below,
+                "expected_tokens": self.hint.expected_tokens, "lengths_from_sweep": bool(self.hint.lengths),
+                "task": self.task}
 
     def with_threshold(self, threshold: float) -> ConfidencePolicy:
         other = object.__new__(type(self))
@@ -51,7 +60,9 @@ class ConfidencePolicy(Policy):
             answer = task.extract(ctx.item, gen.text) if task is not None else None
         return features(gen.logprobs, gen.text, answer)[self.feature]
 
-    async def escalate(self, ctx: PolicyContext) -> Decision:
+    async def escalate(self, ctx: PolicyContext, score: float | None = None) -> Decision:
+        if self.llm_below is not None and (score is None or score < self.llm_below):
+            return Decision("llm", reason=f"below {self.llm_below:g}: the LLM answers in full")
         return await self.hint.decide(ctx)
 
     async def decide(self, ctx: PolicyContext) -> Decision:
@@ -65,7 +76,7 @@ class ConfidencePolicy(Policy):
                             "the SLM's answer stands", spent=spent, answer_text=gen.text, details=details)
         why = ("no log-probabilities" if gen.logprobs is None else "undefined" if score is None
                else f"{score:.3f} < {self.threshold:g}")
-        d = await self.escalate(ctx)
+        d = await self.escalate(ctx, score)
         return Decision(d.kind, hint_tokens=d.hint_tokens, reason=f"{self.name}: {self.feature} {why}; {d.reason}",
                         spent=spent, details={**details, **d.details})
 
@@ -77,11 +88,12 @@ class ConfidenceCascade(ConfidencePolicy):
 
     def __init__(self, threshold: float = -1.0, *, feature: str = "lowest_window16", task: str | None = None) -> None:
         super().__init__(threshold, feature=feature, fraction=1.0, task=task)
+        self.llm_below = threshold
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "threshold": self.threshold, "feature": self.feature, "task": self.task}
 
-    async def escalate(self, ctx: PolicyContext) -> Decision:
+    async def escalate(self, ctx: PolicyContext, score: float | None = None) -> Decision:
         return Decision("llm", reason="the LLM answers in full")
 
 
