@@ -1,0 +1,92 @@
+"""Does deciding from the SLM's own answer make shepherding cheaper than the best baseline? A replay.
+
+Replays the policies that read the SLM's answer (`confidence`, `confidence-3band`, `confidence-cascade`,
+the k-of-m agreement gates) beside today's shepherding and the baselines on a scored trace store (its SLM
+answers carry token log-probabilities: `shepherd sweep score`), and reports, at >= 90% and >= 100% of
+LLM-only accuracy, the cheapest shepherding point, the cheapest baseline point, and their cost ratio with a
+95% bootstrap interval over items (both sides' cheapest point chosen anew on each resample, as the study's
+headline). Knob values are picked on the reported items for every policy alike; a family with more knob
+points (confidence-3band has hundreds) gains more from that choice, so read small ratios as no difference.
+
+    python benchmarks/confidence_replay.py --test runs/scored/gsm8k-test.sqlite --train runs/gsm8k-train.sqlite \
+        --predictor docs/results/artifacts/predictor --limit 195 --json out.json
+
+FrugalGPT is left out unless `--frugalgpt`: its scorer reads the SLM answer's mean log-probability, so it
+must be trained on scored training traces to be compared fairly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+POLICIES = ["slm-only", "llm-only", "fixed-ratio", "routellm-classifier", "routellm-mf", "graphrouter", "abc",
+            "abc+greedy", "proactive", "reactive", "reactive-fixed", "reactive-fixed+vote", "confidence",
+            "confidence-3band", "confidence-cascade"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--test", required=True)
+    ap.add_argument("--train", required=True)
+    ap.add_argument("--predictor", default=str(REPO / "docs/results/artifacts/predictor"))
+    ap.add_argument("--baselines", default=None, help="learned baselines of an earlier run (artifacts/)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--featurizer", default="minilm")
+    ap.add_argument("--frugalgpt", action="store_true")
+    ap.add_argument("--out", default="runs/confidence_replay")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    from shepherd.evaluation.study import _ratio_ci
+    from shepherd.evaluation.suite import EvalConfig, run_eval
+
+    cfg = EvalConfig(test=args.test, out=args.out, train=args.train, train_tasks=["gsm8k"],
+                     featurizer=args.featurizer, predictor=args.predictor, baselines=args.baselines,
+                     policies=POLICIES + (["frugalgpt"] if args.frugalgpt else []), limit=args.limit)
+    ev = run_eval(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+    report = {}
+    for res in ev.results:
+        for sc in ev.scenarios:
+            out = {}
+            for key, frac in (("at90", 0.9), ("at100", 1.0)):
+                out[key] = _cheapest(res, sc, frac)
+                ci = _ratio_ci(res, sc, frac, seed=0)
+                out[key]["ratio_ci"] = ci
+            report[f"{res.task}/{sc.name}"] = out
+    print(json.dumps(report, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+def _cheapest(res, scen, fraction: float) -> dict:
+    """The cheapest shepherding and the cheapest baseline point reaching `fraction` of LLM-only accuracy."""
+    from shepherd.evaluation.study import _side
+
+    llm = next(p for p in res.family("llm-only").points if p.ok)
+    target = fraction * llm.accuracy.value - 1e-12
+    best: dict[str, tuple[float, str, float]] = {}
+    for fam in res.families:
+        side = _side(fam.name, fam.group)
+        if side is None:
+            continue
+        for p in fam.points:
+            if p.ok and p.accuracy.value >= target:
+                c = sum(o.cost(scen) for o in p.outcomes) / len(p.outcomes)
+                if side not in best or c < best[side][0]:
+                    best[side] = (c, p.label, p.accuracy.value)
+    llm_cost = sum(o.cost(scen) for o in llm.outcomes) / len(llm.outcomes)
+    out = {side: {"label": lab, "accuracy": acc, "cost_per_1k": 1000 * c, "cost_reduction": 1 - c / llm_cost}
+           for side, (c, lab, acc) in best.items()}
+    if "shepherding" in best and "baseline" in best:
+        out["baseline_over_shepherding_cost"] = best["baseline"][0] / best["shepherding"][0]
+    return out
+
+
+if __name__ == "__main__":
+    main()
