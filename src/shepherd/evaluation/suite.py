@@ -260,15 +260,16 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
                                             greedy_voter=fjg[2]),
             label=lambda fjg: f"reactive-fixed f={fjg[0]:g}, {fjg[1]} of {3 + fjg[2]}"
                               + (" (greedy votes)" if fjg[2] else ""))
-    confident = _confidence_thresholds(sweeps, CONFIDENCE_FEATURE, max_points)
-    if confident:
+    values = _confidence_values(sweeps, CONFIDENCE_FEATURE)
+    if values:
+        confident = _standing_thresholds(values, max_points)
         from ..policies.confidence import ConfidenceCascade, ConfidencePolicy
 
         fs = [f for f in grid if 0 < f <= 0.5]
         add("confidence", "shepherding", "(f,threshold)", [(f, t) for f in fs for t in confident],
             lambda ft: ConfidencePolicy(ft[1], feature=CONFIDENCE_FEATURE, fraction=ft[0], lengths=lengths),
             label=lambda ft: f"confidence f={ft[0]:g} threshold={ft[1]:.4g}")
-        coarse = confident[:: max(1, len(confident) // 10)] + ([confident[-1]] if len(confident) % 10 else [])
+        coarse = _standing_thresholds(values, 11)  # three bands: pairs of thresholds, so fewer of each
         add("confidence-3band", "shepherding", "(f,threshold,llm_below)",
             [(f, t, b) for f in [x for x in grid if 0 < x <= 0.7] for t in coarse for b in coarse if b < t],
             lambda ftb: ConfidencePolicy(ftb[1], feature=CONFIDENCE_FEATURE, fraction=ftb[0], llm_below=ftb[2],
@@ -287,10 +288,9 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
 CONFIDENCE_FEATURE = "lowest_window16"
 
 
-def _confidence_thresholds(sweeps: Sequence[Any], feature: str, max_points: int) -> list[float]:
-    """Thresholds for "feature >= t -> the SLM's answer stands" realising every split of the SLM's greedy
-    answers' (label-free) feature values, thinned to `max_points`; empty when the traces carry no
-    log-probabilities (the confidence policies are then left out rather than run blind)."""
+def _confidence_values(sweeps: Sequence[Any], feature: str) -> list[float]:
+    """The feature of each SLM greedy answer that carries log-probabilities; empty when fewer than half do
+    (the confidence policies are then left out rather than run blind)."""
     from ..confidence import features
 
     values = []
@@ -300,13 +300,14 @@ def _confidence_thresholds(sweeps: Sequence[Any], feature: str, max_points: int)
             v = features(g.generation.logprobs, g.generation.text, g.extracted)[feature]
             if v is not None:
                 values.append(v)
-    if len(values) < max(2, len(sweeps) // 2):
-        return []
-    u = sorted(set(values))
-    if len(u) > max_points - 1:
-        k = max_points - 1
-        u = sorted({u[round(i * (len(u) - 1) / (k - 1))] for i in range(k)})
-    return u + [u[-1] + 1.0]  # the lowest: every answer stands; above the highest: every answer escalates
+    return values if len(values) >= max(2, len(sweeps) // 2) else []
+
+
+def _standing_thresholds(values: Sequence[float], max_points: int) -> list[float]:
+    """Thresholds for "feature >= t -> the SLM's answer stands" realising every split of the (label-free)
+    values, thinned as `thresholds_from_scores` thins them: the lowest lets every answer stand, one above the
+    highest escalates every answer."""
+    return thresholds_from_scores(values, max_points)[1:] + [max(values) + 1.0]
 
 
 def _threshold_label(name: str) -> Callable[[float], str]:

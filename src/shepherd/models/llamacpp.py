@@ -377,22 +377,24 @@ class LlamaCppBackend(Backend):
                 with self._run_lock:
                     if self.record_logprobs:
                         self._recorder.start()
-                    stream = llama.create_completion(prompt=prompt, stream=True,
-                                                     **self._kwargs(request, request.seed))
-                    for chunk in stream:
-                        if stop.is_set():
-                            stream.close()
-                            finish = "cancelled"
-                            break
-                        choice = chunk["choices"][0]
-                        if choice["text"]:
-                            pieces.append(choice["text"])
-                            loop.call_soon_threadsafe(queue.put_nowait, choice["text"])
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                        usage = chunk.get("usage") or usage
-                    text = "".join(pieces)
-                    rows = self._recorder.take()
+                    try:
+                        stream = llama.create_completion(prompt=prompt, stream=True,
+                                                         **self._kwargs(request, request.seed))
+                        for chunk in stream:
+                            if stop.is_set():
+                                stream.close()
+                                finish = "cancelled"
+                                break
+                            choice = chunk["choices"][0]
+                            if choice["text"]:
+                                pieces.append(choice["text"])
+                                loop.call_soon_threadsafe(queue.put_nowait, choice["text"])
+                            if choice.get("finish_reason"):
+                                finish = choice["finish_reason"]
+                            usage = chunk.get("usage") or usage
+                    finally:  # a stream that fails stops recording too
+                        rows = self._recorder.take()
+                text = "".join(pieces)
                 logprobs = (_logprobs(llama, self._prompt_ids(llama, prompt), rows, text)
                             if rows is not None and finish != "cancelled" else None)
                 completion = (usage or {}).get("completion_tokens")

@@ -29,16 +29,20 @@ from .registry import register_policy
 DEFAULT_THRESHOLD = -0.3
 
 
+def _check_bands(threshold: float, llm_below: float | None) -> None:
+    if llm_below is not None and llm_below > threshold:
+        raise ValueError(f"llm_below ({llm_below}) must not be above the threshold ({threshold})")
+
+
 class ConfidencePolicy(Policy):
     name = "confidence"
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, feature: str = "lowest_window16", fraction: float = 0.3,
-                 llm_below: float | None = None, lengths: dict[str, int] | None = None, expected_tokens: int = 256,
-                 task: str | None = None) -> None:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, feature: str = "lowest_window16",
+                 fraction: float = 0.3, llm_below: float | None = None, lengths: dict[str, int] | None = None,
+                 expected_tokens: int = 256, task: str | None = None) -> None:
         if feature not in FEATURE_NAMES:
             raise ValueError(f"unknown confidence feature {feature!r}; known: {', '.join(FEATURE_NAMES)}")
-        if llm_below is not None and llm_below > threshold:
-            raise ValueError(f"llm_below ({llm_below}) must not be above the threshold ({threshold})")
+        _check_bands(threshold, llm_below)
         self.threshold, self.feature, self.task = float(threshold), feature, task
         #: below this the LLM answers in full instead of a hint (None: every doubtful answer gets the hint)
         self.llm_below = None if llm_below is None else float(llm_below)
@@ -51,6 +55,7 @@ class ConfidencePolicy(Policy):
                 "task": self.task}
 
     def with_threshold(self, threshold: float) -> ConfidencePolicy:
+        _check_bands(threshold, self.llm_below)
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__, threshold=float(threshold))
         return other
@@ -91,9 +96,9 @@ class ConfidenceCascade(ConfidencePolicy):
 
     name = "confidence-cascade"
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, feature: str = "lowest_window16", task: str | None = None) -> None:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, feature: str = "lowest_window16",
+                 task: str | None = None) -> None:
         super().__init__(threshold, feature=feature, fraction=1.0, task=task)
-        self.llm_below = threshold
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "threshold": self.threshold, "feature": self.feature, "task": self.task}

@@ -36,7 +36,8 @@ def generations_to_score(store: TraceStore, sweep: str, model: str,
                          kinds: Iterable[str] = DEFAULT_KINDS) -> list[tuple[str, str]]:
     """(item id, generation key) of the sweep's generations by `model` of the given kinds, in item order
     (an item's generations share a prompt, which the KV cache then evaluates once). Kinds: `hint0` (the
-    SLM's answer without a hint), `hint` (every hinted continuation), `sample`."""
+    SLM's answers at the no-hint level: its greedy trial, and any sampled ones), `hint` (every hinted
+    continuation), `sample`."""
     kinds = set(kinds)
     unknown = kinds - {"hint0", "hint", "sample"}
     if unknown:
