@@ -4,7 +4,9 @@ decision out, and the answer that reports it, so it sits below all three."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 
 from .models.base import Generation
@@ -23,12 +25,24 @@ class Decision:
     answer_text: str | None = None
     #: the predictor's score or other numbers worth keeping with the trace
     details: dict[str, Any] = field(default_factory=dict)
+    #: a hint bought a piece at a time: after the SLM continues the hint, `accept(continuation)` says whether
+    #: it stands; if not, the LLM extends its own hint to the next size in `ladder` (total tokens, rising),
+    #: paying output for the new tokens only, and the SLM continues again
+    ladder: tuple[int, ...] = ()
+    accept: Callable[[Generation], bool] | None = None
+    #: past the last rung, a continuation still not accepted: "slm" keeps it, "llm" lets the LLM finish
+    exhausted: Literal["slm", "llm"] = "slm"
 
     def __post_init__(self) -> None:
         if self.kind not in ("slm", "hint", "llm"):
             raise ValueError(f"unknown decision kind {self.kind!r}")
         if self.hint_tokens < 0:
             raise ValueError("hint_tokens must be >= 0")
+        rising = all(a < b for a, b in pairwise((self.hint_tokens, *self.ladder)))
+        if self.ladder and (self.accept is None or not rising):
+            raise ValueError("a hint ladder needs accept= and sizes that rise above hint_tokens")
+        if self.exhausted not in ("slm", "llm"):
+            raise ValueError(f"exhausted must be 'slm' or 'llm', got {self.exhausted!r}")
         if self.kind == "hint" and self.hint_tokens == 0:
             self.kind = "slm"
 

@@ -5,8 +5,13 @@ continues the same assistant turn from them, within what is left of the answer b
 + continuation. This module owns:
 
 - the requests: `hint_request` (the LLM's n tokens), `continuation_request` (the SLM continuing a hint),
-  `full_request` (the LLM request a hint request was cut from, which is how replay recognises one); sweeps,
-  the trace cache and the runner all build them here, so a replay finds what a sweep stored;
+  `extension_request` (the LLM extending its own hint to n tokens), `full_request` (the LLM request a hint
+  request was cut from, which is how replay recognises one); sweeps, the trace cache and the runner all
+  build them here, so a replay finds what a sweep stored;
+- hints bought a piece at a time (a decision with a `ladder`): the SLM's continuation is judged before
+  anyone sees it; if the policy does not accept it, the LLM extends its hint to the next size (its input
+  is the prompt and the hint it wrote, which it has read before: priced as cached input) and the SLM
+  continues again. Only the accepted continuation is streamed; the rejected ones stay in the usage;
 - `HintExecutor`, which carries a decision out: with a listener (`emit`) it streams every piece of text as
   it arrives; without one it is the same code with nobody listening. Its fallbacks continue from the text
   already produced: when the LLM dies 5 tokens into a hint of 16, the SLM continues from those 5 (streamed
@@ -57,6 +62,14 @@ def continuation_request(request: GenerationRequest, hint_text: str, hint_tokens
                    max_tokens=rest_budget(request.max_tokens, hint_tokens))
 
 
+def extension_request(request: GenerationRequest, hint_text: str, hint_tokens: int,
+                      total: int | None) -> GenerationRequest:
+    """The LLM's request to extend its hint (`hint_text`, hint_tokens long) to `total` tokens (None: to the
+    end of its answer, within the query's budget)."""
+    cont = continuation_request(request, hint_text, hint_tokens)
+    return cont if total is None else replace(cont, max_tokens=max(total - hint_tokens, 1))
+
+
 # -- carrying a decision out ---------------------------------------------------------------------------
 
 class BackendsUnavailable(BackendError):
@@ -96,7 +109,7 @@ class HintExecutor:
         if decision.kind in ("llm", "slm"):
             text, degraded = await self._continue(decision.kind, request, "", 0, gens, notes, emit)
             return text, "", 0, degraded
-        return await self._hinted(request, decision.hint_tokens, gens, notes, emit)
+        return await self._hinted(request, decision, gens, notes, emit)
 
     # -- legs ----------------------------------------------------------------------------------------
     async def _leg(self, role: str, request: GenerationRequest, emit: Emit | None) -> Generation:
@@ -160,9 +173,9 @@ class HintExecutor:
         gens.append((role, gen))
         return gen.text, False
 
-    async def _hinted(self, request: GenerationRequest, n: int, gens: list, notes: list[str],
+    async def _hinted(self, request: GenerationRequest, decision: Decision, gens: list, notes: list[str],
                       emit: Emit | None) -> tuple[str, str, int, bool]:
-        cap = request.max_tokens
+        cap, n = request.max_tokens, decision.hint_tokens
         if cap is not None and n >= cap:
             notes.append(f"a hint of {n} tokens is the whole answer budget: the LLM answers in full")
             text, degraded = await self._continue("llm", request, "", 0, gens, notes, emit)
@@ -187,11 +200,60 @@ class HintExecutor:
             gens.append(("slm", cont))
             return sent.text + cont.text, sent.text, sent.completion_tokens, True
         gens.append(("llm", hint))
-        if hint.finished:
-            notes.append("the LLM finished within the hint: its answer is complete")
-            return hint.text, hint.text, hint.completion_tokens, False
-        text, degraded = await self._continue("slm", request, hint.text, hint.completion_tokens, gens, notes, emit)
-        return hint.text + text, hint.text, hint.completion_tokens, degraded
+        hint_text, hint_tokens, seen = hint.text, hint.completion_tokens, hint.prompt_tokens
+        rungs = list(decision.ladder)
+        last = hint
+        while True:
+            if last.finished:
+                notes.append("the LLM finished within the hint: its answer is complete")
+                return hint_text, hint_text, hint_tokens, False
+            if decision.accept is None or (not rungs and decision.exhausted == "slm"):
+                text, degraded = await self._continue("slm", request, hint_text, hint_tokens, gens, notes, emit)
+                return hint_text + text, hint_text, hint_tokens, degraded
+            # a piece at a time: judge the SLM's continuation before anyone sees it
+            try:
+                cont = await self._leg("slm", continuation_request(request, hint_text, hint_tokens), None)
+            except _LegFailed as failed:
+                if failed.partial.text:
+                    gens.append(("slm", failed.partial))
+                if self.fallback("slm") != "llm":
+                    raise failed.error from None
+                notes.append(f"slm failed ({failed.error}) continuing the hint; the LLM finished its answer")
+                text, degraded = await self._continue("llm", request, hint_text, hint_tokens, gens, notes, emit)
+                return hint_text + text, hint_text, hint_tokens, True
+            gens.append(("slm", cont))
+            if decision.accept(cont):
+                if emit is not None and cont.text:
+                    emit("slm", cont.text)
+                return hint_text + cont.text, hint_text, hint_tokens, False
+            total = rungs.pop(0) if rungs else None
+            if total is not None and cap is not None and total >= cap:
+                total = None
+            notes.append(f"the SLM's continuation of a {hint_tokens}-token hint was not accepted: the LLM "
+                         + (f"extends it to {total} tokens" if total is not None else "finishes its answer"))
+            try:
+                ext = await self._leg("llm", extension_request(request, hint_text, hint_tokens, total), emit)
+            except _LegFailed as failed:
+                if self.fallback("llm") != "slm":
+                    raise failed.error from None
+                sent = failed.partial
+                if not sent.text:  # nothing new was shown: the SLM's continuation, already made, stands
+                    notes.append(f"llm failed extending the hint ({failed.error}); the SLM's continuation stands")
+                    if emit is not None and cont.text:
+                        emit("slm", cont.text)
+                    return hint_text + cont.text, hint_text, hint_tokens, True
+                gens.append(("llm", replace(sent, cached_prompt_tokens=min(sent.prompt_tokens, seen + hint_tokens))))
+                notes.append(f"llm failed extending the hint ({failed.error}) after {sent.completion_tokens} "
+                             "tokens; the SLM continued from them")
+                hint_text, hint_tokens = hint_text + sent.text, hint_tokens + sent.completion_tokens
+                text, _ = await self._continue("slm", request, hint_text, hint_tokens, gens, notes, emit)
+                return hint_text + text, hint_text, hint_tokens, True
+            # the LLM has read the prompt and its own hint before: that input is served from its cache
+            last = replace(ext, cached_prompt_tokens=min(ext.prompt_tokens, seen + hint_tokens))
+            gens.append(("llm", last))
+            hint_text, hint_tokens = hint_text + ext.text, hint_tokens + ext.completion_tokens
+            if total is None:  # the LLM wrote the rest of the answer
+                return hint_text, hint_text, hint_tokens, False
 
 
 # -- accounting ----------------------------------------------------------------------------------------
@@ -217,10 +279,10 @@ def llm_only_cost(request: GenerationRequest, text: str, gens: list[tuple[str, G
                   llm_price: Price) -> float:
     """What the LLM alone would have cost: its real call if one answered the whole query, else the LLM's
     prompt plus an answer as long as the delivered one, in the LLM's tokenizer."""
-    for role, gen in gens:
-        if role == "llm" and not request.prefix and gen.finished:
-            return llm_price.cost(gen.prompt_tokens, gen.completion_tokens)
-    prompt_tokens = next((g.prompt_tokens for r, g in gens if r == "llm"), None)
+    first = next((g for r, g in gens if r == "llm"), None)  # a later LLM call extends a hint: not the whole answer
+    if first is not None and not request.prefix and first.finished:
+        return llm_price.cost(first.prompt_tokens, first.completion_tokens)
+    prompt_tokens = first.prompt_tokens if first is not None else None
     if prompt_tokens is None:
         prompt_tokens = llm.count_prompt_tokens(request)
     return llm_price.cost(prompt_tokens, llm.count_tokens(text))

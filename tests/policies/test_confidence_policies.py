@@ -72,3 +72,29 @@ async def test_three_bands_send_the_least_confident_answers_to_the_llm():
     assert kinds == ["slm", "hint", "llm"]
     with pytest.raises(ValueError, match="llm_below"):
         make_policy("confidence", threshold=-2.0, llm_below=-1.0)
+
+
+@pytest.mark.slow
+async def test_the_ladder_extends_the_llms_own_hint_on_the_real_pair(slm_backend, llm_backend):
+    """confidence-ladder on the local pair with a bar no answer clears: the SLM's answer, then each of its
+    continuations, are doubted; the LLM extends its own hint rung by rung and finally finishes its answer,
+    which is then the LLM's own greedy answer, bought in pieces (the later pieces' input re-read from its
+    KV cache, priced as cached input)."""
+    from shepherd.models.base import GenerationRequest
+
+    runner = Runner(slm_backend, llm_backend, settings=RunSettings(max_tokens=60))
+    policy = make_policy("confidence-ladder", threshold=10.0, rungs=(0.1, 0.3), expected_tokens=40)
+    ans = await runner.answer(Q, policy)
+    assert ans.decision.kind == "hint" and ans.decision.details["ladder"] == [12]
+    llm_calls = [g for r, g in ans.generations if r == "llm"]
+    assert len(llm_calls) == 3  # the 4-token hint, its extension to 12, and the rest
+    assert [g.completion_tokens for g in llm_calls[:2]] == [4, 8]
+    assert ans.usage["slm"].calls == 3  # its answer and two doubted continuations, all kept in the usage
+    direct = (await llm_backend.agenerate(GenerationRequest.create(Q, max_tokens=60)))[0]
+    assert ans.text == direct.text
+    assert ans.usage["llm"].completion_tokens == direct.completion_tokens
+    assert ans.usage["llm"].cached_prompt_tokens == (llm_calls[0].prompt_tokens + 4) + (llm_calls[0].prompt_tokens + 12)
+    # a bar every continuation clears: the first rung's continuation stands
+    ok = await runner.answer(Q, make_policy("confidence-ladder", threshold=-100.0, rungs=(0.1, 0.3),
+                                            expected_tokens=40))
+    assert ok.decision.kind == "slm"  # (its own answer already clears it)

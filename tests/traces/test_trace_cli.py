@@ -109,3 +109,13 @@ def test_sweep_score_adds_the_slms_logprobs_to_committed_traces_without_regenera
     r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--limit", "1",
                             "--slm", "qwen2.5-coder-1.5b-instruct-q4_k_m"])
     assert r.exit_code != 0 and "written by" in r.output
+    # the continuations at chosen hint levels only (the rungs a confidence ladder judges)
+    r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--limit", "1", "--kinds", "hint",
+                            "--levels", "0.1,0.3"])
+    assert r.exit_code == 0 and "2 generations scored" in r.output, r.output
+    store = TraceStore(store_path, readonly=True)
+    levels = {lv.fraction: lv.trials[0].generation.logprobs for lv in store.item_sweeps("gsm8k")[0].levels}
+    store.close()
+    assert levels[0.1] is not None and levels[0.3] is not None and levels[0.5] is None
+    r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--kinds", "hint", "--levels", "x"])
+    assert r.exit_code != 0

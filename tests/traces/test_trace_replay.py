@@ -177,3 +177,53 @@ def test_a_truncated_full_answer_served_as_hint_ends_the_answer(tmp_path):
     (rec,) = replay(FixedHint(tokens=8), task, [s.item_id], store)
     assert rec.answer.text == s.llm_full.generation.text and rec.answer.usage["slm"].calls == 0
     assert rec.mapped[0].served_tokens == 10
+
+
+class _LadderByGrade:
+    """A hint bought a piece at a time, judged by the grade of each continuation (a stand-in for a
+    confidence judge, so the test knows which rung should stand)."""
+
+    name = "ladder-by-grade"
+
+    def __init__(self, task, sweep, exhausted="slm"):
+        self.task, self.sweep, self.exhausted = task, sweep, exhausted
+
+    async def decide(self, ctx):
+        from shepherd.decision import Decision
+
+        toks = [self.sweep.level(f).hint_tokens for f in (0.1, 0.3, 0.5)]
+        return Decision("hint", hint_tokens=toks[0], ladder=tuple(toks[1:]), exhausted=self.exhausted,
+                        accept=lambda g: bool(self.task.grade(ctx.item, g.text).correct))
+
+    def describe(self):
+        return {"name": self.name}
+
+
+@pytest.mark.parametrize("i", [1, 3, 5])
+def test_a_hint_extended_a_piece_at_a_time_replays_as_it_runs_live(swept_store, i):
+    """Replay serves each extension from the stored full answer (up to the next swept level), and the
+    SLM's continuation of the longer hint from the sweep: the same text, tokens and cached input as the
+    live run on the models themselves."""
+    import asyncio
+
+    store, task = swept_store
+    s = store.item_sweeps(task.name)[i]
+    item = task.items[i]
+    (rec,) = replay(_LadderByGrade(task, s, exhausted="llm"), task, [s.item_id], store)
+    slm, llm = models()
+    live = asyncio.run(Runner(slm, llm, settings=RunSettings(max_tokens=64)).answer(
+        task.messages(item), _LadderByGrade(task, s, exhausted="llm"), item))
+    assert rec.answer.text == live.text and rec.answer.hint_tokens == live.hint_tokens
+    for role in ("llm", "slm"):
+        r, l = rec.answer.usage[role], live.usage[role]
+        assert (r.calls, r.prompt_tokens, r.completion_tokens, r.cached_prompt_tokens) == \
+               (l.calls, l.prompt_tokens, l.completion_tokens, l.cached_prompt_tokens)
+    rungs = [s.level(f).hint_tokens for f in (0.1, 0.3, 0.5)]
+    if i == 1:  # need 2 words: the first rung stands
+        assert rec.answer.usage["llm"].calls == 1 and rec.correct
+    if i == 3:  # need 9 words: 2 and 6 rejected, 11 stands; the LLM paid 11 output tokens in all
+        assert rec.answer.usage["llm"].calls == 3 and rec.answer.usage["llm"].completion_tokens == rungs[2]
+        assert rec.answer.usage["llm"].cached_prompt_tokens > 0 and rec.correct
+    if i == 5:  # never: past the last rung the LLM finishes its own answer, served from the stored one
+        assert rec.answer.text == s.llm_full.generation.text
+        assert rec.answer.usage["llm"].completion_tokens == s.llm_full.generation.completion_tokens

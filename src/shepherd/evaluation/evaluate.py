@@ -68,12 +68,20 @@ class ItemOutcome:
     #: model time this answer took when its calls were made (sum of the stored latencies, serial; a hint's
     #: LLM time is its share n/L of the full answer's): the policy's wall-clock per query on the sweep's machine
     seconds: float = 0.0
+    #: of llm_prompt / slm_prompt, the tokens re-read from the model's cache (a hint extended)
+    llm_cached: int = 0
+    slm_cached: int = 0
 
     def cost(self, s: Scenario) -> float:
-        return s.llm.cost(self.llm_prompt, self.llm_completion) + s.slm.cost(self.slm_prompt, self.slm_completion)
+        return (s.llm.cost(self.llm_prompt, self.llm_completion, self.llm_cached)
+                + s.slm.cost(self.slm_prompt, self.slm_completion, self.slm_cached))
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        for k in ("llm_cached", "slm_cached"):  # only where a hint was extended: older results stay as they were
+            if not d[k]:
+                del d[k]
+        return d
 
 
 @dataclass
@@ -243,7 +251,8 @@ def run_point(family: Family, value: Any, task: MemoTask, items: Sequence[Any], 
             llm_prompt=u["llm"].prompt_tokens, llm_completion=u["llm"].completion_tokens,
             slm_prompt=u["slm"].prompt_tokens, slm_completion=u["slm"].completion_tokens,
             llm_calls=u["llm"].calls, slm_calls=u["slm"].calls, mapped_hints=len(r.mapped),
-            seconds=round(sum(g.latency_s for _, g in r.answer.generations), 4)))
+            seconds=round(sum(g.latency_s for _, g in r.answer.generations), 4),
+            llm_cached=u["llm"].cached_prompt_tokens, slm_cached=u["slm"].cached_prompt_tokens))
     return Point(family.name, value, label, desc, outcomes)
 
 

@@ -35,7 +35,7 @@ ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-c
                 "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "confidence",
                 "confidence-cascade", "oracle-routing", "oracle-cascade", "oracle-shepherd")
 #: asked for by name only (`--policies`): variants of the agreement gate, so the default study stays as it is
-OPTIONAL_POLICIES = ("abc+greedy", "reactive-fixed+vote", "confidence-3band")
+OPTIONAL_POLICIES = ("abc+greedy", "reactive-fixed+vote", "confidence-3band", "confidence-ladder")
 
 NOTES = {
     "slm-only": "the SLM answers every query (greedy)",
@@ -65,6 +65,10 @@ NOTES = {
     "confidence-cascade": "the same trigger, but the LLM answers in full (no hint); knob: threshold",
     "confidence-3band": "confidence with three bands: confident answers stand, doubtful ones get a hint of f, "
                         "the least confident go to the LLM in full; knob (f, hint threshold, LLM threshold)",
+    "confidence-ladder": "confidence with the hint bought a piece at a time: a doubtful answer gets a hint of the "
+                         "first rung, a doubtful continuation an extension to the next (new output tokens paid, the "
+                         "prompt and earlier hint at the cached-input rate); past the last rung the LLM finishes; "
+                         "knob (rungs, threshold); only where the hinted continuations carry log-probabilities",
     "abc+greedy": "ABC with the SLM's greedy answer as one more voter: k samples + the greedy answer, j of them "
                   "agreeing answer; knob (k, j)",
     "reactive-fixed+vote": "reactive-fixed with a looser gate: j of the 3 samples (2 of 3), or j of the 3 samples "
@@ -275,6 +279,14 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
             lambda ftb: ConfidencePolicy(ftb[1], feature=CONFIDENCE_FEATURE, fraction=ftb[0], llm_below=ftb[2],
                                          lengths=lengths),
             label=lambda ftb: f"confidence-3band f={ftb[0]:g} threshold={ftb[1]:.4g} llm_below={ftb[2]:.4g}")
+        ladders = [r for r in LADDERS if set(r) <= set(grid) and _levels_scored(sweeps, r)]
+        if ladders:
+            from ..policies.confidence import ConfidenceLadder
+
+            add("confidence-ladder", "shepherding", "(rungs,threshold)",
+                [(r, t) for r in ladders for t in confident],
+                lambda rt: ConfidenceLadder(rt[1], feature=CONFIDENCE_FEATURE, rungs=rt[0], lengths=lengths),
+                label=lambda rt: f"confidence-ladder rungs={'/'.join(f'{x:g}' for x in rt[0])} threshold={rt[1]:.4g}")
         add("confidence-cascade", "baseline", "threshold", confident,
             lambda t: ConfidenceCascade(t, feature=CONFIDENCE_FEATURE),
             label=lambda t: f"confidence-cascade threshold={t:.4g}")
@@ -301,6 +313,23 @@ def _confidence_values(sweeps: Sequence[Any], feature: str) -> list[float]:
             if v is not None:
                 values.append(v)
     return values if len(values) >= max(2, len(sweeps) // 2) else []
+
+
+#: the rungs the confidence-ladder family tries (fractions of the LLM's answer; each must be a swept level)
+LADDERS = ((0.1, 0.3), (0.1, 0.5), (0.1, 0.3, 0.5), (0.3, 0.5))
+
+
+def _levels_scored(sweeps: Sequence[Any], fractions: Sequence[float]) -> bool:
+    """Whether the SLM's continuations at these hint levels carry log-probabilities on most items (a ladder
+    judges each continuation by them)."""
+    want = {round(f, 6) for f in fractions}
+    have = total = 0
+    for s in sweeps:
+        for lv in s.levels:
+            if round(lv.fraction, 6) in want and lv.trials:
+                total += 1
+                have += lv.trials[0].generation.logprobs is not None
+    return total > 0 and have >= 0.9 * total
 
 
 def _standing_thresholds(values: Sequence[float], max_points: int) -> list[float]:

@@ -188,6 +188,9 @@ class Generation:
     cached: bool = False  # served from the trace store, no model was called
     #: per-token log-probabilities where the backend gave them (`mean_logprob` is then their mean)
     logprobs: TokenLogprobs | None = None
+    #: the part of `prompt_tokens` the model had already read in an earlier call of the same answer (a hint
+    #: extended: the prompt and the hint bought before), priced at the cached-input rate
+    cached_prompt_tokens: int = 0
 
     @property
     def finished(self) -> bool:
@@ -217,10 +220,13 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    #: of `prompt_tokens`, those read again from the model's cache (cheaper where the provider discounts them)
+    cached_prompt_tokens: int = 0
 
     def add(self, gen: Generation) -> None:
         self.prompt_tokens += gen.prompt_tokens
         self.completion_tokens += gen.completion_tokens
+        self.cached_prompt_tokens += gen.cached_prompt_tokens
         self.calls += 1
 
     @property

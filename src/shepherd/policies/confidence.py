@@ -10,12 +10,18 @@ full instead of a hint: the comparison shows what the hint itself adds over a pl
 With `llm_below`, the policy has three bands: confident answers stand, doubtful ones get the hint, and
 answers below `llm_below` (the SLM was lost, a short hint will not rescue it) go to the LLM in full.
 
+`confidence-ladder` buys the hint a piece at a time: a doubtful answer gets a hint of the first rung; when
+the SLM's continuation of it is doubtful too, the LLM extends its own hint to the next rung (paying output
+for the new tokens only, and the prompt and earlier hint at the cached-input rate), and so on; past the last
+rung the LLM finishes its answer (or, with `finish="slm"`, the last continuation stands).
+
 An answer without log-probabilities (a backend that gives none) counts as not confident: the policy
 then always escalates, and says so in the decision's details, rather than guess.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from ..confidence import FEATURE_NAMES, features
@@ -88,7 +94,8 @@ class ConfidencePolicy(Policy):
                else f"{score:.3f} < {self.threshold:g}")
         d = await self.escalate(ctx, score)
         return Decision(d.kind, hint_tokens=d.hint_tokens, reason=f"{self.name}: {self.feature} {why}; {d.reason}",
-                        spent=spent, details={**details, **d.details})
+                        spent=spent, details={**details, **d.details}, ladder=d.ladder, accept=d.accept,
+                        exhausted=d.exhausted)
 
 
 class ConfidenceCascade(ConfidencePolicy):
@@ -107,5 +114,46 @@ class ConfidenceCascade(ConfidencePolicy):
         return Decision("llm", reason="the LLM answers in full")
 
 
+class ConfidenceLadder(ConfidencePolicy):
+    """The same trigger; the hint is bought a rung at a time while the SLM's continuations stay doubtful."""
+
+    name = "confidence-ladder"
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, feature: str = "lowest_window16",
+                 rungs: tuple[float, ...] | list[float] = (0.1, 0.3, 0.6), finish: str = "llm",
+                 lengths: dict[str, int] | None = None, expected_tokens: int = 256, task: str | None = None) -> None:
+        rungs = tuple(float(r) for r in rungs)
+        if not rungs or any(not 0.0 < r < 1.0 for r in rungs) or any(b <= a for a, b in pairwise(rungs)):
+            raise ValueError(f"rungs must be rising fractions of the LLM's answer in (0, 1), got {rungs}")
+        if finish not in ("llm", "slm"):
+            raise ValueError(f"finish must be 'llm' or 'slm', got {finish!r}")
+        super().__init__(threshold, feature=feature, fraction=rungs[0], lengths=lengths,
+                         expected_tokens=expected_tokens, task=task)
+        self.rungs, self.finish = rungs, finish
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "rungs": list(self.rungs), "finish": self.finish}
+
+    async def escalate(self, ctx: PolicyContext, score: float | None = None) -> Decision:
+        first = await self.hint.decide(ctx)
+        if first.kind != "hint":
+            return first
+        L = first.details["L"]
+        sizes = []
+        for r in self.rungs[1:]:
+            n = int(r * L + 0.5)
+            if n > (sizes[-1] if sizes else first.hint_tokens):
+                sizes.append(n)
+
+        def accept(cont: Any) -> bool:
+            s = self.score(ctx, cont)
+            return s is not None and s >= self.threshold
+
+        return Decision("hint", hint_tokens=first.hint_tokens, reason=f"{first.reason}, then rungs {sizes}",
+                        details={**first.details, "ladder": sizes}, ladder=tuple(sizes), accept=accept,
+                        exhausted=self.finish)  # type: ignore[arg-type]
+
+
 register_policy(ConfidencePolicy.name, ConfidencePolicy)
 register_policy(ConfidenceCascade.name, ConfidenceCascade)
+register_policy(ConfidenceLadder.name, ConfidenceLadder)

@@ -203,8 +203,11 @@ def shepherd_object(answer: Answer, extra: dict[str, Any] | None = None) -> dict
 
 
 def _cost_dict(c) -> dict[str, float]:  # dataclasses.asdict is slow on the hot path
-    return {"llm_input": c.llm_input, "llm_output": c.llm_output, "slm_input": c.slm_input,
-            "slm_output": c.slm_output, "total": c.total}
+    out = {"llm_input": c.llm_input, "llm_output": c.llm_output, "slm_input": c.slm_input,
+           "slm_output": c.slm_output, "total": c.total}
+    if c.llm_cached_input or c.slm_cached_input:  # only answers that re-read a cached prompt have the lines
+        out["llm_cached_input"], out["slm_cached_input"] = c.llm_cached_input, c.slm_cached_input
+    return out
 
 
 def _jsonable(value: Any) -> Any:

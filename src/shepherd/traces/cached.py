@@ -6,7 +6,8 @@
   model, the item and the request. With `map_hints=True` (the LLM's handle in replay), a hint request
   (no prefix, max_tokens=n) for a swept item is served from the item's stored full answer, with n moved
   up to the next swept grid level (or the full answer when n reaches past the last level); each such
-  mapping is recorded in `mappings`, so a report can say which hints were rounded up.
+  mapping is recorded in `mappings`, so a report can say which hints were rounded up. An extension request
+  (the LLM continuing a swept hint level to n tokens in all) is served the same way, from the same answer.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class CachedBackend(Backend):
             self.hits += 1
             return gen
         if self.map_hints:
-            mapped = self._serve_hint(request)
+            mapped = self._serve_extension(request) if request.prefix else self._serve_hint(request)
             if mapped is not None:
                 self.hits += 1
                 return mapped
@@ -153,6 +154,37 @@ class CachedBackend(Backend):
             # budget leaves the SLM nothing to add, so it is served as finished (the runner then stops)
             self.mappings.append(HintMapping(entry.item_id, n, L, 1.0, L))
             return full if full.finish_reason == "stop" else replace(full, finish_reason="stop")
+        return None
+
+    def _serve_extension(self, request: GenerationRequest) -> Generation | None:
+        """The LLM extending a swept hint level (the request's prefix) to prefix + max_tokens tokens: the
+        stored full answer from that level up to the next swept level at or above it (or to its end). Its
+        input, the prompt and the hint, was read by the LLM before: `cached_prompt_tokens`."""
+        if request.max_tokens is None or not request.greedy:
+            return None
+        for entry in self._entries(request):
+            if entry.full_key is None:
+                continue
+            if full_request(replace(request, prefix=""), entry.request.max_tokens).key(self.model_id) != entry.full_key:
+                continue
+            full = self.store.get(entry.full_key)
+            if full is None:
+                continue
+            levels = sorted((tok, frac, text) for frac, tok, text, _ in
+                            self.store.hints(entry.sweep, entry.item_id) if tok > 0)
+            start = next((tok for tok, _, text in levels if text == request.prefix), None)
+            if start is None or not full.text.startswith(request.prefix):
+                continue  # not a swept level of this answer: nothing stored continues it
+            L = entry.full_tokens or full.completion_tokens
+            want = start + request.max_tokens
+            served = next(((tok, frac, text) for tok, frac, text in levels if want <= tok < L), None)
+            tok, frac, text = served if served is not None else (L, 1.0, full.text)
+            self.mappings.append(HintMapping(entry.item_id, want, tok, frac, L))
+            seen = full.prompt_tokens + start
+            return Generation(text=text[len(request.prefix):], prompt_tokens=seen, completion_tokens=tok - start,
+                              finish_reason="length" if served is not None else "stop",
+                              latency_s=full.latency_s * (tok - start) / max(L, 1), model=self.model_id,
+                              cached=True, cached_prompt_tokens=seen)
         return None
 
     def _describe_item(self, request: GenerationRequest) -> str | None:

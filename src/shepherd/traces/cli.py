@@ -189,6 +189,8 @@ def score_cmd(
     sweep: str | None = typer.Option(None, help="Sweep id (if the task has several)."),
     kinds: str = typer.Option("hint0,sample", help="Which SLM generations: hint0 (its answer without a hint), "
                               "hint (every hinted continuation), sample."),
+    levels: str | None = typer.Option(None, help="With kind hint: only the continuations at these hint fractions "
+                                      "(for example 0.1,0.3,0.5: the rungs a confidence ladder judges)."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N items."),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML config (the SLM's model settings)."),
     slm: str | None = typer.Option(None, help="SLM model name or .gguf path (default: the config's)."),
@@ -214,8 +216,9 @@ def score_cmd(
             print(f"[{time.strftime('%H:%M:%S')}] {done}/{total} {item}: {s.scored} scored, {s.skipped} had "
                   f"them, {len(s.failed)} failed, {s.tokens} tokens, {s.seconds:.0f}s", file=sys.stderr, flush=True)
 
+        at = None if levels is None else [float(x) for x in levels.split(",") if x.strip()]
         summary = score_sweep(store, backend, task=task_name, sweep=sweep,
-                              kinds=[k.strip() for k in kinds.split(",") if k.strip()], limit=limit,
+                              kinds=[k.strip() for k in kinds.split(",") if k.strip()], levels=at, limit=limit,
                               progress=progress)
     except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError, LookupError) as exc:
         fail(str(exc))

@@ -32,13 +32,14 @@ class ScoreSummary:
     seconds: float = 0.0
 
 
-def generations_to_score(store: TraceStore, sweep: str, model: str,
-                         kinds: Iterable[str] = DEFAULT_KINDS) -> list[tuple[str, str]]:
+def generations_to_score(store: TraceStore, sweep: str, model: str, kinds: Iterable[str] = DEFAULT_KINDS,
+                         levels: Iterable[float] | None = None) -> list[tuple[str, str]]:
     """(item id, generation key) of the sweep's generations by `model` of the given kinds, in item order
     (an item's generations share a prompt, which the KV cache then evaluates once). Kinds: `hint0` (the
     SLM's answers at the no-hint level: its greedy trial, and any sampled ones), `hint` (every hinted
-    continuation), `sample`."""
+    continuation, or with `levels` only those at these hint fractions), `sample`."""
     kinds = set(kinds)
+    at = None if levels is None else {round(float(f), 6) for f in levels}
     unknown = kinds - {"hint0", "hint", "sample"}
     if unknown:
         raise ValueError(f"unknown generation kinds {sorted(unknown)} (known: hint0, hint, sample)")
@@ -49,7 +50,8 @@ def generations_to_score(store: TraceStore, sweep: str, model: str,
     out, seen = [], set()
     for r in rows:
         wanted = (r["kind"] == "sample" and "sample" in kinds) or (r["kind"] == "hint" and (
-            "hint" in kinds or ("hint0" in kinds and r["fraction"] == 0)))
+            ("hint" in kinds and (at is None or round(r["fraction"], 6) in at))
+            or ("hint0" in kinds and r["fraction"] == 0)))
         if wanted and r["key"] not in seen:
             seen.add(r["key"])
             out.append((r["item_id"], r["key"]))
@@ -57,7 +59,8 @@ def generations_to_score(store: TraceStore, sweep: str, model: str,
 
 
 def score_sweep(store: TraceStore, backend: Any, *, task: str | None = None, sweep: str | None = None,
-                kinds: Iterable[str] = DEFAULT_KINDS, limit: int | None = None,
+                kinds: Iterable[str] = DEFAULT_KINDS, levels: Iterable[float] | None = None,
+                limit: int | None = None,
                 progress: Callable[[str, int, int, ScoreSummary], None] | None = None) -> ScoreSummary:
     """Score the sweep's SLM generations under `backend` (which must be the sweep's SLM) and store them.
 
@@ -67,7 +70,7 @@ def score_sweep(store: TraceStore, backend: Any, *, task: str | None = None, swe
     if backend.model_id != info.slm:
         raise ValueError(f"sweep {info.sweep} was written by {info.slm}; scoring it under {backend.model_id} "
                          "would not give the log-probabilities its SLM drew with")
-    todo = generations_to_score(store, info.sweep, info.slm, kinds)
+    todo = generations_to_score(store, info.sweep, info.slm, kinds, levels)
     items = list(dict.fromkeys(i for i, _ in todo))
     if limit is not None:
         keep = set(items[:limit])
