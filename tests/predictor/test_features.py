@@ -70,6 +70,36 @@ def test_sample_features():
     assert SampleFeaturizer.consensus(agree) == ("5", 3)
 
 
+def test_sample_confidence_features_come_from_the_samples_token_logprobs():
+    """With `confidence`, the samples' own token confidence (shepherd.confidence) is summarised per item:
+    mean and min over the samples, and the share that carried log-probabilities. Traces without them train
+    the featurizer as before (`carries_confidence` is False); an artifact's feature list restores it."""
+    from shepherd.models.base import Generation, TokenLogprobs
+    from shepherd.predictor.features import CONFIDENCE_FEATURE_NAMES, carries_confidence, sample_confidence
+
+    def gen(lps):
+        n = len(lps)
+        lp = TokenLogprobs(list(lps), [0.5] * n, [1.0] * n, list(range(1, n + 1)))
+        return Generation("x" * n, 10, n, "stop", 0.1, logprobs=lp)
+
+    sure, unsure = gen([-0.01] * 20), gen([-0.01] * 10 + [-2.0] * 10)
+    assert sample_confidence(Generation("x", 1, 1, "stop", 0.1)) is None
+    a, b = sample_confidence(sure), sample_confidence(unsure)
+    assert a[0] > b[0] and a[1] > b[1]  # lowest window, 10% quantile
+    batch = [[SampleInfo.from_generation(sure, "5"), SampleInfo.from_generation(unsure, "5")],
+             [SampleInfo.from_generation(unsure, "6"), SampleInfo("t", 3, True, None, "6")]]
+    assert carries_confidence(batch) and not carries_confidence([[SampleInfo("t", 3, True, None, "6")]])
+    sf = SampleFeaturizer(confidence=True)
+    X = sf.transform(batch)
+    names = sf.feature_names
+    assert X.shape == (2, len(SampleFeaturizer().feature_names) + len(CONFIDENCE_FEATURE_NAMES)) == (2, sf.dim)
+    assert X[0, names.index("lowest_window16_mean")] == pytest.approx((a[0] + b[0]) / 2)
+    assert X[0, names.index("lowest_window16_min")] == pytest.approx(b[0])
+    assert X[0, names.index("has_confidence")] == 1.0 and X[1, names.index("has_confidence")] == 0.5
+    assert SampleFeaturizer.from_names(names).dim == sf.dim
+    assert SampleFeaturizer.from_names(SampleFeaturizer().feature_names).dim == SampleFeaturizer().dim
+
+
 
 
 @pytest.mark.slow

@@ -244,3 +244,31 @@ async def test_minilm_artifact_and_policy(signal_data, tmp_path):
     d = await policy.decide(PolicyContext(request=GenerationRequest.create(texts[0]), slm=ScriptedBackend(),
                                           llm=ScriptedBackend()))
     assert d.kind == loaded.decide(texts[0]).kind
+
+
+def test_samples_with_token_confidence_train_a_reactive_model_that_reads_it(signal_data, tmp_path):
+    """Examples whose samples carry confidence features (traces scored with log-probabilities) train a
+    reactive model with the extra columns; the artifact restores them, and its decisions reload identical.
+    Here the confidence is made to carry the label (a doubtful SLM needs the hint), so the reactive model's
+    out-of-fold AUC must rise above the same model's without it."""
+    from shepherd.predictor.features import SampleInfo
+
+    rng = random.Random(0)
+    ex = []
+    for e in signal_data.examples:
+        base = -0.9 if e.y else -0.2
+        samples = [SampleInfo(*s[:5], tuple(base + rng.gauss(0, 0.15) for _ in range(3))) for s in e.samples]
+        ex.append(replace(e, samples=samples))
+    settings = TrainSettings(featurizer="lexical", featurizer_config={"n_features": 256},
+                             model=NetConfig(**FAST_MODEL), val_fraction=0.25, seed=0, cv=4)
+    pred, report = train(ex, settings, grid=signal_data.grid)
+    assert pred.sample_featurizer.confidence and "lowest_window16_min" in pred.sample_featurizer.feature_names
+    plain, plain_report = train(signal_data.examples, settings, grid=signal_data.grid)
+    assert not plain.sample_featurizer.confidence
+    assert report["cv"]["reactive"]["auc"] > plain_report["cv"]["reactive"]["auc"]
+    path = pred.save(tmp_path / "p")
+    loaded = Predictor.load(path)
+    assert loaded.sample_featurizer.dim == pred.sample_featurizer.dim
+    texts, samples = [e.text for e in ex], [e.samples for e in ex]
+    assert [(d.kind, d.hint_tokens) for d in pred.predict("reactive", texts, samples)] == \
+           [(d.kind, d.hint_tokens) for d in loaded.predict("reactive", texts, samples)]

@@ -229,3 +229,29 @@ def test_label_stats_flag_llm_answers_cut_off_at_the_cap():
     many = label_stats([item(i, "length" if i < 5 else "stop") for i in range(20)])
     assert many.llm_cut_off == 5
     assert any("5 of 20 LLM answers (25%) stopped at the sweep's 64-token cap" in n for n in many.notes)
+
+
+def test_samples_at_hint_levels_are_stored_with_their_level_and_resume_exactly(tmp_path):
+    """`samples_at`: the SLM's continuation of the hint at chosen levels is sampled too (seeds seed, seed+1,
+    ...), each graded on hint + continuation; they come back on their level, never among the item's own
+    samples; a plan without them records as before, and growing a plan to include them only adds."""
+    store = TraceStore(tmp_path / "s.sqlite")
+    task = FakeTask(4)
+    assert "samples_at" not in SweepPlan().to_dict()  # finished items of older plans stay finished
+    with pytest.raises(ValueError, match="samples_at"):
+        SweepPlan(grid=(0.0, 0.5), samples_at=(0.3,))
+    run_fake_sweep(store, task, SweepPlan(grid=(0.0, 0.2, 0.5), samples=2))
+    n_calls = len(store.call_log())
+    _, slm, llm, _ = run_fake_sweep(store, task, SweepPlan(grid=(0.0, 0.2, 0.5), samples=2, samples_at=(0.2,)))
+    assert llm.calls == [] and len(store.call_log()) - n_calls == 4 * 2  # two new samples per item, only
+    assert all(c.prefix and c.temperature == 0.7 for c in slm.calls)
+    for s in store.item_sweeps(task.name):
+        lv = {x.fraction: x for x in s.levels}
+        assert len(s.samples) == 2
+        assert len(lv[0.2].samples) == 2 and lv[0.5].samples == [] and lv[0.0].samples == []
+        for g in lv[0.2].samples:
+            assert g.correct == task.grade(task.items[int(s.item_id.split("/")[1])],
+                                           lv[0.2].hint_text + g.generation.text).correct
+    before = table(store)
+    _, slm, llm, _ = run_fake_sweep(store, task, SweepPlan(grid=(0.0, 0.2, 0.5), samples=2, samples_at=(0.2,)))
+    assert slm.calls == [] and table(store) == before

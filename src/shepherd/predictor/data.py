@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..agreement import agreement_key, normalize_answer, normalize_extracted, query_text, task_for
-from .features import SampleInfo
+from .features import SampleInfo, sample_confidence
 
 POSITIVE_KINDS = ("hint", "llm")
 
@@ -65,7 +65,7 @@ def samples_of(sweep: Any, item: Any = None) -> list[SampleInfo]:
         else:
             answer = normalize_extracted(g[2], kind) if len(g) > 2 else normalize_answer(gen.text)
         out.append(SampleInfo(gen.text, gen.completion_tokens, gen.finish_reason == "stop",
-                              getattr(gen, "mean_logprob", None), answer))
+                              getattr(gen, "mean_logprob", None), answer, sample_confidence(gen)))
     return out
 
 

@@ -46,11 +46,13 @@ __all__ = [
     "SLMEmbeddingFeaturizer",
     "SampleFeaturizer",
     "SampleInfo",
+    "carries_confidence",
     "featurizer_from_spec",
     "featurizer_names",
     "get_featurizer",
     "normalize_answer",
     "query_text",
+    "sample_confidence",
 ]
 
 
@@ -552,14 +554,33 @@ def featurizer_from_spec(spec: dict[str, Any], arrays: dict[str, np.ndarray] | N
 # the SLM's sampled answers (reactive policy)
 # ----------------------------------------------------------------------------------------------------
 
+#: what a sample's token log-probabilities add to the reactive predictor (`shepherd.confidence`; higher =
+#: surer): the lowest 16-token window, the 10% quantile, and the negated mean entropy
+SAMPLE_CONFIDENCE = ("lowest_window16", "q10_logprob", "neg_mean_entropy")
+
+
+def sample_confidence(gen: Any) -> tuple[float, ...] | None:
+    """The `SAMPLE_CONFIDENCE` features of a generation (None without log-probabilities)."""
+    lp = getattr(gen, "logprobs", None)
+    if lp is None or len(lp) == 0:
+        return None
+    from ..confidence import features
+
+    f = features(lp, gen.text)
+    vals = [f[k] for k in SAMPLE_CONFIDENCE]
+    return None if any(v is None for v in vals) else tuple(float(v) for v in vals)
+
+
 class SampleInfo(tuple):
-    """(text, completion_tokens, finished, mean_logprob, answer) of one sampled SLM answer."""
+    """(text, completion_tokens, finished, mean_logprob, answer, confidence) of one sampled SLM answer;
+    `confidence` is its `SAMPLE_CONFIDENCE` features where it carries token log-probabilities."""
 
     __slots__ = ()
 
     def __new__(cls, text: str, completion_tokens: int, finished: bool, mean_logprob: float | None,
-                answer: str | None):
-        return super().__new__(cls, (text, int(completion_tokens), bool(finished), mean_logprob, answer))
+                answer: str | None, confidence: tuple[float, ...] | None = None):
+        return super().__new__(cls, (text, int(completion_tokens), bool(finished), mean_logprob, answer,
+                                     confidence))
 
     @property
     def text(self) -> str:
@@ -581,30 +602,53 @@ class SampleInfo(tuple):
     def answer(self) -> str | None:
         return self[4]
 
+    @property
+    def confidence(self) -> tuple[float, ...] | None:
+        return self[5]
+
     @classmethod
     def from_generation(cls, gen: Any, answer: str | None) -> SampleInfo:
         """`answer` is the sample's agreement key (`shepherd.agreement.agreement_key`). None stays None: a
         sample without a key (a failing program, no final answer) agrees with no one, never with whatever
         number its text happens to end on."""
         return cls(gen.text, gen.completion_tokens, gen.finish_reason == "stop",
-                   getattr(gen, "mean_logprob", None), answer)
+                   getattr(gen, "mean_logprob", None), answer, sample_confidence(gen))
 
 
 SAMPLE_FEATURE_NAMES = [
     "agree_frac", "all_agree", "distinct_frac", "answer_entropy", "no_answer_frac",
     "log_len_mean", "log_len_std", "finished_frac", "mean_logprob", "has_logprob", "min_logprob",
 ]
+#: the columns `SampleFeaturizer(confidence=True)` adds: each confidence feature's mean and minimum over
+#: the samples, and the share of samples that carried log-probabilities
+CONFIDENCE_FEATURE_NAMES = [f"{k}_{agg}" for k in SAMPLE_CONFIDENCE for agg in ("mean", "min")] + ["has_confidence"]
+
+
+def carries_confidence(batch: Sequence[Sequence[SampleInfo]]) -> bool:
+    """Whether most samples carry confidence features (a predictor then learns from them; traces without
+    token log-probabilities train the predictor exactly as before)."""
+    flat = [s for samples in batch for s in samples]
+    return bool(flat) and sum(s.confidence is not None for s in flat) >= 0.5 * len(flat)
 
 
 class SampleFeaturizer:
-    """Features of k sampled SLM answers: how much they agree and how sure the SLM looks."""
+    """Features of k sampled SLM answers: how much they agree and how sure the SLM looks; with
+    `confidence`, also how sure it was of its own tokens (`SAMPLE_CONFIDENCE`)."""
 
     name = "samples"
-    dim = len(SAMPLE_FEATURE_NAMES)
-    feature_names = SAMPLE_FEATURE_NAMES
+
+    def __init__(self, confidence: bool = False) -> None:
+        self.confidence = bool(confidence)
+        self.feature_names = SAMPLE_FEATURE_NAMES + (CONFIDENCE_FEATURE_NAMES if self.confidence else [])
+        self.dim = len(self.feature_names)
+
+    @classmethod
+    def from_names(cls, names: Sequence[str] | None) -> SampleFeaturizer:
+        """The featurizer an artifact's manifest lists (its feature names)."""
+        return cls(confidence=bool(names) and CONFIDENCE_FEATURE_NAMES[-1] in names)
 
     def config(self) -> dict[str, Any]:
-        return {}
+        return {"confidence": True} if self.confidence else {}
 
     @staticmethod
     def consensus(samples: Sequence[SampleInfo]) -> tuple[str | None, int]:
@@ -635,7 +679,7 @@ class SampleFeaturizer:
             ent /= math.log(k) if k > 1 else 1.0
         lens = np.log1p(np.array([s.completion_tokens for s in samples], dtype=np.float64))
         lps = [s.mean_logprob for s in samples if s.mean_logprob is not None]
-        return [
+        out = [
             top / k,
             1.0 if (top == k and k > 0) else 0.0,
             len(counts) / k,
@@ -648,6 +692,12 @@ class SampleFeaturizer:
             1.0 if lps else 0.0,
             float(np.min(lps)) if lps else 0.0,
         ]
+        if self.confidence:
+            conf = np.array([s.confidence for s in samples if s.confidence is not None], dtype=np.float64)
+            for j in range(len(SAMPLE_CONFIDENCE)):
+                out += [float(conf[:, j].mean()), float(conf[:, j].min())] if len(conf) else [0.0, 0.0]
+            out.append(len(conf) / k)
+        return out
 
     def transform(self, batch: Sequence[Sequence[SampleInfo]]) -> np.ndarray:
         return np.asarray([self.row(s) for s in batch], dtype=np.float32).reshape(len(batch), self.dim)

@@ -217,8 +217,10 @@ class Predictor:
         rules = {m: DecisionRule(**r) for m, r in manifest.get("decision", {}).items()}
         for m in models:
             rules.setdefault(m, DecisionRule())
+        sf = SampleFeaturizer.from_names((manifest.get("sample_featurizer") or {}).get("features"))
         return cls(featurizer=featurizer, models=models, rules=rules, size_target=manifest.get("size_target", "fraction"),
-                   grid=[float(g) for g in manifest.get("label_grid", [])], manifest=manifest, path=str(p))
+                   grid=[float(g) for g in manifest.get("label_grid", [])], manifest=manifest, path=str(p),
+                   sample_featurizer=sf)
 
     def update_manifest(self, **entries: Any) -> None:
         self.manifest.update(entries)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .data import Example, fingerprint, kfold, split_items
-from .features import Featurizer, SampleFeaturizer, get_featurizer
+from .features import Featurizer, SampleFeaturizer, carries_confidence, get_featurizer
 from .model import NetConfig, TwoStageModel
 from .predictor import DecisionRule, Predictor
 
@@ -193,12 +193,12 @@ def _fit(examples: Sequence[Example], s: TrainSettings, featurizer: Featurizer |
         feat = get_featurizer(s.featurizer, **s.featurizer_config)
     feat.fit([e.text for e in examples])
     X = feat.transform([e.text for e in examples])
-    sf = SampleFeaturizer()
+    sf = SampleFeaturizer(confidence=carries_confidence([e.samples for e in examples]))
     models = {m: _fit_mode(m, examples, X, s.model, sf, feat.standardize_mask()) for m in modes}
     med_L = float(np.median([e.full_tokens for e in examples])) if examples else 256.0
     rules = {m: DecisionRule(constant_length=med_L) for m in modes}
     return Predictor(featurizer=feat, models=models, rules=rules, size_target=s.model.size_target,
-                     grid=sorted(float(g) for g in grid))
+                     grid=sorted(float(g) for g in grid), sample_featurizer=sf)
 
 
 def _raw(predictor: Predictor, mode: str, examples: Sequence[Example]) -> dict[str, np.ndarray]:
@@ -234,7 +234,7 @@ def cross_validate(examples: Sequence[Example], s: TrainSettings, featurizer_spe
     oof = {m: {"prob": np.zeros(len(examples)), "size": np.zeros(len(examples)),
                "loglen": np.zeros(len(examples))} for m in modes}
     spec = featurizer_spec or {"name": s.featurizer, "config": s.featurizer_config}
-    sf = SampleFeaturizer()
+    sf = SampleFeaturizer(confidence=carries_confidence([e.samples for e in examples]))
     # a featurizer with nothing to fit (an embedding) gives the same features in every fold: compute once
     probe = get_featurizer(spec["name"], **spec.get("config", {}))
     X_fixed = probe.transform([e.text for e in examples]) if not probe.fit([]).state() else None

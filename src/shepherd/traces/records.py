@@ -43,6 +43,9 @@ class HintLevel:
     hint_text: str
     #: trial 0 is greedy; trials 1.. are sampled at the sweep's temperature with seeds seed, seed+1, ...
     trials: list[Graded] = field(default_factory=list)
+    #: the SLM's sampled continuations of this hint (seeds seed, seed+1, ...), where the sweep drew them
+    #: (`SweepPlan.samples_at`)
+    samples: list[Graded] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

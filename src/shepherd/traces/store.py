@@ -576,8 +576,10 @@ class TraceStore:
                     lv = levels.get(r["fraction"])
                     if lv is not None:
                         lv.trials.append(self._graded(r, info.slm))
-                elif r["kind"] == "sample":
+                elif r["kind"] == "sample" and not r["fraction"]:
                     samples.append(self._graded(r, info.slm))
+                elif r["kind"] == "sample" and r["fraction"] in levels:  # sampled continuations of a hint
+                    levels[r["fraction"]].samples.append(self._graded(r, info.slm))
             out.append(ItemSweep(
                 task=info.task, item_id=iid, messages=request.message_dicts, llm_full=self._graded(full, info.llm),
                 full_tokens=int(it["full_tokens"] or 0),

@@ -50,6 +50,9 @@ class SweepPlan:
     #: stop at the first passing level (training labels only need n*); an item whose LLM answer is wrong
     #: stops after level 0 (the label filter drops it, so only what the baselines read is swept)
     early_stop: bool = False
+    #: hint levels (grid fractions > 0) at which the SLM's continuation is also sampled `samples` times, so
+    #: that a policy judging a hinted answer by its samples' agreement can be replayed
+    samples_at: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         grid = sorted({round(float(f), 6) for f in self.grid} | {0.0})
@@ -62,10 +65,20 @@ class SweepPlan:
             raise ValueError("samples must be >= 0")
         if self.temperature <= 0 and (self.trials > 1 or self.samples > 0):
             raise ValueError("sampled trials and samples need temperature > 0")
+        at = tuple(sorted({round(float(f), 6) for f in self.samples_at}))
+        if any(f not in grid or f == 0.0 for f in at):
+            raise ValueError(f"samples_at must be hint levels of the grid above 0 (grid {grid}), got {self.samples_at}")
+        if at and self.samples < 1:
+            raise ValueError("samples_at needs samples >= 1")
+        object.__setattr__(self, "samples_at", at)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["grid"] = list(self.grid)
+        if self.samples_at:
+            d["samples_at"] = list(self.samples_at)
+        else:  # a plan without it records as plans did before, so finished items stay finished
+            del d["samples_at"]
         return d
 
 
@@ -246,13 +259,18 @@ async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base
                           hint_tokens=n)
             trials.append(Graded(gen, ok, ext))
         res.levels += 1
+        if f in unit.plan.samples_at and n < L:
+            for i in range(unit.plan.samples):
+                await sample(i, f, n, text)
         return majority(trials)
 
-    async def sample(i: int) -> None:
-        req = replace(base, temperature=T, seed=seed0 + i)
+    async def sample(i: int, f: float = 0.0, n: int = 0, hint: str = "") -> None:
+        """Sample i of the SLM's answer (f = 0) or of its continuation of the hint at level f."""
+        req = replace(continuation_request(base, hint, n), temperature=T, seed=seed0 + i)
         gen = await call(ctx.slm, req)
-        ok, ext, why = await _grade(task, item, gen.text)
-        store.put_row(sweep, unit.item_id, "sample", 0.0, i, req.key(ctx.slm.model_id), ok, ext, why)
+        ok, ext, why = await _grade(task, item, hint + gen.text)
+        store.put_row(sweep, unit.item_id, "sample", f, i, req.key(ctx.slm.model_id), ok, ext, why,
+                      hint_tokens=n if f else 0)
 
     if ctx.parallel_calls and not unit.plan.early_stop:
         passed = await asyncio.gather(*(level(*lv) for lv in levels),
