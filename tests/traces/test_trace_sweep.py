@@ -255,3 +255,33 @@ def test_samples_at_hint_levels_are_stored_with_their_level_and_resume_exactly(t
     before = table(store)
     _, slm, llm, _ = run_fake_sweep(store, task, SweepPlan(grid=(0.0, 0.2, 0.5), samples=2, samples_at=(0.2,)))
     assert slm.calls == [] and table(store) == before
+
+
+def test_a_token_grid_adds_short_hints_beside_the_fractions(tmp_path):
+    """`token_grid`: levels at fixed token counts, stored at the item's fraction n / L and flagged, so labels
+    can find a shorter n* while per-fraction tables and knob grids keep the fractions only."""
+    from shepherd.evaluation.suite import build_families
+    from shepherd.traces.labels import label_stats
+
+    with pytest.raises(ValueError, match="token_grid"):
+        SweepPlan(token_grid=(2.5,))
+    assert "token_grid" not in SweepPlan().to_dict()
+    store = TraceStore(tmp_path / "s.sqlite")
+    task = FakeTask(8)
+    run_fake_sweep(store, task, SweepPlan(grid=(0.0, 0.5), samples=0, temperature=0.7, token_grid=(1, 3, 500)))
+    for s in store.item_sweeps(task.name):
+        L = s.full_tokens
+        toks = [(lv.hint_tokens, lv.by_tokens) for lv in s.levels]
+        assert toks == sorted(toks) and (1, True) in toks and (3, True) in toks
+        assert all(n < L for n, by in toks if by)  # 500 is past every answer: not a level
+        lv3 = next(lv for lv in s.levels if lv.hint_tokens == 3)
+        assert lv3.fraction == round(3 / L, 6) and lv3.hint_text == " ".join(llm_answer(
+            GenerationRequest.create(s.messages)).split()[:3])
+        lab = label_item(s)
+        i = int(s.item_id.split("/")[1])
+        if s.llm_full.correct and 0 < need(i) <= 3:  # a short hint now suffices: n* is the token level
+            assert lab.kind == "hint" and lab.hint_tokens == (1 if need(i) <= 1 else 3)
+    stats = label_stats(store.item_sweeps(task.name))
+    assert stats is not None
+    fams = build_families(task.name, store.item_sweeps(task.name), scorers={}, predictor=None, wanted=["fixed-ratio"])
+    assert fams[0].values == [0.5, 1.0]  # the fractions only

@@ -302,7 +302,7 @@ def hint_curve(sweeps: Sequence[Any]) -> list[dict[str, Any]]:
     `cut_off_share` is the share of those greedy answers that stopped at the sweep's token cap
     (finish reason "length"): a cut-off answer usually never states its result, so where the share is
     high the accuracies measure the pair under that budget as much as the models."""
-    fracs = sorted({lv.fraction for s in sweeps for lv in s.levels})
+    fracs = sorted({lv.fraction for s in sweeps for lv in s.levels if not lv.by_tokens})
     out = []
     for f in fracs:
         g, maj, n, toks, cut = 0, 0, 0, 0, 0

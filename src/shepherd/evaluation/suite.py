@@ -210,7 +210,7 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
     add("slm-only", "reference", "-", [None], lambda _: SLMOnly())
     add("llm-only", "reference", "-", [None], lambda _: LLMOnly())
     add("random-mix", "reference", "p", [round(i / 10, 1) for i in range(11)], lambda p: B.RandomMix(p=p))
-    grid = sorted({float(f) for f in (sweep_cfg.get("grid") or [])} | {lv.fraction for s in sweeps for lv in s.levels})
+    grid = sorted({float(f) for f in (sweep_cfg.get("grid") or [])} | {lv.fraction for s in sweeps for lv in s.levels if not lv.by_tokens})
     add("fixed-ratio", "reference", "f", [f for f in grid if f > 0] + [1.0],
         lambda f: B.FixedRatio(f, lengths=lengths))
 
@@ -363,7 +363,7 @@ def _train_predictor(train_sweeps: dict[str, list[Any]], out: Path, featurizer: 
             items = {}
             log(f"{task}: code samples compared by syntax tree, not behaviour (task items unavailable: {exc})")
         examples += examples_from_sweeps(sw, labels_from_sweeps(sw, filter=True), items)
-        grid |= {float(lv.fraction) for s in sw for lv in s.levels}
+        grid |= {float(lv.fraction) for s in sw for lv in s.levels if not lv.by_tokens}
         if sw and not settings:
             settings = dict(sw[0].sweep)
     try:

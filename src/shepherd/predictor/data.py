@@ -117,7 +117,7 @@ def label_grid(sweeps: Iterable[Any]) -> list[float]:
     """The hint fractions the labels live on: the sweeps' grid and every level they reached."""
     sweeps = list(sweeps)
     return sorted({float(f) for s in sweeps for f in (s.sweep.get("grid") or [])}
-                  | {float(lv.fraction) for s in sweeps for lv in s.levels})
+                  | {float(lv.fraction) for s in sweeps for lv in s.levels if not lv.by_tokens})
 
 
 @dataclass

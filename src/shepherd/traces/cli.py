@@ -100,6 +100,8 @@ def run_cmd(
     grid: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", help="Hint fractions (0 is always added)."),
     trials: int = typer.Option(1, min=1, help="SLM continuations per level (trial 0 greedy)."),
     samples: int = typer.Option(3, min=0, help="Sampled SLM answers per item."),
+    token_grid: str = typer.Option("", help="Hint levels at fixed token counts beside the fractions (for example "
+                                   "8,16,32,64: short hints, finer than 10% of a long answer)."),
     samples_at: str = typer.Option("", help="Hint levels at which the SLM's continuation is sampled too, "
                                    "--samples times (for example 0.1,0.3: replays of agreement after a hint)."),
     temperature: float = typer.Option(0.7, min=0.0, help="Temperature of sampled trials and samples."),
@@ -134,7 +136,8 @@ def run_cmd(
         if llm:
             cfg.llm.model, cfg.llm.model_id = llm, None
         plan = SweepPlan(grid=parse_grid(grid), trials=trials, samples=samples, temperature=temperature,
-                         early_stop=early_stop, samples_at=parse_grid(samples_at) if samples_at else ())
+                         early_stop=early_stop, samples_at=parse_grid(samples_at) if samples_at else (),
+                         token_grid=parse_grid(token_grid) if token_grid else ())
         slm_b = build_backend(cfg.slm)
         llm_b = build_backend(cfg.llm)
         if not prefix_reuse:
@@ -153,6 +156,7 @@ def run_cmd(
     console.print(f"sweep {sweep_id}: {len(units)} items of {task.name}/{split}, grid {list(plan.grid)}, "
                   f"{plan.trials} trial(s), {plan.samples} sample(s) at T={plan.temperature}"
                   f"{f' (and at hints {list(plan.samples_at)})' if plan.samples_at else ''}"
+                  f"{f', token levels {list(plan.token_grid)}' if plan.token_grid else ''}"
                   f"{', early stop' if plan.early_stop else ''}{'' if prefix_reuse else ', no prefix reuse'} -> "
                   f"{store_path}", highlight=False, soft_wrap=True)
     executor = LocalExecutor(slm_b, llm_b, task, store, concurrency=concurrency)

@@ -85,7 +85,7 @@ def label_stats(sweeps: list[ItemSweep]) -> LabelStats:
     level_counts: Counter = Counter()
     for s in sweeps:
         for lv in s.levels:
-            if lv.trials:
+            if lv.trials and not lv.by_tokens:
                 level_counts[lv.fraction] += 1
                 level_correct[lv.fraction] += int(lv.trials[0].correct)
     samples = [g.correct for s in sweeps for g in s.samples]

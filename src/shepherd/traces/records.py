@@ -46,6 +46,9 @@ class HintLevel:
     #: the SLM's sampled continuations of this hint (seeds seed, seed+1, ...), where the sweep drew them
     #: (`SweepPlan.samples_at`)
     samples: list[Graded] = field(default_factory=list)
+    #: cut at a fixed token count of the sweep's token grid, not at a grid fraction: `fraction` is then
+    #: this item's n / L, and the level is left out of per-fraction tables and knob grids
+    by_tokens: bool = False
 
     @property
     def passed(self) -> bool:

@@ -551,6 +551,8 @@ class TraceStore:
         by_item: dict[str, list[sqlite3.Row]] = {}
         for r in rows:
             by_item.setdefault(r["item_id"], []).append(r)
+        grid = {round(float(f), 6) for f in (info.config.get("grid") or [])}
+        token_grid = {int(n) for n in (info.config.get("token_grid") or [])}
         hints_by_item: dict[str, list[sqlite3.Row]] = {}
         for h in hints:
             hints_by_item.setdefault(h["item_id"], []).append(h)
@@ -569,7 +571,9 @@ class TraceStore:
             request = request_from_json(it["request"])
             levels: dict[float, HintLevel] = {}
             for h in hints_by_item.get(iid, []):
-                levels[h["fraction"]] = HintLevel(h["fraction"], h["hint_tokens"], h["hint_text"], [])
+                levels[h["fraction"]] = HintLevel(h["fraction"], h["hint_tokens"], h["hint_text"], [],
+                                                  by_tokens=h["hint_tokens"] in token_grid
+                                                  and round(h["fraction"], 6) not in grid)
             samples = []
             for r in item_rows:
                 if r["kind"] == "hint":

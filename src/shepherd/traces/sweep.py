@@ -53,6 +53,9 @@ class SweepPlan:
     #: hint levels (grid fractions > 0) at which the SLM's continuation is also sampled `samples` times, so
     #: that a policy judging a hinted answer by its samples' agreement can be replayed
     samples_at: tuple[float, ...] = ()
+    #: hint levels at fixed token counts beside the fractions (for example 8, 16, 32, 64): most items a
+    #: hint fixes are fixed by a short one, finer than 10% of a long answer; stored at fraction n / L
+    token_grid: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         grid = sorted({round(float(f), 6) for f in self.grid} | {0.0})
@@ -71,14 +74,18 @@ class SweepPlan:
         if at and self.samples < 1:
             raise ValueError("samples_at needs samples >= 1")
         object.__setattr__(self, "samples_at", at)
+        if any(not float(n).is_integer() or n < 1 for n in self.token_grid):
+            raise ValueError(f"token_grid must be whole token counts >= 1, got {self.token_grid}")
+        object.__setattr__(self, "token_grid", tuple(sorted({int(n) for n in self.token_grid})))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["grid"] = list(self.grid)
-        if self.samples_at:
-            d["samples_at"] = list(self.samples_at)
-        else:  # a plan without it records as plans did before, so finished items stay finished
-            del d["samples_at"]
+        for k in ("samples_at", "token_grid"):  # a plan without them records as plans did before, so
+            if getattr(self, k):                 # finished items stay finished
+                d[k] = list(getattr(self, k))
+            else:
+                del d[k]
         return d
 
 
@@ -239,6 +246,23 @@ async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base
             hkey = full_key
         store.put_hint(sweep, unit.item_id, f, n, text, hkey)
         levels.append((f, n, text))
+    # 2b. the token grid: levels at fixed token counts, stored at this item's fraction n / L
+    have = {n for _, n, _ in levels}
+    for n in unit.plan.token_grid:
+        if n >= L or n in have:
+            continue
+        f, text = round(n / L, 6), cutter.cut(n)
+        hreq = hint_request(base, n)
+        hkey = hreq.key(llm_id)
+        store.put(hkey, llm_id, hreq, Generation(text=text, prompt_tokens=full.prompt_tokens, completion_tokens=n,
+                                                 finish_reason="length", latency_s=full.latency_s * n / L,
+                                                 model=llm_id), origin="derived", derived_from=full_key)
+        kept = store.get(hkey)
+        text = kept.text if kept is not None else text
+        store.put_hint(sweep, unit.item_id, f, n, text, hkey)
+        levels.append((f, n, text))
+        have.add(n)
+    levels.sort(key=lambda lv: (lv[1], lv[0]))
 
     T, seed0 = unit.config.temperature, base.seed or 0
 
