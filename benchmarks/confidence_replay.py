@@ -8,6 +8,15 @@ LLM-only accuracy, the cheapest shepherding point, the cheapest baseline point, 
 headline). Knob values are picked on the reported items for every policy alike; a family with more knob
 points (confidence-3band has hundreds) gains more from that choice, so read small ratios as no difference.
 
+Beside it, knobs chosen out of sample (`metrics.crossfit_matched_cost`): on random halves of the items each
+side, and each family, picks its cheapest point reaching the target on one half and is scored on the other
+half; reported are the held-out cost, the share of held-out halves still meeting the target, and the
+held-out cost ratio baseline / shepherding.
+
+Prices: the two scenarios of the study (SLM free, SLM priced) and `slm-free-cached-half`, the paper's LLM
+price with cached input at half the input rate (a provider's prompt cache): what a hint extended a piece at
+a time (`confidence-ladder`) pays for re-reading the prompt and its earlier hint.
+
     python benchmarks/confidence_replay.py --test runs/scored/gsm8k-test.sqlite --train runs/gsm8k-train.sqlite \
         --predictor docs/results/artifacts/predictor --limit 195 --json out.json
 
@@ -27,7 +36,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 POLICIES = ["slm-only", "llm-only", "fixed-ratio", "routellm-classifier", "routellm-mf", "graphrouter", "abc",
             "abc+greedy", "proactive", "reactive", "reactive-fixed", "reactive-fixed+vote", "confidence",
-            "confidence-3band", "confidence-cascade"]
+            "confidence-3band", "confidence-ladder", "confidence-cascade"]
 
 
 def main() -> None:
@@ -40,6 +49,7 @@ def main() -> None:
     ap.add_argument("--featurizer", default="minilm")
     ap.add_argument("--frugalgpt", action="store_true")
     ap.add_argument("--out", default="runs/confidence_replay")
+    ap.add_argument("--splits", type=int, default=100, help="random halvings for the out-of-sample choice")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -50,18 +60,50 @@ def main() -> None:
                      featurizer=args.featurizer, predictor=args.predictor, baselines=args.baselines,
                      policies=POLICIES + (["frugalgpt"] if args.frugalgpt else []), limit=args.limit)
     ev = run_eval(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+    from shepherd.costs import FREE, PAPER_LLM_PRICE, Price
+    from shepherd.evaluation.evaluate import Scenario
+
+    half = Price(input=PAPER_LLM_PRICE.input, output=PAPER_LLM_PRICE.output, cached_input=PAPER_LLM_PRICE.input / 2)
+    scens = list(ev.scenarios) + [Scenario("slm-free-cached-half", half, FREE)]
     report = {}
     for res in ev.results:
-        for sc in ev.scenarios:
+        for sc in scens:
             out = {}
             for key, frac in (("at90", 0.9), ("at100", 1.0)):
                 out[key] = _cheapest(res, sc, frac)
-                ci = _ratio_ci(res, sc, frac, seed=0)
-                out[key]["ratio_ci"] = ci
+                out[key]["ratio_ci"] = _ratio_ci(res, sc, frac, seed=0)
+                out[key]["crossfit"] = _crossfit(res, sc, frac, args.splits)
             report[f"{res.task}/{sc.name}"] = out
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
+
+
+def _crossfit(res, scen, fraction: float, splits: int) -> dict:
+    """Out-of-sample choice: per side (shepherding, baseline) and per family."""
+    from shepherd.evaluation.metrics import crossfit_matched_cost
+    from shepherd.evaluation.study import _side
+
+    order = list(res.item_ids)
+
+    def vec(p):
+        by = {o.item_id: o for o in p.outcomes}
+        return [float(by[i].correct) for i in order], [by[i].cost(scen) for i in order]
+
+    llm = vec(next(p for p in res.family("llm-only").points if p.ok))[0]
+    sides: dict[str, list] = {"shepherding": [], "baseline": []}
+    families: dict[str, list] = {}
+    for fam in res.families:
+        side = _side(fam.name, fam.group)
+        pts = [vec(p) for p in fam.points if p.ok and len(p.outcomes) == len(order)]
+        if side is None or not pts:
+            continue
+        sides[side] += pts
+        families[fam.name] = pts
+    both = crossfit_matched_cost(llm, sides, fraction, splits=splits)
+    per = crossfit_matched_cost(llm, families, fraction, splits=splits)
+    return {"sides": both and both["sides"], "baseline_over_shepherding": both and both["ratio_over_shepherding"],
+            "families": per and per["sides"]}
 
 
 def _cheapest(res, scen, fraction: float) -> dict:

@@ -197,3 +197,27 @@ def test_matched_cost_ratio_ci_picks_points_again_on_each_resample():
     assert m.matched_cost_ratio_ci(llm, [([0.0] * n, [1.0] * n)], bl, 0.9, n_boot=50) is None
     with pytest.raises(ValueError):
         m.matched_cost_ratio_ci(llm, [([1.0], [1.0])], bl, 0.9)
+
+
+def test_crossfit_scores_each_halfs_choice_on_the_other_half():
+    """A point that reaches the target only by luck on some items is chosen where it looks good and
+    misses on the other half; a steady point meets it everywhere. Costs are scored on the held-out half."""
+    import numpy as np
+
+    from shepherd.evaluation.metrics import crossfit_matched_cost
+
+    n = 200
+    rng = np.random.default_rng(1)
+    llm = [1.0] * n
+    steady = ([1.0] * n, [2.0] * n)                             # always right, costs 2
+    lucky = (list((rng.random(n) < 0.9).astype(float)), [1.0] * n)  # 90% right, costs 1
+    never = ([0.0] * n, [0.1] * n)
+    out = crossfit_matched_cost(llm, {"shepherding": [steady, never], "baseline": [lucky]}, 0.9, splits=50)
+    sh, bl = out["sides"]["shepherding"], out["sides"]["baseline"]
+    assert sh["cost_per_query"] == 2.0 and sh["target_met_share"] == 1.0 and sh["not_reached_share"] == 0
+    # the 90%-right point reaches 90% on about half the halves it is chosen on, and then misses on the other
+    # half about half the time
+    assert 0.2 < bl["not_reached_share"] < 0.8 and 0.2 < bl["target_met_share"] < 0.8
+    r = out["ratio_over_shepherding"]["baseline"]
+    assert r is None or r["median"] == 0.5
+    assert crossfit_matched_cost([1.0, 1.0], {"a": [steady]}, 0.9) is None  # too few items

@@ -159,6 +159,69 @@ def matched_cost_ratio_ci(llm_correct: Sequence[bool | float],
 # --------------------------------------------------------------------------- cost
 
 
+def crossfit_matched_cost(llm_correct: Sequence[bool | float],
+                          sides: dict[str, Sequence[tuple[Sequence[bool | float], Sequence[float]]]],
+                          fraction: float, *, splits: int = 100, seed: int = 0) -> dict[str, Any] | None:
+    """Knobs chosen out of sample: on each random half of the items, every side (a group of operating
+    points, e.g. "shepherding" and "baseline") picks its cheapest point reaching `fraction` of LLM-only
+    accuracy on that half; the point is then scored on the other half, and the halves swap. A point that got
+    lucky on the half it was chosen on misses the target on the other: the share of held-out halves where a
+    side's choice still reaches the target says how far its best-case operating point can be trusted.
+
+    Returns, per side, the mean held-out cost per query (and its 2.5-97.5% range over splits), the mean
+    held-out accuracy over the LLM-only accuracy, the share of held-out halves meeting the target, and the
+    share of choices where no point reached the target on the choosing half; and the held-out cost ratio of
+    every other side over the first side (its median and 95% range over the halves where both chose a point).
+    None without items or sides."""
+    import numpy as np
+
+    n = len(llm_correct)
+    names = list(sides)
+    if n < 4 or not names or any(not sides[k] for k in names):
+        return None
+    llm = np.asarray([float(c) for c in llm_correct])
+    acc = {k: np.asarray([[float(c) for c in p[0]] for p in sides[k]]) for k in names}
+    cost = {k: np.asarray([[float(x) for x in p[1]] for p in sides[k]]) for k in names}
+    rng = np.random.default_rng(seed)
+    held: dict[str, list[tuple[float, float, bool]]] = {k: [] for k in names}
+    missed = dict.fromkeys(names, 0)
+    ratios: dict[str, list[float]] = {k: [] for k in names[1:]}
+    for _ in range(splits):
+        perm = rng.permutation(n)
+        halves = (perm[: n // 2], perm[n // 2:])
+        for a, b in (halves, halves[::-1]):
+            target_a = fraction * llm[a].mean() - 1e-12
+            target_b = fraction * llm[b].mean() - 1e-12
+            chosen: dict[str, float] = {}
+            for k in names:
+                ok = acc[k][:, a].mean(1) >= target_a
+                if not ok.any():
+                    missed[k] += 1
+                    continue
+                costs_a = np.where(ok, cost[k][:, a].mean(1), np.inf)
+                j = int(np.argmin(costs_a))
+                cb, ab = float(cost[k][j, b].mean()), float(acc[k][j, b].mean())
+                held[k].append((cb, ab / llm[b].mean() if llm[b].mean() else 0.0, ab >= target_b))
+                chosen[k] = cb
+            for k in names[1:]:
+                if k in chosen and names[0] in chosen and chosen[names[0]] > 0:
+                    ratios[k].append(chosen[k] / chosen[names[0]])
+    out: dict[str, Any] = {"fraction": fraction, "splits": splits, "halves": 2 * splits, "sides": {}}
+    for k in names:
+        h = held[k]
+        out["sides"][k] = None if not h else {
+            "cost_per_query": float(np.mean([x[0] for x in h])),
+            "cost_range": [float(v) for v in np.quantile([x[0] for x in h], [0.025, 0.975])],
+            "accuracy_over_llm": float(np.mean([x[1] for x in h])),
+            "target_met_share": float(np.mean([x[2] for x in h])),
+            "not_reached_share": missed[k] / (2 * splits),
+        }
+    out["ratio_over_" + names[0]] = {k: None if len(r) < splits else {
+        "median": float(np.median(r)), "low": float(np.quantile(r, 0.025)), "high": float(np.quantile(r, 0.975)),
+        "halves": len(r)} for k, r in ratios.items()}
+    return out
+
+
 def total_cost(costs: Sequence[float]) -> float:
     return float(sum(costs))
 
