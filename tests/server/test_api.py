@@ -152,3 +152,24 @@ def test_api_keys(live):
     for key in ("sk-alice-123456", "sk-bob-abcdefgh"):
         assert srv.openai(api_key=key).chat.completions.create(model="slm", messages=QUESTION).choices
     assert httpx.get(srv.url + "/health").status_code == 200  # health stays open for probes
+
+
+def test_a_hint_bought_a_piece_at_a_time_streams_only_what_stands(live):
+    """confidence-ladder through the server: the scripted SLM gives no log-probabilities, so its answer and
+    each continuation are doubted and never streamed; the LLM's hint is extended rung by rung and it finishes
+    its answer. The client sees exactly the LLM's answer; the cost breakdown has a cached-input line."""
+    slm, llm = scripted()
+    cfg = make_config({"models": {"ladder": {"policy": "confidence-ladder",
+                                             "settings": {"threshold": 0.0, "rungs": [0.1, 0.3],
+                                                          "expected_tokens": 20}}}})
+    srv = live(create_app(cfg, {"slm": slm, "llm": llm}))
+    client = srv.openai()
+    chunks = list(client.chat.completions.create(model="ladder", messages=QUESTION, stream=True))
+    pieces = [(c.choices[0].delta.content, c.shepherd["source"]) for c in chunks
+              if c.choices and c.choices[0].delta.content]
+    assert {s for _, s in pieces} == {"llm"} and "".join(p for p, _ in pieces) == LLM_ANSWER
+    assert [(c.prefix != "", c.max_tokens) for c in llm.calls] == [(False, 2), (True, 4), (True, 58)]  # 64 - 6
+    whole = client.chat.completions.create(model="ladder", messages=QUESTION)
+    assert whole.choices[0].message.content == LLM_ANSWER
+    cost = whole.shepherd["cost"]
+    assert cost["llm_cached_input"] > 0 and cost["total"] == pytest.approx(whole.shepherd["cost_usd"])
