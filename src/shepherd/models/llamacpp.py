@@ -150,8 +150,11 @@ class LlamaCppBackend(Backend):
                 Llama = _import_llama()
                 t0 = time.perf_counter()
                 try:
+                    # n_threads bounds prompt (batch) evaluation too: llama.cpp's default batch threads are
+                    # every core, which oversubscribes a machine shared with other work
                     self._llama = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx,
-                                        n_threads=self.n_threads, n_batch=self.n_batch, verbose=False)
+                                        n_threads=self.n_threads, n_threads_batch=self.n_threads,
+                                        n_batch=self.n_batch, verbose=False)
                 except (ValueError, RuntimeError) as exc:
                     raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
                 self._recorder = _TokenRecorder(self._llama)
