@@ -28,6 +28,8 @@ class Answer:
     #: how the model that continued the hint took it: "prefix" (it continued the assistant turn) or
     #: "user_prompt" (an API without prefill read the hint in the user turn); None when no hint was continued
     hint_mode: str | None = None
+    #: who wrote which part of the text, in order, where the models alternated (a rescue): (role, text, tokens)
+    segments: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def cost_usd(self) -> float:
@@ -55,4 +57,8 @@ class Answer:
             "degraded": self.degraded,
             "notes": self.notes,
             "details": self.decision.details,
+            **({"segments": self.segment_dicts()} if self.segments else {}),
         }
+
+    def segment_dicts(self) -> list[dict[str, Any]]:
+        return [{"source": role, "text": text, "tokens": n} for role, text, n in self.segments]

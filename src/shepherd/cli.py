@@ -91,6 +91,9 @@ def ask(
     console.print(
         f"[dim]decision {ans.decision.label} · hint {ans.hint_tokens} tok · cost ${ans.cost_usd:.8f} "
         f"(LLM-only ${ans.llm_only_cost_usd:.8f}) · {ans.latency_s:.1f}s[/]", highlight=False)
+    if ans.segments:  # the models alternated (a rescue): who wrote what
+        console.print("[dim]segments: " + " · ".join(f"{role} {n} tok" for role, _, n in ans.segments) + "[/]",
+                      highlight=False)
 
 
 @models_app.command("list")

@@ -14,6 +14,23 @@ from .models.base import Generation
 DecisionKind = Literal["slm", "hint", "llm"]
 
 
+@dataclass(frozen=True)
+class Rescue:
+    """The LLM steps in where the SLM loses confidence, in the middle of its answer: `cut(generation)` reads
+    the SLM's text (and its token log-probabilities) and returns where to back up to, a clean boundary before
+    the doubt began (a character offset into that generation's text), or None when it stands; the LLM then
+    continues the answer from there for `tokens` tokens and the SLM takes over again, at most `max_rescues`
+    times per answer."""
+
+    cut: Callable[[Generation], int | None]
+    tokens: int
+    max_rescues: int = 1
+
+    def __post_init__(self) -> None:
+        if self.tokens < 1 or self.max_rescues < 0:
+            raise ValueError("a rescue buys at least one token, at most max_rescues >= 0 times")
+
+
 @dataclass
 class Decision:
     kind: DecisionKind
@@ -32,6 +49,8 @@ class Decision:
     accept: Callable[[Generation], bool] | None = None
     #: past the last rung, a continuation still not accepted: "slm" keeps it, "llm" lets the LLM finish
     exhausted: Literal["slm", "llm"] = "slm"
+    #: with kind "slm": the LLM may step in mid-answer where the SLM's confidence falls
+    rescue: Rescue | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("slm", "hint", "llm"):
@@ -41,6 +60,8 @@ class Decision:
         rising = all(a < b for a, b in pairwise((self.hint_tokens, *self.ladder)))
         if self.ladder and (self.accept is None or not rising):
             raise ValueError("a hint ladder needs accept= and sizes that rise above hint_tokens")
+        if self.rescue is not None and self.kind != "slm":
+            raise ValueError("a rescue watches the SLM's own answer: it goes with kind 'slm'")
         if self.exhausted not in ("slm", "llm"):
             raise ValueError(f"exhausted must be 'slm' or 'llm', got {self.exhausted!r}")
         if self.kind == "hint" and self.hint_tokens == 0:

@@ -8,6 +8,10 @@ continues the same assistant turn from them, within what is left of the answer b
   `extension_request` (the LLM extending its own hint to n tokens), `full_request` (the LLM request a hint
   request was cut from, which is how replay recognises one); sweeps, the trace cache and the runner all
   build them here, so a replay finds what a sweep stored;
+- rescues (a decision with a `rescue`): the SLM writes; where the policy finds its confidence fell, its text
+  is cut back to a clean boundary, the LLM continues the SLM's own partial answer for n tokens
+  (`rescue_request`) and the SLM takes over again. Each SLM segment is judged before it is shown; the
+  answer's `segments` say who wrote what;
 - hints bought a piece at a time (a decision with a `ladder`): the SLM's continuation is judged before
   anyone sees it; if the policy does not accept it, the LLM extends its hint to the next size (its input
   is the prompt and the hint it wrote, which it has read before: priced as cached input) and the SLM
@@ -70,6 +74,12 @@ def extension_request(request: GenerationRequest, hint_text: str, hint_tokens: i
     return cont if total is None else replace(cont, max_tokens=max(total - hint_tokens, 1))
 
 
+def rescue_request(request: GenerationRequest, text: str, text_tokens: int, n: int) -> GenerationRequest:
+    """The LLM's request to continue the answer written so far (`text`, text_tokens long, the SLM's and any
+    earlier rescue's) for n tokens."""
+    return extension_request(request, text, text_tokens, text_tokens + n)
+
+
 # -- carrying a decision out ---------------------------------------------------------------------------
 
 class BackendsUnavailable(BackendError):
@@ -95,6 +105,8 @@ class HintExecutor:
 
     def __init__(self, slm: Backend, llm: Backend, fallback: Callable[[str], str | None]) -> None:
         self.slm, self.llm, self.fallback = slm, llm, fallback
+        #: who wrote which part of the last answer carried out, where it alternated (a rescue)
+        self.segments: list[tuple[str, str, int]] = []
 
     def backend(self, role: str) -> Backend:
         return self.llm if role == "llm" else self.slm
@@ -106,6 +118,8 @@ class HintExecutor:
             if decision.answer_text and emit is not None:
                 emit("policy", decision.answer_text)
             return decision.answer_text, "", 0, False
+        if decision.kind == "slm" and decision.rescue is not None:
+            return await self._rescued(request, decision.rescue, gens, notes, emit)
         if decision.kind in ("llm", "slm"):
             text, degraded = await self._continue(decision.kind, request, "", 0, gens, notes, emit)
             return text, "", 0, degraded
@@ -256,11 +270,81 @@ class HintExecutor:
                 return hint_text, hint_text, hint_tokens, False
 
 
+    async def _rescued(self, request: GenerationRequest, rescue: Any, gens: list, notes: list[str],
+                       emit: Emit | None) -> tuple[str, str, int, bool]:
+        """The SLM writes; each segment is judged before it is shown; where `rescue.cut` finds doubt, the
+        text is cut back, the LLM writes `rescue.tokens` tokens from there, and the SLM goes on."""
+        text, tokens, llm_text, llm_tokens, done = "", 0, "", 0, 0
+
+        def show(role: str, piece: str, n: int) -> None:
+            if piece:
+                self.segments.append((role, piece, n))
+                if emit is not None:
+                    emit(role, piece)
+
+        while True:
+            try:
+                gen = await self._leg("slm", continuation_request(request, text, tokens), None)
+            except _LegFailed as failed:
+                if failed.partial.text:
+                    gens.append(("slm", failed.partial))
+                if self.fallback("slm") != "llm":
+                    raise failed.error from None
+                notes.append(f"slm failed ({failed.error}); the LLM finished the answer")
+                rest, _ = await self._continue("llm", request, text, tokens, gens, notes, emit)
+                self.segments.append(("llm", rest, gens[-1][1].completion_tokens))
+                return text + rest, llm_text + rest, llm_tokens + gens[-1][1].completion_tokens, True
+            gens.append(("slm", gen))
+            cut = rescue.cut(gen) if done < rescue.max_rescues else None
+            if cut is None or not 0 <= cut < len(gen.text):
+                show("slm", gen.text, gen.completion_tokens)
+                return text + gen.text, llm_text, llm_tokens, False
+            kept = gen.text[:cut]
+            kept_tokens = _tokens_before(gen, cut, self.slm)
+            show("slm", kept, kept_tokens)
+            text, tokens = text + kept, tokens + kept_tokens
+            notes.append(f"the SLM lost confidence after {tokens} tokens: the LLM writes {rescue.tokens} from there")
+            try:
+                hint = await self._leg("llm", rescue_request(request, text, tokens, rescue.tokens), emit)
+            except _LegFailed as failed:
+                if self.fallback("llm") != "slm":
+                    raise failed.error from None
+                sent = failed.partial
+                if sent.text:  # shown already: the SLM goes on from it
+                    gens.append(("llm", sent))
+                    self.segments.append(("llm", sent.text, sent.completion_tokens))
+                    notes.append(f"llm failed mid-rescue ({failed.error}) after {sent.completion_tokens} tokens; "
+                                 "the SLM went on from them")
+                    rest, _ = await self._continue("slm", request, text + sent.text,
+                                                   tokens + sent.completion_tokens, gens, notes, emit)
+                    self.segments.append(("slm", rest, gens[-1][1].completion_tokens))
+                    return (text + sent.text + rest, llm_text + sent.text, llm_tokens + sent.completion_tokens,
+                            True)
+                notes.append(f"llm failed mid-rescue ({failed.error}); the SLM's own answer stands")
+                show("slm", gen.text[cut:], gen.completion_tokens - kept_tokens)
+                return text + gen.text[cut:], llm_text, llm_tokens, True
+            gens.append(("llm", hint))
+            self.segments.append(("llm", hint.text, hint.completion_tokens))
+            text, tokens = text + hint.text, tokens + hint.completion_tokens
+            llm_text, llm_tokens, done = llm_text + hint.text, llm_tokens + hint.completion_tokens, done + 1
+            if hint.finished or (request.max_tokens is not None and tokens >= request.max_tokens):
+                return text, llm_text, llm_tokens, False
+
+
+def _tokens_before(gen: Generation, cut: int, backend: Backend) -> int:
+    """How many of the generation's tokens end at or before character `cut` (its log-probabilities carry
+    each token's end offset; without them, the backend counts the text)."""
+    if gen.logprobs is not None and gen.logprobs.ends:
+        return sum(1 for e in gen.logprobs.ends if e <= cut)
+    return backend.count_tokens(gen.text[:cut]) if cut else 0
+
+
 # -- accounting ----------------------------------------------------------------------------------------
 
 def account(*, text: str, decision: Decision, hint_text: str, hint_tokens: int, gens: list[tuple[str, Generation]],
             request: GenerationRequest, started: float, degraded: bool, notes: list[str], policy: str,
-            slm: Backend, llm: Backend, slm_price: Price, llm_price: Price) -> Answer:
+            slm: Backend, llm: Backend, slm_price: Price, llm_price: Price,
+            segments: list[tuple[str, str, int]] | None = None) -> Answer:
     """Turn what was generated into an `Answer`: usage per model, dollars, the LLM-only cost, the hint mode."""
     usage = {"llm": Usage(), "slm": Usage()}
     for role, gen in gens:
@@ -272,7 +356,7 @@ def account(*, text: str, decision: Decision, hint_text: str, hint_tokens: int, 
                   cost=breakdown(usage["llm"], usage["slm"], llm_price, slm_price),
                   llm_only_cost_usd=llm_only_cost(request, text, gens, llm, llm_price),
                   latency_s=time.perf_counter() - started, generations=gens, degraded=degraded, notes=notes,
-                  policy=policy, hint_mode=hint_mode)
+                  policy=policy, hint_mode=hint_mode, segments=list(segments or []))
 
 
 def llm_only_cost(request: GenerationRequest, text: str, gens: list[tuple[str, Generation]], llm: Backend,

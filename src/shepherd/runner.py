@@ -83,7 +83,8 @@ class Runner:
         text, hint_text, hint_tokens, degraded = await executor.carry_out(decision, request, gens, notes, emit)
         return account(text=text, decision=decision, hint_text=hint_text, hint_tokens=hint_tokens, gens=gens,
                        request=request, started=t0, degraded=degraded, notes=notes, policy=policy.name,
-                       slm=self.slm, llm=self.llm, slm_price=self.slm_price, llm_price=self.llm_price)
+                       slm=self.slm, llm=self.llm, slm_price=self.slm_price, llm_price=self.llm_price,
+                       segments=executor.segments)
 
     def fallback_role(self, failed: str) -> str | None:
         """The model that answers when `failed` is down, per the settings; None means raise."""

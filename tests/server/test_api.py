@@ -173,3 +173,27 @@ def test_a_hint_bought_a_piece_at_a_time_streams_only_what_stands(live):
     assert whole.choices[0].message.content == LLM_ANSWER
     cost = whole.shepherd["cost"]
     assert cost["llm_cached_input"] > 0 and cost["total"] == pytest.approx(whole.shepherd["cost_usd"])
+
+
+def test_a_rescue_streams_the_slm_then_the_llm_then_the_slm_and_lists_the_segments(live):
+    """rescue through the server: the client sees the SLM's kept text, the LLM's tokens, the SLM's rest, as
+    one answer; the `shepherd` object lists who wrote each segment."""
+    from tests.policies.test_rescue import UnsureSLM, llm
+
+    slm, big = UnsureSLM(), llm()
+    cfg = make_config({"models": {"rescue": {"policy": "rescue", "settings": {"threshold": -1.0, "window": 2,
+                                                                             "tokens": 5}}}})
+    srv = live(create_app(cfg, {"slm": slm, "llm": big}))
+    client = srv.openai()
+    chunks = list(client.chat.completions.create(model="rescue", messages=QUESTION, stream=True))
+    pieces = [(c.choices[0].delta.content, c.shepherd["source"]) for c in chunks
+              if c.choices and c.choices[0].delta.content]
+    sources = [s for _, s in pieces]
+    first_llm, last_llm = sources.index("llm"), len(sources) - 1 - sources[::-1].index("llm")
+    assert set(sources[:first_llm]) == {"slm"} and set(sources[first_llm:last_llm + 1]) == {"llm"}
+    assert set(sources[last_llm + 1:]) == {"slm"}
+    whole = client.chat.completions.create(model="rescue", messages=QUESTION)
+    assert "".join(p for p, _ in pieces) == whole.choices[0].message.content
+    segs = whole.shepherd["segments"]
+    assert [s["source"] for s in segs] == ["slm", "llm", "slm"] and segs[1]["tokens"] == 5
+    assert "".join(s["text"] for s in segs) == whole.choices[0].message.content

@@ -28,7 +28,8 @@ def _load_optional() -> None:
     """Import policies that live in heavier modules only when someone asks for a name."""
     import importlib
 
-    for mod in ("shepherd.policies.shepherding", "shepherd.policies.baselines", "shepherd.policies.confidence"):
+    for mod in ("shepherd.policies.shepherding", "shepherd.policies.baselines", "shepherd.policies.confidence",
+                "shepherd.policies.rescue"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:  # an extra the module needs is not installed

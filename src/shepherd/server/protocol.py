@@ -197,6 +197,8 @@ def shepherd_object(answer: Answer, extra: dict[str, Any] | None = None) -> dict
     }
     if d.details:
         out["details"] = _jsonable(d.details)
+    if answer.segments:
+        out["segments"] = answer.segment_dicts()
     if extra:
         out.update(extra)
     return out
