@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--featurizer", default="minilm")
     ap.add_argument("--frugalgpt", action="store_true")
     ap.add_argument("--out", default="runs/confidence_replay")
+    ap.add_argument("--policies", default=None, help="comma-separated policies (default: the list above)")
     ap.add_argument("--splits", type=int, default=100, help="random halvings for the out-of-sample choice")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -58,7 +59,8 @@ def main() -> None:
 
     cfg = EvalConfig(test=args.test, out=args.out, train=args.train, train_tasks=["gsm8k"],
                      featurizer=args.featurizer, predictor=args.predictor, baselines=args.baselines,
-                     policies=POLICIES + (["frugalgpt"] if args.frugalgpt else []), limit=args.limit)
+                     policies=(args.policies.split(",") if args.policies else POLICIES)
+                     + (["frugalgpt"] if args.frugalgpt else []), limit=args.limit)
     ev = run_eval(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     from shepherd.costs import FREE, PAPER_LLM_PRICE, Price
     from shepherd.evaluation.evaluate import Scenario
