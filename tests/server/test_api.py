@@ -178,7 +178,7 @@ def test_a_hint_bought_a_piece_at_a_time_streams_only_what_stands(live):
 def test_a_rescue_streams_the_slm_then_the_llm_then_the_slm_and_lists_the_segments(live):
     """rescue through the server: the client sees the SLM's kept text, the LLM's tokens, the SLM's rest, as
     one answer; the `shepherd` object lists who wrote each segment."""
-    from tests.policies.test_rescue import UnsureSLM, llm
+    from rescue_fakes import UnsureSLM, llm
 
     slm, big = UnsureSLM(), llm()
     cfg = make_config({"models": {"rescue": {"policy": "rescue", "settings": {"threshold": -1.0, "window": 2,
