@@ -217,6 +217,9 @@ class HintExecutor:
         hint_text, hint_tokens, seen = hint.text, hint.completion_tokens, hint.prompt_tokens
         rungs = list(decision.ladder)
         last = hint
+
+        def reread(gen: Generation) -> Generation:  # the LLM has read the prompt and its hint so far before
+            return replace(gen, cached_prompt_tokens=min(gen.prompt_tokens, seen + hint_tokens))
         while True:
             if last.finished:
                 notes.append("the LLM finished within the hint: its answer is complete")
@@ -225,17 +228,9 @@ class HintExecutor:
                 text, degraded = await self._continue("slm", request, hint_text, hint_tokens, gens, notes, emit)
                 return hint_text + text, hint_text, hint_tokens, degraded
             # a piece at a time: judge the SLM's continuation before anyone sees it
-            try:
-                cont = await self._leg("slm", continuation_request(request, hint_text, hint_tokens), None)
-            except _LegFailed as failed:
-                if failed.partial.text:
-                    gens.append(("slm", failed.partial))
-                if self.fallback("slm") != "llm":
-                    raise failed.error from None
-                notes.append(f"slm failed ({failed.error}) continuing the hint; the LLM finished its answer")
-                text, degraded = await self._continue("llm", request, hint_text, hint_tokens, gens, notes, emit)
-                return hint_text + text, hint_text, hint_tokens, True
-            gens.append(("slm", cont))
+            cont, rest = await self._judged(request, hint_text, hint_tokens, gens, notes, emit)
+            if cont is None:
+                return hint_text + rest, hint_text, hint_tokens, True
             if decision.accept(cont):
                 if emit is not None and cont.text:
                     emit("slm", cont.text)
@@ -256,19 +251,35 @@ class HintExecutor:
                     if emit is not None and cont.text:
                         emit("slm", cont.text)
                     return hint_text + cont.text, hint_text, hint_tokens, True
-                gens.append(("llm", replace(sent, cached_prompt_tokens=min(sent.prompt_tokens, seen + hint_tokens))))
+                gens.append(("llm", reread(sent)))
                 notes.append(f"llm failed extending the hint ({failed.error}) after {sent.completion_tokens} "
                              "tokens; the SLM continued from them")
                 hint_text, hint_tokens = hint_text + sent.text, hint_tokens + sent.completion_tokens
                 text, _ = await self._continue("slm", request, hint_text, hint_tokens, gens, notes, emit)
                 return hint_text + text, hint_text, hint_tokens, True
-            # the LLM has read the prompt and its own hint before: that input is served from its cache
-            last = replace(ext, cached_prompt_tokens=min(ext.prompt_tokens, seen + hint_tokens))
+            last = reread(ext)  # that input is served from the LLM's cache
             gens.append(("llm", last))
             hint_text, hint_tokens = hint_text + ext.text, hint_tokens + ext.completion_tokens
             if total is None:  # the LLM wrote the rest of the answer
                 return hint_text, hint_text, hint_tokens, False
 
+    async def _judged(self, request: GenerationRequest, prefix: str, prefix_tokens: int, gens: list,
+                      notes: list[str], emit: Emit | None) -> tuple[Generation | None, str]:
+        """The SLM's continuation of `prefix`, made without showing it (the policy judges it first):
+        (generation, ""). If the SLM fails, the LLM finishes the answer from `prefix` when the fallback
+        allows it, shown as it comes: (None, the LLM's text)."""
+        try:
+            gen = await self._leg("slm", continuation_request(request, prefix, prefix_tokens), None)
+        except _LegFailed as failed:
+            if failed.partial.text:
+                gens.append(("slm", failed.partial))
+            if self.fallback("slm") != "llm":
+                raise failed.error from None
+            notes.append(f"slm failed ({failed.error}); the LLM finished the answer")
+            rest, _ = await self._continue("llm", request, prefix, prefix_tokens, gens, notes, emit)
+            return None, rest
+        gens.append(("slm", gen))
+        return gen, ""
 
     async def _rescued(self, request: GenerationRequest, rescue: Any, gens: list, notes: list[str],
                        emit: Emit | None) -> tuple[str, str, int, bool]:
@@ -283,18 +294,10 @@ class HintExecutor:
                     emit(role, piece)
 
         while True:
-            try:
-                gen = await self._leg("slm", continuation_request(request, text, tokens), None)
-            except _LegFailed as failed:
-                if failed.partial.text:
-                    gens.append(("slm", failed.partial))
-                if self.fallback("slm") != "llm":
-                    raise failed.error from None
-                notes.append(f"slm failed ({failed.error}); the LLM finished the answer")
-                rest, _ = await self._continue("llm", request, text, tokens, gens, notes, emit)
+            gen, rest = await self._judged(request, text, tokens, gens, notes, emit)
+            if gen is None:
                 self.segments.append(("llm", rest, gens[-1][1].completion_tokens))
                 return text + rest, llm_text + rest, llm_tokens + gens[-1][1].completion_tokens, True
-            gens.append(("slm", gen))
             cut = rescue.cut(gen) if done < rescue.max_rescues else None
             if cut is None or not 0 <= cut < len(gen.text):
                 show("slm", gen.text, gen.completion_tokens)

@@ -11,6 +11,12 @@ from shepherd.server import create_app
 from .support import LLM_ANSWER, QUESTION, SLM_ANSWER, make_config, scripted
 
 
+def streamed_pieces(chunks) -> list[tuple[str, str]]:
+    """(text, source) of every chunk that carries text."""
+    return [(c.choices[0].delta.content, c.shepherd["source"]) for c in chunks
+            if c.choices and c.choices[0].delta.content]
+
+
 @pytest.fixture
 def server(live):
     slm, llm = scripted()
@@ -44,8 +50,7 @@ def test_non_streaming_hint_answer_carries_usage_and_shepherd(server):
 def test_streaming_sends_hint_then_slm_and_ends_with_usage(server):
     client = server.openai()
     chunks = list(client.chat.completions.create(model="shepherd", messages=QUESTION, stream=True))
-    pieces = [(c.choices[0].delta.content, c.shepherd["source"]) for c in chunks
-              if c.choices and c.choices[0].delta.content]
+    pieces = streamed_pieces(chunks)
     text = "".join(p for p, _ in pieces)
     whole = client.chat.completions.create(model="shepherd", messages=QUESTION)
     assert text == whole.choices[0].message.content
@@ -165,8 +170,7 @@ def test_a_hint_bought_a_piece_at_a_time_streams_only_what_stands(live):
     srv = live(create_app(cfg, {"slm": slm, "llm": llm}))
     client = srv.openai()
     chunks = list(client.chat.completions.create(model="ladder", messages=QUESTION, stream=True))
-    pieces = [(c.choices[0].delta.content, c.shepherd["source"]) for c in chunks
-              if c.choices and c.choices[0].delta.content]
+    pieces = streamed_pieces(chunks)
     assert {s for _, s in pieces} == {"llm"} and "".join(p for p, _ in pieces) == LLM_ANSWER
     assert [(c.prefix != "", c.max_tokens) for c in llm.calls] == [(False, 2), (True, 4), (True, 58)]  # 64 - 6
     whole = client.chat.completions.create(model="ladder", messages=QUESTION)
@@ -186,8 +190,7 @@ def test_a_rescue_streams_the_slm_then_the_llm_then_the_slm_and_lists_the_segmen
     srv = live(create_app(cfg, {"slm": slm, "llm": big}))
     client = srv.openai()
     chunks = list(client.chat.completions.create(model="rescue", messages=QUESTION, stream=True))
-    pieces = [(c.choices[0].delta.content, c.shepherd["source"]) for c in chunks
-              if c.choices and c.choices[0].delta.content]
+    pieces = streamed_pieces(chunks)
     sources = [s for _, s in pieces]
     first_llm, last_llm = sources.index("llm"), len(sources) - 1 - sources[::-1].index("llm")
     assert set(sources[:first_llm]) == {"slm"} and set(sources[first_llm:last_llm + 1]) == {"llm"}

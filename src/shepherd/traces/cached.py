@@ -124,23 +124,26 @@ class CachedBackend(Backend):
     def _entries(self, request: GenerationRequest) -> list[ItemEntry]:
         return self.store.find_items(messages_key(request), llm=self.model_id)
 
-    def _serve_hint(self, request: GenerationRequest) -> Generation | None:
-        if request.prefix or request.max_tokens is None or not request.greedy:
-            return None
-        n = request.max_tokens
+    def _swept_answers(self, request: GenerationRequest):
+        """(entry, stored full answer, its swept levels as sorted (tokens, fraction, text, key), L) of every
+        swept item whose LLM request is `request` in everything but its prefix and token budget."""
         for entry in self._entries(request):
             if entry.full_key is None:
                 continue
-            cap = entry.request.max_tokens
-            # the request must be the sweep's LLM request in everything but its token budget
-            if full_request(request, cap).key(self.model_id) != entry.full_key:
+            if full_request(replace(request, prefix=""), entry.request.max_tokens).key(self.model_id) != entry.full_key:
                 continue
             full = self.store.get(entry.full_key)
             if full is None:
                 continue
             levels = sorted((tok, frac, text, hkey) for frac, tok, text, hkey in
                             self.store.hints(entry.sweep, entry.item_id) if tok > 0)
-            L = entry.full_tokens or full.completion_tokens
+            yield entry, full, levels, entry.full_tokens or full.completion_tokens
+
+    def _serve_hint(self, request: GenerationRequest) -> Generation | None:
+        if request.prefix or request.max_tokens is None or not request.greedy:
+            return None
+        n = request.max_tokens
+        for entry, full, levels, L in self._swept_answers(request):
             for tok, frac, text, hkey in levels:
                 if tok >= n and tok < L:
                     gen = self.store.get(hkey) if hkey else None
@@ -162,22 +165,12 @@ class CachedBackend(Backend):
         input, the prompt and the hint, was read by the LLM before: `cached_prompt_tokens`."""
         if request.max_tokens is None or not request.greedy:
             return None
-        for entry in self._entries(request):
-            if entry.full_key is None:
-                continue
-            if full_request(replace(request, prefix=""), entry.request.max_tokens).key(self.model_id) != entry.full_key:
-                continue
-            full = self.store.get(entry.full_key)
-            if full is None:
-                continue
-            levels = sorted((tok, frac, text) for frac, tok, text, _ in
-                            self.store.hints(entry.sweep, entry.item_id) if tok > 0)
-            start = next((tok for tok, _, text in levels if text == request.prefix), None)
+        for entry, full, levels, L in self._swept_answers(request):
+            start = next((tok for tok, _, text, _ in levels if text == request.prefix), None)
             if start is None or not full.text.startswith(request.prefix):
                 continue  # not a swept level of this answer: nothing stored continues it
-            L = entry.full_tokens or full.completion_tokens
             want = start + request.max_tokens
-            served = next(((tok, frac, text) for tok, frac, text in levels if want <= tok < L), None)
+            served = next(((tok, frac, text) for tok, frac, text, _ in levels if want <= tok < L), None)
             tok, frac, text = served if served is not None else (L, 1.0, full.text)
             self.mappings.append(HintMapping(entry.item_id, want, tok, frac, L))
             seen = full.prompt_tokens + start

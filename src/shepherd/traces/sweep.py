@@ -227,10 +227,11 @@ async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base
     store.set_full(sweep, unit.item_id, full_key, L)
     store.put_row(sweep, unit.item_id, "llm_full", 1.0, 0, full_key, ok, ext, why, hint_tokens=L)
 
-    # 2. hints cut from it at every grid fraction: stored as derived LLM generations, no LLM call
+    # 2. hints cut from it at every grid fraction, and at every token count of the token grid (stored at
+    #    this item's fraction n / L): derived LLM generations, no LLM call
     levels: list[tuple[float, int, str]] = []
-    for f in unit.plan.grid:
-        n = hint_tokens_for(f, L)
+
+    def add_level(f: float, n: int) -> None:
         text = cutter.cut(n)
         hkey: str | None = None
         if 0 < n < L:
@@ -246,22 +247,12 @@ async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base
             hkey = full_key
         store.put_hint(sweep, unit.item_id, f, n, text, hkey)
         levels.append((f, n, text))
-    # 2b. the token grid: levels at fixed token counts, stored at this item's fraction n / L
-    have = {n for _, n, _ in levels}
+
+    for f in unit.plan.grid:
+        add_level(f, hint_tokens_for(f, L))
     for n in unit.plan.token_grid:
-        if n >= L or n in have:
-            continue
-        f, text = round(n / L, 6), cutter.cut(n)
-        hreq = hint_request(base, n)
-        hkey = hreq.key(llm_id)
-        store.put(hkey, llm_id, hreq, Generation(text=text, prompt_tokens=full.prompt_tokens, completion_tokens=n,
-                                                 finish_reason="length", latency_s=full.latency_s * n / L,
-                                                 model=llm_id), origin="derived", derived_from=full_key)
-        kept = store.get(hkey)
-        text = kept.text if kept is not None else text
-        store.put_hint(sweep, unit.item_id, f, n, text, hkey)
-        levels.append((f, n, text))
-        have.add(n)
+        if n < L and n not in {m for _, m, _ in levels}:
+            add_level(round(n / L, 6), n)
     levels.sort(key=lambda lv: (lv[1], lv[0]))
 
     T, seed0 = unit.config.temperature, base.seed or 0
