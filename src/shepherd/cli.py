@@ -127,6 +127,27 @@ def models_pull(name: str = typer.Argument(..., help="A model name from `shepher
     out.print(str(path))
 
 
+@models_app.command("serve")
+def models_serve(
+    name: str = typer.Argument(..., help="A model name from `shepherd models list`, or a .gguf path."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8081, min=1, max=65535),
+    slots: int = typer.Option(1, min=1, max=64, help="Requests decoded together (continuous batching)."),
+    n_ctx: int = typer.Option(4096, min=256, help="Context window per slot."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: llama.cpp's)."),
+) -> None:
+    """Serve a GGUF model with llama.cpp's HTTP server (OpenAI-compatible routes), for sweeps and shepherds
+    whose models live in servers."""
+    from .models.base import BackendError
+    from .models.llamacpp_server import serve_forever
+    from .models.sources import ModelCorrupt, ModelNotFound, resolve_model
+
+    try:
+        serve_forever(resolve_model(name), host=host, port=port, slots=slots, n_ctx=n_ctx, threads=threads)
+    except (ModelNotFound, ModelCorrupt, BackendError) as exc:
+        fail(str(exc))
+
+
 for _commands in (tasks_cli, traces_cli, predictor_cli, evaluation_cli, server_cli):
     _commands.register(app)
 

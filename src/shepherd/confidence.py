@@ -80,6 +80,42 @@ def lowest_window_mean(lp: TokenLogprobs, window: int = 16) -> float | None:
     return lowest / window
 
 
+def first_doubt(logprobs: list[float], threshold: float, window: int) -> int | None:
+    """Index of the first token of the first `window`-token stretch whose mean log-probability is below
+    `threshold` (a shorter answer is one stretch), or None: where a watch of the SLM's confidence fires."""
+    n = len(logprobs)
+    if n == 0:
+        return None
+    w = min(window, n)
+    s = sum(logprobs[:w])
+    for i in range(n - w + 1):
+        if i:
+            s += logprobs[i + w - 1] - logprobs[i - 1]
+        if s / w < threshold:
+            return i
+    return None
+
+
+#: where an answer is cut back to when doubt is found: the start of the doubtful line, or that token
+BACKUPS = ("line", "token")
+
+
+def doubt_cut(text: str, lp: TokenLogprobs | None, threshold: float, window: int, backup: str = "line") -> int | None:
+    """The character offset in `text` to cut back to at the first doubt (None: no doubt found, or no
+    log-probabilities to watch). With backup "line" the cut is the start of the line the doubt begins on,
+    so a helper does not inherit a half-written number."""
+    if lp is None:
+        return None
+    i = first_doubt(lp.logprobs, threshold, window)
+    if i is None:
+        return None
+    start = lp.ends[i - 1] if i > 0 else 0
+    start = max(0, min(start, len(text)))
+    if backup == "token":
+        return start
+    return text.rfind("\n", 0, start) + 1
+
+
 def mean_entropy(lp: TokenLogprobs) -> float | None:
     """Mean entropy (nats) of the next-token distributions; a lower bound when not `entropy_exact`."""
     xs = lp.entropies

@@ -39,8 +39,14 @@ class ModelConfig(_Strict):
     # llamacpp
     n_ctx: int = Field(4096, gt=0)
     n_threads: int | None = Field(None, gt=0)
+    #: "batched": concurrent calls decoded together in one context (sweeps); "sequential": one at a time
+    engine: Literal["sequential", "batched"] = "sequential"
+    #: sequences the batched engine decodes together (each gets n_ctx tokens of KV cache)
+    slots: int = Field(8, gt=0, le=64)
     # openai-compatible HTTP
     base_url: str | None = None
+    #: more servers of the same model: the Ray executor spreads its workers over base_url and these
+    replicas: list[str] = Field(default_factory=list)
     api_key_env: str | None = None
     prefix_route: Literal["completions", "continue_final_message", "user_hint", "none"] = "completions"
     chat_template: str | None = None
@@ -49,6 +55,8 @@ class ModelConfig(_Strict):
     max_concurrency: int = Field(8, gt=0)
     # scripted (tests only)
     script: str | None = None
+    #: scripted: seconds each call takes (orchestration tests: a sweep that is still running)
+    delay_s: float = Field(0.0, ge=0.0)
 
     @field_validator("model")
     @classmethod

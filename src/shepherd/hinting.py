@@ -303,7 +303,7 @@ class HintExecutor:
                 show("slm", gen.text, gen.completion_tokens)
                 return text + gen.text, llm_text, llm_tokens, False
             kept = gen.text[:cut]
-            kept_tokens = _tokens_before(gen, cut, self.slm)
+            kept_tokens = tokens_before(gen, cut, self.slm)
             show("slm", kept, kept_tokens)
             text, tokens = text + kept, tokens + kept_tokens
             notes.append(f"the SLM lost confidence after {tokens} tokens: the LLM writes {rescue.tokens} from there")
@@ -334,7 +334,7 @@ class HintExecutor:
                 return text, llm_text, llm_tokens, False
 
 
-def _tokens_before(gen: Generation, cut: int, backend: Backend) -> int:
+def tokens_before(gen: Generation, cut: int, backend: Backend) -> int:
     """How many of the generation's tokens end at or before character `cut` (its log-probabilities carry
     each token's end offset; without them, the backend counts the text)."""
     if gen.logprobs is not None and gen.logprobs.ends:

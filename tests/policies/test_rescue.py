@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from rescue_fakes import SLM_TEXT, UnsureSLM, llm
 
+from shepherd.confidence import first_doubt
 from shepherd.models.base import BackendError
 from shepherd.models.scripted import ScriptedBackend
 from shepherd.policies.registry import make_policy
-from shepherd.policies.rescue import first_doubt
 from shepherd.runner import Runner, RunSettings
 
 

@@ -119,3 +119,28 @@ def test_sweep_score_adds_the_slms_logprobs_to_committed_traces_without_regenera
     assert levels[0.1] is not None and levels[0.3] is not None and levels[0.5] is None
     r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--kinds", "hint", "--levels", "x"])
     assert r.exit_code != 0
+
+
+def test_sweep_run_records_its_engine_and_rejects_an_unknown_one(tmp_path):
+    """The sweep's settings say which engine and executor ran it (not part of its id: a resumed sweep with
+    another engine is the same sweep); an unknown engine or executor is a clear error."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    store = tmp_path / "s.sqlite"
+    runner = CliRunner()
+    base = ["sweep", "run", "gsm8k", "--split", "train", "--limit", "2", "--store", str(store), "--config", str(cfg),
+            "--grid", "0,0.5", "--samples", "1"]
+    r = runner.invoke(app, [*base, "--engine", "warp"])
+    assert r.exit_code != 0 and "--engine must be auto, batched or sequential" in r.output
+    r = runner.invoke(app, [*base, "--executor", "spark"])
+    assert r.exit_code != 0 and "--executor must be local or ray" in r.output
+    r = runner.invoke(app, base)
+    assert r.exit_code == 0, r.output
+    from shepherd.traces.store import TraceStore
+
+    (info,) = TraceStore(store, readonly=True).sweeps()
+    assert info.config["engine"] == {"slm": "scripted", "llm": "scripted"}
+    assert info.config["executor"] == "local" and info.config["concurrency"] == 1
+    r = runner.invoke(app, [*base, "--engine", "sequential"])
+    assert r.exit_code == 0 and "0 model calls" in r.output
+    assert [s.sweep for s in TraceStore(store, readonly=True).sweeps()] == [info.sweep]  # the same sweep

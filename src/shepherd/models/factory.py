@@ -14,14 +14,19 @@ def build_backend(cfg, progress: Progress | None = None) -> Backend:
     """`cfg` is a `shepherd.config.ModelConfig`."""
     if cfg.backend == "llamacpp":
         from .catalog import find_known
-        from .llamacpp import LlamaCppBackend
         from .sources import resolve_model
 
         path = resolve_model(cfg.model, progress=progress)
         known = find_known(cfg.model)
         model_id = cfg.model_id or (known.name if known else path.stem)
-        return LlamaCppBackend(path, model_id=model_id, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                               chat_template=cfg.chat_template)
+        kwargs = {"model_id": model_id, "n_ctx": cfg.n_ctx, "n_threads": cfg.n_threads, "chat_template": cfg.chat_template}
+        if cfg.engine == "batched":
+            from .llamacpp_batched import BatchedLlamaCppBackend
+
+            return BatchedLlamaCppBackend(path, slots=cfg.slots, **kwargs)
+        from .llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(path, **kwargs)
     if cfg.backend == "openai":
         from .openai_http import OpenAICompatibleBackend
 
@@ -35,5 +40,5 @@ def build_backend(cfg, progress: Progress | None = None) -> Backend:
     if cfg.backend == "scripted":
         from .scripted import ScriptedBackend
 
-        return ScriptedBackend(cfg.script or "The answer is 42.", model_id=cfg.identity)
+        return ScriptedBackend(cfg.script or "The answer is 42.", model_id=cfg.identity, delay_s=cfg.delay_s)
     raise ValueError(f"unknown backend {cfg.backend!r}")

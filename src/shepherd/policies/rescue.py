@@ -17,28 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..confidence import BACKUPS, doubt_cut
 from ..decision import Rescue
 from ..models.base import Generation, PrefixNotSupported
 from .base import Decision, Policy, PolicyContext
 from .registry import register_policy
 
-BACKUPS = ("line", "token")
-
-
-def first_doubt(logprobs: list[float], threshold: float, window: int) -> int | None:
-    """Index of the first token of the first `window`-token stretch whose mean log-probability is below
-    `threshold` (a shorter answer is one stretch), or None."""
-    n = len(logprobs)
-    if n == 0:
-        return None
-    w = min(window, n)
-    s = sum(logprobs[:w])
-    for i in range(n - w + 1):
-        if i:
-            s += logprobs[i + w - 1] - logprobs[i - 1]
-        if s / w < threshold:
-            return i
-    return None
+__all__ = ["RescuePolicy"]
 
 
 class RescuePolicy(Policy):
@@ -59,17 +44,7 @@ class RescuePolicy(Policy):
 
     def cut(self, gen: Generation) -> int | None:
         """Where to back up to in `gen.text` (None: no doubt found, or nothing to watch)."""
-        lp = gen.logprobs
-        if lp is None:
-            return None
-        i = first_doubt(lp.logprobs, self.threshold, self.window)
-        if i is None:
-            return None
-        start = lp.ends[i - 1] if i > 0 else 0
-        start = max(0, min(start, len(gen.text)))
-        if self.backup == "token":
-            return start
-        return gen.text.rfind("\n", 0, start) + 1  # the start of the line the doubt begins on
+        return doubt_cut(gen.text, gen.logprobs, self.threshold, self.window, self.backup)
 
     async def decide(self, ctx: PolicyContext) -> Decision:
         for role, backend in (("slm", ctx.slm), ("llm", ctx.llm)):

@@ -42,21 +42,37 @@ class Executor(ABC):
         with `error` set; the others go on."""
 
 
-def _is_in_process(backend: Backend) -> bool:
+def _innermost(backend: Backend) -> Backend:
     b = backend
     while getattr(b, "inner", None) is not None:
         b = b.inner
-    return type(b).__name__ == "LlamaCppBackend"
+    return b
+
+
+def _serves_one_at_a_time(backend: Backend) -> bool:
+    """An in-process model with one context (calls queue for it); the batched engine takes many at once."""
+    b = _innermost(backend)
+    return type(b).__name__ == "LlamaCppBackend" and not getattr(b, "batched", False)
+
+
+def engine_name(backend: Backend) -> str:
+    """What generates for a sweep, as its settings record it: 'llamacpp-batched(slots=8)', 'llamacpp',
+    'openai-http', ..."""
+    b = _innermost(backend)
+    if getattr(b, "batched", False):
+        return f"llamacpp-batched(slots={b.slots})"
+    return {"LlamaCppBackend": "llamacpp", "OpenAICompatibleBackend": "openai-http",
+            "ScriptedBackend": "scripted"}.get(type(b).__name__, type(b).__name__)
 
 
 class LocalExecutor(Executor):
     """Runs units on this machine, `concurrency` units at a time, on one asyncio event loop driven from
     the calling thread (so `run` is a plain iterator; grading runs in worker threads).
 
-    For in-process models (llama.cpp) keep concurrency=1: units then run back to back and each item's
-    calls reuse the KV cache of the shared prompt prefix; the model serves one call at a time anyway.
-    Against HTTP servers raise `concurrency`; `parallel_calls` (default: on for non-in-process models)
-    also issues one unit's SLM calls at once.
+    For the sequential in-process model (llama.cpp, one context) keep concurrency=1: units then run back to
+    back and each item's calls reuse the KV cache of the shared prompt prefix; the model serves one call at
+    a time anyway. With the batched engine or HTTP servers raise `concurrency`; `parallel_calls` (default:
+    on unless a model serves one call at a time) also issues one unit's SLM calls at once.
     """
 
     def __init__(self, slm: Backend, llm: Backend, task, store: TraceStore, *, concurrency: int = 1,
@@ -64,7 +80,7 @@ class LocalExecutor(Executor):
         self.slm = slm if isinstance(slm, CachedBackend) else CachedBackend(slm, store)
         self.llm = llm if isinstance(llm, CachedBackend) else CachedBackend(llm, store)
         if parallel_calls is None:
-            parallel_calls = not (_is_in_process(slm) or _is_in_process(llm))
+            parallel_calls = not (_serves_one_at_a_time(slm) or _serves_one_at_a_time(llm))
         self.ctx = WorkerContext(self.slm, self.llm, task, store, parallel_calls=parallel_calls)
         self.concurrency = max(1, concurrency)
 

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..hinting import continuation_request, hint_request
+from ..confidence import doubt_cut
+from ..hinting import continuation_request, hint_request, rescue_request, tokens_before
 from ..models.base import Backend, Generation, GenerationRequest
 from .hints import hint_tokens_for, token_cutter
 from .records import Graded, majority
@@ -56,6 +57,13 @@ class SweepPlan:
     #: hint levels at fixed token counts beside the fractions (for example 8, 16, 32, 64): most items a
     #: hint fixes are fixed by a short one, finer than 10% of a long answer; stored at fraction n / L
     token_grid: tuple[int, ...] = ()
+    #: rescues to record (the `rescue` policy's replay): for each threshold, where the SLM's greedy answer
+    #: is first in doubt (its lowest `rescue_window`-token stretch under it, cut back to the line's start);
+    #: from each distinct cut the LLM continues the SLM's partial answer for the largest of
+    #: `rescue_tokens` (the shorter ones are its prefixes, derived), and the SLM continues each of them
+    rescue_thresholds: tuple[float, ...] = ()
+    rescue_tokens: tuple[int, ...] = ()
+    rescue_window: int = 8
 
     def __post_init__(self) -> None:
         grid = sorted({round(float(f), 6) for f in self.grid} | {0.0})
@@ -77,15 +85,24 @@ class SweepPlan:
         if any(not float(n).is_integer() or n < 1 for n in self.token_grid):
             raise ValueError(f"token_grid must be whole token counts >= 1, got {self.token_grid}")
         object.__setattr__(self, "token_grid", tuple(sorted({int(n) for n in self.token_grid})))
+        if bool(self.rescue_thresholds) != bool(self.rescue_tokens):
+            raise ValueError("rescue sweeps need both rescue_thresholds and rescue_tokens")
+        if any(not float(n).is_integer() or n < 1 for n in self.rescue_tokens) or self.rescue_window < 1:
+            raise ValueError(f"rescue_tokens must be whole token counts >= 1 and rescue_window >= 1, got "
+                             f"{self.rescue_tokens}, {self.rescue_window}")
+        object.__setattr__(self, "rescue_thresholds", tuple(sorted({float(t) for t in self.rescue_thresholds})))
+        object.__setattr__(self, "rescue_tokens", tuple(sorted({int(n) for n in self.rescue_tokens})))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["grid"] = list(self.grid)
-        for k in ("samples_at", "token_grid"):  # a plan without them records as plans did before, so
-            if getattr(self, k):                 # finished items stay finished
+        for k in ("samples_at", "token_grid", "rescue_thresholds", "rescue_tokens"):  # a plan without them
+            if getattr(self, k):                  # records as plans did before, so finished items stay finished
                 d[k] = list(getattr(self, k))
             else:
                 del d[k]
+        if not self.rescue_tokens:
+            del d["rescue_window"]
         return d
 
 
@@ -305,7 +322,52 @@ async def _sweep_item(unit: SweepUnit, ctx: WorkerContext, res: UnitResult, base
                 break
             if await level(*lv) and res.first_pass is None:
                 res.first_pass = lv[0]
+    if unit.plan.rescue_tokens:
+        await _sweep_rescues(unit, ctx, base, call)
     store.mark_done(sweep, unit.item_id, plan_d)
+
+
+async def _sweep_rescues(unit: SweepUnit, ctx: WorkerContext, base: GenerationRequest, call) -> None:
+    """The requests the `rescue` policy (one rescue, line backup) makes for every threshold and n of the
+    plan, each generated once: the SLM's greedy answer (level 0, stored), and per distinct cut the LLM's
+    continuation of the SLM's partial answer for the largest n (shorter n derived from it, as hints are)
+    and the SLM's continuation after each n. Rows: kind "rescue", fraction = the cut's character offset in
+    the SLM's answer, trial = n."""
+    store, task, item, plan = ctx.store, ctx.task, unit.item, unit.plan
+    llm_id, slm_id = ctx.llm.model_id, ctx.slm.model_id
+    own = await call(ctx.slm, base)  # stored already as level 0
+    cuts = sorted({c for t in plan.rescue_thresholds
+                   if (c := doubt_cut(own.text, own.logprobs, t, plan.rescue_window)) is not None
+                   and 0 <= c < len(own.text)})
+    top = plan.rescue_tokens[-1]
+    for c in cuts:
+        partial, t = own.text[:c], tokens_before(own, c, ctx.slm)
+        longest_req = rescue_request(base, partial, t, top)
+        longest = await call(ctx.llm, longest_req)
+        cutter = token_cutter(ctx.llm, longest.text)
+        for n in plan.rescue_tokens:
+            req = rescue_request(base, partial, t, n)
+            if n == top:
+                hint = longest
+            elif longest.finished and cutter.length <= n:  # the LLM ended within n tokens: the same answer
+                hint = replace(longest, cached=False)
+            else:
+                hint = Generation(text=cutter.cut(n), prompt_tokens=longest.prompt_tokens, completion_tokens=n,
+                                  finish_reason="length", latency_s=longest.latency_s * n / max(1, top),
+                                  model=llm_id, cached_prompt_tokens=longest.cached_prompt_tokens)
+            if n != top:
+                store.put(req.key(llm_id), llm_id, req, hint, origin="derived", derived_from=longest_req.key(llm_id))
+                hint = store.get(req.key(llm_id)) or hint  # a real call stored earlier wins
+            text, done = partial + hint.text, t + hint.completion_tokens
+            if hint.finished or (base.max_tokens is not None and done >= base.max_tokens):
+                ok, ext, why = await _grade(task, item, text)
+                key = req.key(llm_id)
+            else:
+                creq = continuation_request(base, text, done)
+                gen = await call(ctx.slm, creq)
+                ok, ext, why = await _grade(task, item, text + gen.text)
+                key = creq.key(slm_id)
+            store.put_row(unit.sweep, unit.item_id, "rescue", float(c), n, key, ok, ext, why, hint_tokens=n)
 
 
 def make_units(task, items: Sequence[Any], config: SweepConfig, plan: SweepPlan,
@@ -314,10 +376,14 @@ def make_units(task, items: Sequence[Any], config: SweepConfig, plan: SweepPlan,
                       messages=task.messages(it)) for it in items]
 
 
-def register_sweep(store: TraceStore, config: SweepConfig, plan: SweepPlan, split: str | None = None) -> str:
+def register_sweep(store: TraceStore, config: SweepConfig, plan: SweepPlan, split: str | None = None, *,
+                   settings: dict[str, Any] | None = None) -> str:
+    """Record the sweep and its settings; `settings` (the engine, the executor: how it ran, not what it
+    computes) describe the latest run and do not change the sweep's id."""
     cfg = asdict(config)
     cfg.update(plan.to_dict())
     cfg["split"] = split
+    cfg.update(settings or {})
     store.ensure_sweep(config.sweep_id, config.task, config.slm, config.llm, cfg)
     store.update_sweep_config(config.sweep_id, cfg)
     return config.sweep_id
