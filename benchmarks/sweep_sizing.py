@@ -75,7 +75,7 @@ def main() -> None:
         slm_prompt = m["slm_prompt_all"] if args.no_prefix_cache else m["slm_prompt_cached"]
         sec = (m["llm_gen"] / args.llm_tps + m["llm_prompt"] / args.llm_prefill_tps
                + m["slm_gen"] / args.slm_tps + slm_prompt / args.slm_prefill_tps)
-        t["seconds_per_item_one_pair"] = round(sec, 1)
+        t["seconds_per_item_one_pair"] = round(sec, 3)
         t["share_of_time"] = {"llm_decode": round(m["llm_gen"] / args.llm_tps / sec, 3),
                               "slm_decode": round(m["slm_gen"] / args.slm_tps / sec, 3),
                               "prefill": round(1 - (m["llm_gen"] / args.llm_tps + m["slm_gen"] / args.slm_tps) / sec, 3)}
@@ -84,7 +84,7 @@ def main() -> None:
         out["tasks"].append(t)
         print(f"{t['task']:10s} {t['items']:4d} items swept: per item LLM {m['llm_gen']:.0f} generated + "
               f"{m['llm_prompt']:.0f} prompt, SLM {m['slm_gen']:.0f} generated in {m['slm_calls']:.0f} calls + "
-              f"{slm_prompt:.0f} prompt -> {sec:.0f} s/item on one pair ({3600 / sec:.1f} items/h); "
+              f"{slm_prompt:.0f} prompt -> {sec:.2f} s/item on one pair ({3600 / sec:.1f} items/h); "
               f"{args.items} items: " + ", ".join(f"{n} pair(s) {h} h" for n, h in t["hours_for_items"].items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -135,6 +135,8 @@ def models_serve(
     slots: int = typer.Option(1, min=1, max=64, help="Requests decoded together (continuous batching)."),
     n_ctx: int = typer.Option(4096, min=256, help="Context window per slot."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads (default: llama.cpp's)."),
+    cache_prompt: bool = typer.Option(True, help="Reuse a slot's cached prompt prefix (off: every prompt from "
+                                      "scratch, answers independent of what came before)."),
 ) -> None:
     """Serve a GGUF model with llama.cpp's HTTP server (OpenAI-compatible routes), for sweeps and shepherds
     whose models live in servers."""
@@ -143,7 +145,8 @@ def models_serve(
     from .models.sources import ModelCorrupt, ModelNotFound, resolve_model
 
     try:
-        serve_forever(resolve_model(name), host=host, port=port, slots=slots, n_ctx=n_ctx, threads=threads)
+        serve_forever(resolve_model(name), host=host, port=port, slots=slots, n_ctx=n_ctx, threads=threads,
+                      cache_prompt=cache_prompt)
     except (ModelNotFound, ModelCorrupt, BackendError) as exc:
         fail(str(exc))
 

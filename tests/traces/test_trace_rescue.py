@@ -29,7 +29,8 @@ QUESTION = "How many apples?"
 class AppleTask:
     name = "apples"
     default_split = "test"
-    items = [Item("apples/0", QUESTION, "102", {})]
+    def __init__(self) -> None:
+        self.items = [Item("apples/0", QUESTION, "102", {})]
 
     def messages(self, item):
         return [{"role": "user", "content": item.question}]
@@ -39,7 +40,7 @@ class AppleTask:
         return Grade(bool(nums) and nums[-1] == item.reference, nums[-1] if nums else None, "compared")
 
 
-PLAN = SweepPlan(grid=(0.0,), samples=0, rescue_thresholds=(-1.0, -3.0, -9.0), rescue_tokens=(2, 4, 5, 30),
+PLAN = SweepPlan(grid=(0.0,), samples=0, rescue_thresholds=(-1.0, -1.5, -9.0), rescue_tokens=(2, 4, 5, 30),
                  rescue_window=2)
 
 
@@ -62,7 +63,8 @@ def test_the_sweep_records_each_cut_once_and_derives_the_shorter_hints(tmp_path)
     sweep(store)
     rows = store._conn.execute("SELECT fraction, trial, hint_tokens, correct FROM rows WHERE kind = 'rescue' "
                                "ORDER BY trial").fetchall()
-    # thresholds -1 and -3 find the same doubt (the line with "99"), -9 none: one cut, at that line's start
+    # thresholds -1 and -1.5 find the same doubt ("99": a 2-token window of mean -2.0), -9 none: one cut,
+    # at the start of that line
     cut = float(len("Alice has 3 apples.\n"))
     assert [(r[0], r[1]) for r in rows] == [(cut, 2), (cut, 4), (cut, 5), (cut, 30)]
     assert [bool(r[3]) for r in rows] == [True, True, True, True]  # the LLM's "99 more" makes the SLM right
@@ -130,3 +132,21 @@ def test_rescue_replays_as_it_runs_live_on_the_real_pair(tmp_path, slm_backend, 
         assert [s for s, _, _ in live.segments][:2] == ["slm", "llm"]
         assert replayed.text == live.text and replayed.segments == live.segments
         assert replayed.usage["llm"].completion_tokens == live.usage["llm"].completion_tokens == n
+
+
+def test_the_evaluation_suite_replays_rescue_over_the_recorded_grid(tmp_path):
+    """Where a sweep recorded rescues, the suite's `rescue` family spans its thresholds x n, and each point
+    replays from the store (the doubt found at -1 and -1.5 is rescued; at -9 the SLM's wrong answer stands)."""
+    from shepherd.evaluation.replay import replay
+    from shepherd.evaluation.suite import build_families
+
+    store = TraceStore(tmp_path / "s.sqlite")
+    sweep(store)
+    sweeps = store.item_sweeps("apples")
+    (fam,) = build_families("apples", sweeps, scorers={}, predictor=None, wanted=["rescue"])
+    assert fam.values == [(t, n) for t in (-9.0, -1.5, -1.0) for n in (2, 4, 5, 30)]
+    task = AppleTask()
+    for t, n in fam.values:
+        (rec,) = replay(fam.make((t, n)), task, task.items, store)
+        assert rec.correct == (t > -9.0), (t, n)
+        assert (rec.answer.usage["llm"].completion_tokens > 0) == (t > -9.0)

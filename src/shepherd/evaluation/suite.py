@@ -33,7 +33,7 @@ from .evaluate import (
 LEARNED = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
 ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf",
                 "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "confidence",
-                "confidence-cascade", "oracle-routing", "oracle-cascade", "oracle-shepherd")
+                "confidence-cascade", "rescue", "oracle-routing", "oracle-cascade", "oracle-shepherd")
 #: asked for by name only (`--policies`): variants of the agreement gate, so the default study stays as it is
 OPTIONAL_POLICIES = ("abc+greedy", "reactive-fixed+vote", "confidence-3band", "confidence-ladder")
 
@@ -69,6 +69,10 @@ NOTES = {
                          "first rung, a doubtful continuation an extension to the next (new output tokens paid, the "
                          "prompt and earlier hint at the cached-input rate); past the last rung the LLM finishes; "
                          "knob (rungs, threshold); only where the hinted continuations carry log-probabilities",
+    "rescue": "the SLM answers (greedy, paid); at its first stretch of `window` tokens whose mean log-probability "
+              "is below the threshold, its answer is cut back to that line's start, the LLM continues it for n "
+              "tokens and the SLM goes on; knob (threshold, n); only where the sweep recorded rescues "
+              "(--rescue-thresholds, --rescue-tokens)",
     "abc+greedy": "ABC with the SLM's greedy answer as one more voter: k samples + the greedy answer, j of them "
                   "agreeing answer; knob (k, j)",
     "reactive-fixed+vote": "reactive-fixed with a looser gate: j of the 3 samples (2 of 3), or j of the 3 samples "
@@ -290,6 +294,14 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
         add("confidence-cascade", "baseline", "threshold", confident,
             lambda t: ConfidenceCascade(t, feature=CONFIDENCE_FEATURE),
             label=lambda t: f"confidence-cascade threshold={t:.4g}")
+    r_thresholds, r_tokens = sweep_cfg.get("rescue_thresholds") or [], sweep_cfg.get("rescue_tokens") or []
+    if r_thresholds and r_tokens:
+        from ..policies.rescue import RescuePolicy
+
+        window = int(sweep_cfg.get("rescue_window") or 8)
+        add("rescue", "shepherding", "(threshold,n)", [(t, n) for t in r_thresholds for n in r_tokens],
+            lambda tn: RescuePolicy(tn[0], tokens=tn[1], window=window),
+            label=lambda tn: f"rescue threshold={tn[0]:g} n={tn[1]}")
     add("oracle-routing", "oracle", "-", [None], lambda _: OracleRouting(sweeps))
     add("oracle-cascade", "oracle", "-", [None], lambda _: OracleCascade(sweeps))
     add("oracle-shepherd", "oracle", "-", [None], lambda _: OracleShepherd(sweeps))

@@ -20,7 +20,7 @@ from .base import BackendError
 
 
 def start_server(model_path: str | Path, *, host: str = "127.0.0.1", port: int = 8081, slots: int = 1,
-                 n_ctx: int = 4096, threads: int | None = None):
+                 n_ctx: int = 4096, threads: int | None = None, cache_prompt: bool = True):
     """Start the server in this process (its own threads); returns the xllamacpp `Server` (keep a reference:
     the server stops when it is garbage-collected)."""
     try:
@@ -38,6 +38,9 @@ def start_server(model_path: str | Path, *, host: str = "127.0.0.1", port: int =
         p.cpuparams.n_threads = int(threads)
         p.cpuparams_batch.n_threads = int(threads)
     p.warmup = False
+    # off: every prompt is evaluated from scratch, so a request's greedy answer does not depend on what the
+    # slot held before (reused cells round differently in the last bits); on: faster, the usual setting
+    p.cache_prompt = bool(cache_prompt)
     try:
         return xllamacpp.Server(p)
     except Exception as exc:

@@ -772,11 +772,14 @@ class OpenAICompatibleBackend(Backend):
         for name, _url, _body, _key in self._tokenize_probes(""):
             try:
                 offset = self._server_count(name, "")
-                self._server_count(name, "a")  # a real answer for non-empty text, too
+                counted = self._server_count(name, "a")  # a real answer for non-empty text, too
             except (httpx.ConnectError, httpx.TimeoutException):
                 return None
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 reached = True
+                continue
+            if counted <= offset:  # another server's route that ignored these fields (llama.cpp's /tokenize
+                reached = True     # answers vLLM's body with no tokens): not a tokenizer
                 continue
             self._tokenize_offset = offset  # tokens added to any text, e.g. BOS
             return name

@@ -1,5 +1,5 @@
-"""Executors run sweep units. The default runs them here with asyncio; any other executor (a cluster's,
-say) implements the same `run(units) -> iterator of UnitResult`.
+"""Executors run sweep units. The default runs them here with asyncio; `ray_executor.RayExecutor` spreads
+them over a Ray cluster; any other implements the same `run(units) -> iterator of UnitResult`.
 
 The contract a new executor must keep (what makes sweeps resumable and safe to scale out):
 
@@ -13,10 +13,9 @@ The contract a new executor must keep (what makes sweeps resumable and safe to s
    Hence units are idempotent: a unit run twice, or resumed after its worker died, ends with the same rows
    and pays for no stored generation again.
 3. The SQLite store has one writer at a time. Remote workers therefore either write through a single
-   store service, or stream their new generations and rows back to the driver, which commits them (the
-   driver can ship each unit with the generations already stored for its item so the worker's cache
-   check needs no database). Duplicate inserts of the same key are harmless (the first one is kept), so
-   at-least-once delivery of results is enough.
+   store service (what the Ray executor does: a store actor on the driver's node), or stream their new
+   generations and rows back to the driver, which commits them. Duplicate inserts of the same key are
+   harmless (the first one is kept), so at-least-once delivery of results is enough.
 4. Model identity must be stable across workers (the same `model_id` for the same weights and
    quantisation), or the keys will not match.
 5. Results come back in completion order; callers must not rely on unit order.

@@ -85,8 +85,8 @@ class _SweepWorker:
                  prefix_reuse: bool = True) -> None:
         from ..config import ModelConfig
         from ..models.factory import build_backend
+        from ..tasks import get_task
         from .cached import CachedBackend
-        from .cli import load_task
         from .executor import _serves_one_at_a_time
         from .sweep import WorkerContext
 
@@ -97,7 +97,7 @@ class _SweepWorker:
             from .prefix import FreshContext
 
             slm, llm = FreshContext(slm), FreshContext(llm)
-        task = load_task(task_name, data)
+        task = get_task(task_name, data) if data is not None else get_task(task_name)
         parallel = not (_serves_one_at_a_time(slm) or _serves_one_at_a_time(llm))
         self.ctx = WorkerContext(CachedBackend(slm, store), CachedBackend(llm, store), task, store,
                                  parallel_calls=parallel)
