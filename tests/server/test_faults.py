@@ -87,6 +87,9 @@ BAD_REQUESTS = [
     ({"model": "shepherd", "messages": QUESTION, "shepherd": {"hint_tokens": 500}}, "hint_tokens"),
     ({"model": "shepherd", "messages": QUESTION, "shepherd": {"budget": 1}}, "shepherd"),
     ({"model": "", "messages": QUESTION}, "model"),
+    ({"model": "slm", "messages": QUESTION, "frequency_penalty": 0.5}, "frequency_penalty is not supported"),
+    ({"model": "slm", "messages": QUESTION, "logprobs": True}, "logprobs is not supported"),
+    ({"model": "slm", "messages": QUESTION, "top_k": 5}, "unknown field 'top_k'"),
     ([1, 2, 3], "JSON object"),
 ]
 
@@ -365,3 +368,23 @@ def test_a_prompt_too_long_for_both_models_is_a_400_not_an_outage(live, stream):
     assert err["code"] == "context_length_exceeded" and "context window" in err["message"]
     health = httpx.get(srv.url + "/health").json()["backends"]
     assert health["llm"]["errors"] == 0 and health["slm"]["errors"] == 0  # the models are fine
+
+
+def test_a_pass_through_forwards_the_clients_sampling_and_the_apis_defaults():
+    """On a route that passes through to one model, unset sampling is the API's (temperature 1, no seed),
+    set sampling is forwarded as sent; a shepherding route stays greedy with seed 0. Fields that describe
+    the caller are accepted, unsupported ones at their defaults too."""
+    slm, llm = scripted()
+    with LiveServer(create_app(make_config({}), {"slm": slm, "llm": llm})) as plain:
+        _sampling_checks(plain, slm)
+
+
+def _sampling_checks(plain, inner):
+    assert post(plain, {"model": "slm", "messages": QUESTION, "user": "u-1", "frequency_penalty": 0}).status_code == 200
+    assert post(plain, {"model": "slm", "messages": QUESTION, "temperature": 0.3, "top_p": 0.9,
+                        "seed": 7}).status_code == 200
+    assert post(plain, {"model": "shepherd", "messages": QUESTION, "shepherd": {"hint_tokens": 0}}).status_code == 200
+    (unset, sent, shepherd) = [(r.temperature, r.top_p, r.seed) for r in inner.calls][-3:]
+    assert unset == (1.0, 1.0, None)
+    assert sent == (0.3, 0.9, 7)
+    assert shepherd == (0.0, 1.0, 0)

@@ -600,7 +600,8 @@ def create_app(config: ShepherdConfig | str | Path | None = None,
         key = state.authenticate(request)
         route = state.route(body.model)
         greq = to_generation_request(body, default_max_tokens=state.max_tokens_default,
-                                     max_tokens_cap=settings.max_tokens_cap, max_messages=settings.max_messages)
+                                     max_tokens_cap=settings.max_tokens_cap, max_messages=settings.max_messages,
+                                     passthrough=route.kind == "model")
         return ChatResponse(state, key, route, body, greq)
 
     @app.get("/v1/models", responses={401: _err("missing or invalid API key")}, summary="List models")

@@ -100,9 +100,48 @@ def _text(content: str | list[ContentPart] | None, i: int) -> str:
     return "".join(parts)
 
 
+#: fields of the OpenAI chat API this server cannot honour: set to anything but their default, they get a
+#: 400 that says why, rather than an answer made as if they had not been sent
+REJECTED_FIELDS = {
+    "frequency_penalty": "no repetition penalties: the models decode without them",
+    "presence_penalty": "no repetition penalties: the models decode without them",
+    "logit_bias": "no logit bias: a hint's tokens come from the LLM unbiased",
+    "logprobs": "log-probabilities are not returned (the `shepherd` object reports the answer's segments)",
+    "top_logprobs": "log-probabilities are not returned",
+    "tool_choice": "tools are not supported",
+    "functions": "function calling is not supported",
+    "function_call": "function calling is not supported",
+    "parallel_tool_calls": "tools are not supported",
+    "audio": "only text",
+    "modalities": "only text",
+    "prediction": "predicted outputs are not supported",
+    "reasoning_effort": "no reasoning-effort control",
+    "web_search_options": "no web search",
+}
+#: accepted and not used: they describe the caller, never the answer
+IGNORED_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value is False or value == 0 or value == {} or value == []
+
+
 def to_generation_request(body: ChatCompletionRequest, *, default_max_tokens: int, max_tokens_cap: int,
-                          max_messages: int) -> GenerationRequest:
-    """Validate what pydantic cannot and build the core request; raises ApiError(400)."""
+                          max_messages: int, passthrough: bool = False) -> GenerationRequest:
+    """Validate what pydantic cannot and build the core request; raises ApiError(400).
+
+    Sampling the client leaves unset: on a shepherding route, greedy with seed 0 (what the sweeps and the
+    policies assume); on a pass-through route (`passthrough`: one model, no policy), the API's defaults
+    (temperature 1, top_p 1, no seed), as the model's own endpoint would."""
+    for name, value in (body.model_extra or {}).items():
+        if name in IGNORED_FIELDS:
+            continue
+        if name in REJECTED_FIELDS:
+            if not _unset(value):
+                raise ApiError(400, f"{name} is not supported: {REJECTED_FIELDS[name]}", param=name)
+            continue
+        raise ApiError(400, f"unknown field {name!r}: this server does not use it, and would otherwise answer as "
+                       "if it had not been sent", param=name)
     if body.n not in (None, 1):
         raise ApiError(400, "n must be 1: the server returns one answer per request", param="n")
     if body.tools:
@@ -139,9 +178,9 @@ def to_generation_request(body: ChatCompletionRequest, *, default_max_tokens: in
         return GenerationRequest.create(
             messages,
             max_tokens=max_tokens,
-            temperature=0.0 if body.temperature is None else body.temperature,
+            temperature=(1.0 if passthrough else 0.0) if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
-            seed=(body.seed % 2**32) if body.seed is not None else 0,
+            seed=(body.seed % 2**32) if body.seed is not None else (None if passthrough else 0),
             stop=stop,
         )
     except ValueError as exc:
