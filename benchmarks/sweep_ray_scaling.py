@@ -74,7 +74,10 @@ def main() -> None:
     args = ap.parse_args()
     work = args.out.parent / "sweep_ray_scaling"
     work.mkdir(parents=True, exist_ok=True)
-    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    # the ray of this interpreter: its workers must import what this process imports
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    if not Path(ray_bin).exists():
+        ray_bin = shutil.which("ray") or "ray"
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),

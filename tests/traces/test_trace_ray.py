@@ -40,7 +40,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A head node on loopback with 4 CPUs; stopped afterwards."""
-    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    # the ray of this interpreter: its workers must import what this process imports
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    if not Path(ray_bin).exists():
+        ray_bin = shutil.which("ray") or "ray"
     port = _free_port()
     tmp = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
