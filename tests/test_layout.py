@@ -64,7 +64,7 @@ def test_no_import_cycle_between_packages():
 def test_answer_comparison_sits_below_policies_predictor_and_traces():
     """One home for "when two answers agree", which reads only the tasks (graders, code sandbox)."""
     edges = _package_graph()
-    assert edges["agreement"] <= {"tasks"}
+    assert edges["agreement"] <= {"tasks", "embedding"}
     for unit in ("policies", "predictor"):
         assert "agreement" in edges[unit]
     assert "policies" not in edges["predictor"] and "policies" not in edges["traces"]

@@ -1,6 +1,6 @@
 """What an answer says, and when two answers agree: the one home of answer comparison, read by the policies
 (reactive, reactive-fixed, ABC), the predictor's training examples and the traces alike, and reading none of
-them (only `tasks`, for graders, code keys and the sandbox).
+them (only `tasks`, for graders, code keys and the sandbox, and `embedding` for free-text proxy labels).
 
 - `query_text`: the text of a chat request a featurizer sees (its user turns);
 - `normalize_answer`: a task-free canonical final answer ("The answer is ...", \\boxed{}, the last number);
@@ -14,14 +14,17 @@ them (only `tasks`, for graders, code keys and the sandbox).
     `assert f(x) == y` lines, expected values dropped: `live_probes`); a query without such calls compares
     the fenced program's syntax tree. Other answers: `normalize_answer`;
 - `agreeing_count`: how many samples must agree, as a whole count ("k of m");
-- `task_for` / `task_name_of`: the grader-bearing task of an item, loaded once per process.
+- `task_for` / `task_name_of`: the grader-bearing task of an item, loaded once per process;
+- `proxy_verdict`: the label where there is no gold answer (recorded traffic): does the SLM's answer agree
+  with the LLM's full answer (final answer, code behaviour, or for free text MiniLM embeddings' cosine).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -207,3 +210,50 @@ def agreement_key(task: Any, item: Any, text: str, prompt: str | None = None) ->
         b = task.behaviour(item, text)
         return None if b is None else "run:" + b
     return normalize_extracted(task.extract(item, text), "code")
+
+
+# -- labels without gold answers -----------------------------------------------------------------------
+
+#: the free-text proxy: the embedding model, and the cosine similarity from which two answers agree
+PROXY_EMBEDDING = "all-MiniLM-L6-v2"
+PROXY_SIMILARITY = 0.85
+
+
+@dataclass(frozen=True)
+class ProxyVerdict:
+    """Whether an answer agrees with a reference answer, and on what basis: "answer" (the same final
+    answer), "example calls" / "syntax tree" (code), or "embedding" (free text: cosine >= threshold)."""
+
+    agree: bool
+    basis: str
+    similarity: float | None = None
+
+
+def proxy_verdict(task: Any, item: Any, answer: str, reference: str, prompt: str | None = None, *,
+                  threshold: float = PROXY_SIMILARITY,
+                  similarity: Callable[[str, str], float] | None = None) -> ProxyVerdict:
+    """"The hint sufficed" where no gold answer exists: the SLM's (hinted) `answer` agrees with the LLM's
+    full answer `reference`.
+
+    - a benchmark item (task and item given), and code: `agreement_key` of both, equal and not None (math:
+      the same final answer; code: the same results on the example calls);
+    - a live query whose reference states a final answer ("The answer is ...", \\boxed{}, "#### ..."): the
+      same final answer (`normalize_answer`);
+    - other free text: the cosine of the two answers' MiniLM embeddings (`similarity`, default
+      `embedding.cosine`) at least `threshold`.
+    An empty answer agrees with nothing."""
+    if not answer or not answer.strip() or not reference or not reference.strip():
+        return ProxyVerdict(False, "empty")
+    basis, _ = _route(task, item, prompt, reference)
+    live = item is None or task is None
+    if basis != "answer" or not live:
+        a = agreement_key(task, item, answer, prompt)
+        return ProxyVerdict(a is not None and a == agreement_key(task, item, reference, prompt), basis)
+    from .tasks.math_grading import answer_key, final_answer_span
+
+    if answer_key(final_answer_span(reference)) is not None:
+        return ProxyVerdict(normalize_answer(answer) == normalize_answer(reference), "answer")
+    if similarity is None:
+        from .embedding import cosine as similarity
+    sim = float(similarity(answer, reference))
+    return ProxyVerdict(sim >= threshold, "embedding", round(sim, 6))

