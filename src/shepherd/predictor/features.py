@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..agreement import code_key, normalize_answer, query_text  # noqa: F401  (re-exported)
-from ..embedding import EmbeddingUnavailable, minilm, minilm_path  # noqa: F401  (EmbeddingUnavailable re-exported)
+from ..embedding import EmbeddingUnavailable, minilm, minilm_path
 
 __all__ = [
     "ConcatFeaturizer",
