@@ -34,7 +34,7 @@ from ..models.base import (
     StreamChunk,
 )
 from ..policies.base import Decision, Policy, PolicyContext
-from .ledger import Balance, Ledger
+from .ledger import Balance, Ledger, PgLedger
 
 log = logging.getLogger("shepherd.server")
 
@@ -50,18 +50,20 @@ else:  # pragma: no cover
 # -- the budget side -------------------------------------------------------------------------------
 
 class Budgets:
-    """The ledger, run on one dedicated thread; a second thread checkpoints its WAL off the hot path.
+    """The ledger, run on one dedicated thread; a background thread does the ledger's periodic work off
+    the hot path (`ledger.maintain()`: SQLite checkpoints its WAL, PostgreSQL heartbeats this replica
+    and releases what dead replicas left).
 
     The last balance seen of each account is kept (every reserve and settle returns them), so the
     per-request checks (key already spent? global fraction for softening?) need no database round
     trip; they are refreshed from the database when older than `fresh_s` (other processes may share
-    the file). The reservations themselves always go to the database.
+    the ledger). The reservations themselves always go to the database.
     """
 
     GLOBAL = "global"
 
-    def __init__(self, ledger: Ledger, *, global_cap_usd: float | None = None, fresh_s: float = 1.0,
-                 checkpoint_every_s: float = 0.5) -> None:
+    def __init__(self, ledger: Ledger | PgLedger, *, global_cap_usd: float | None = None, fresh_s: float = 1.0,
+                 checkpoint_every_s: float | None = None) -> None:
         self.ledger = ledger
         self.global_cap_usd = global_cap_usd
         self.fresh_s = fresh_s
@@ -70,22 +72,25 @@ class Budgets:
         self.on_balances: Callable[[list[Balance]], None] | None = None
         self._seen: dict[str, tuple[float, Balance]] = {}
         self._stop = threading.Event()
-        self._checkpoint_every_s = checkpoint_every_s
+        self._every_s = checkpoint_every_s if checkpoint_every_s is not None else ledger.maintain_every_s
         self._checkpointer: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
-    def _start_checkpoints(self) -> None:
-        """Started with the first reservation (building an app starts no thread)."""
-        if self._checkpointer is None and not self.ledger.autocheckpoint and not self._stop.is_set():
-            self._checkpointer = threading.Thread(target=self._checkpoints, args=(self._checkpoint_every_s,),
-                                                  name="shepherd-ledger-checkpoint", daemon=True)
-            self._checkpointer.start()
+    def start(self) -> None:
+        """Start the background thread (at the server's startup, or with the first reservation: building
+        an app starts no thread)."""
+        with self._start_lock:
+            if self._checkpointer is None and self._every_s and not self._stop.is_set():
+                self._checkpointer = threading.Thread(target=self._maintain, args=(self._every_s,),
+                                                      name="shepherd-ledger-maintain", daemon=True)
+                self._checkpointer.start()
 
-    def _checkpoints(self, every_s: float) -> None:
+    def _maintain(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             try:
-                self.ledger.checkpoint()
-            except Exception as exc:  # noqa: BLE001 - a failed checkpoint is retried next time
-                log.warning("ledger checkpoint failed: %s", exc)
+                self.ledger.maintain()
+            except Exception as exc:  # noqa: BLE001 - retried next time
+                log.warning("ledger maintenance failed: %s", exc)
         self.ledger.close()  # this thread's connection
 
     def note(self, balances: list[Balance]) -> None:
@@ -111,7 +116,7 @@ class Budgets:
         return await asyncio.wrap_future(self.executor.submit(fn, *args))
 
     async def reserve(self, accounts: list[str], amount_usd: float) -> str:
-        self._start_checkpoints()
+        self.start()
         cf: Future = self.executor.submit(self.ledger.reserve, accounts, amount_usd)
         try:
             rid, balances = await asyncio.wrap_future(cf)
