@@ -301,3 +301,23 @@ def test_server_budgets_on_postgres(live, pg_url):
     assert PgLedger(pg_url).nano_balance("key:alice") == (100 * NANO, 78 * NANO, 0)
     replicas = PgLedger(pg_url).replicas()
     assert any(age < 5 for _, age in replicas)  # the server heartbeats
+
+
+def test_a_lost_ledger_database_is_a_503_not_a_paid_call(live, postgres):
+    url = postgres.create_database()
+    keys = [{"name": "alice", "key": "sk-alice-123456", "budget_usd": 1000.0}]
+    slm, llm = scripted()
+    srv = live(create_app(make_config({"keys": keys, "ledger": {"url": url}}), {"slm": slm, "llm": llm}))
+    srv.state.budgets.fresh_s = 0.0
+
+    def ask():
+        return httpx.post(srv.url + "/v1/chat/completions", json={"model": "llm", "messages": QUESTION},
+                          headers={"authorization": "Bearer sk-alice-123456"}, timeout=10)
+
+    assert ask().status_code == 200
+    calls = len(llm.calls)
+    with psycopg.connect(postgres.url(), autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    r = ask()
+    assert r.status_code == 503 and r.json()["error"]["code"] == "ledger_unavailable", r.text
+    assert postgres.password not in r.text and len(llm.calls) == calls  # the LLM was not called unmetered

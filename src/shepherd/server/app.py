@@ -37,7 +37,7 @@ from ..policies.registry import make_policy
 from ..policies.simple import LLMOnly, SLMOnly
 from ..runner import Runner, RunSettings
 from .guards import BackendHealth, Budgets, GuardedBackend, Meter, ServedPolicy, soften
-from .ledger import BudgetExceeded, open_ledger
+from .ledger import BudgetExceeded, LedgerError, open_ledger
 from .prometheus import ServerMetrics
 from .protocol import (
     ApiError,
@@ -298,6 +298,10 @@ class ChatResponse(Response):
         except BackendError as exc:
             put(("error", ApiError(503, f"no model could answer: {_reason(exc)}", type="server_error",
                                    code="backend_unavailable")))
+        except LedgerError as exc:  # the budgets cannot be checked: no paid call without them
+            log.error("chat request %s: %s", self.rid, exc)
+            put(("error", ApiError(503, f"the budget ledger is unavailable: {exc}", type="server_error",
+                                   code="ledger_unavailable", headers={"retry-after": "1"})))
         except Exception as exc:  # a bug: say so, keep serving
             log.exception("chat request %s failed", self.rid)
             put(("error", ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error",
