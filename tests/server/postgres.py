@@ -108,6 +108,15 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def version(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN "
+                                         "('fsync', 'synchronous_commit')").fetchall())
+            return f"{conn.execute('SHOW server_version').fetchone()[0]} " + \
+                ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+
     def stop(self) -> None:
         if self.started:
             try:

@@ -68,6 +68,10 @@ class Budgets:
         self.global_cap_usd = global_cap_usd
         self.fresh_s = fresh_s
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepherd-ledger")
+        # a ledger that takes concurrent writers (PostgreSQL) settles on a thread of its own, so that a
+        # settle never delays the next request's reservation; SQLite has one writer anyway
+        self.settle_executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepherd-ledger-settle")
+                                if getattr(ledger, "concurrent", False) else self.executor)
         self.global_fraction = 0.0
         self.on_balances: Callable[[list[Balance]], None] | None = None
         self._seen: dict[str, tuple[float, Balance]] = {}
@@ -131,7 +135,7 @@ class Budgets:
         return rid
 
     def settle(self, rid: str, actual_usd: float) -> None:
-        """Fire and forget (safe inside cancellation): runs on the ledger thread, in order."""
+        """Fire and forget (safe inside cancellation): runs on the settling thread, in order."""
         self._submit(self.ledger.settle, rid, actual_usd)
 
     def _submit(self, fn, *args) -> None:
@@ -144,17 +148,19 @@ class Budgets:
                 self.note(f.result())
 
         try:
-            self.executor.submit(fn, *args).add_done_callback(done)
+            self.settle_executor.submit(fn, *args).add_done_callback(done)
         except RuntimeError:  # the executor is shut down (server stopping): do it here
             self.note(fn(*args))
 
     def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until every settle submitted so far has run."""
+        self.settle_executor.submit(lambda: None).result(timeout=timeout_s)
         self.executor.submit(lambda: None).result(timeout=timeout_s)
 
     def close(self) -> None:
-        self.executor.submit(self.ledger.close)  # the ledger thread's connection
-        self.executor.shutdown(wait=True)
+        for ex in {self.executor, self.settle_executor}:
+            ex.submit(self.ledger.close)  # the ledger threads' connections
+            ex.shutdown(wait=True)
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join(5)

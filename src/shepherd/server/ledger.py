@@ -315,6 +315,52 @@ CREATE TABLE IF NOT EXISTS shepherd.reservations (
     PRIMARY KEY (id, account)
 );
 CREATE INDEX IF NOT EXISTS reservations_replica ON shepherd.reservations (replica);
+
+-- reserve and settle as functions: one round trip each on the request path (statements inside run one
+-- after the other, each seeing what committed before it, after the locks it waited for)
+CREATE OR REPLACE FUNCTION shepherd.reserve(p_id TEXT, p_names TEXT[], p_amount BIGINT, p_replica TEXT,
+                                           p_beat BOOLEAN, p_host TEXT, p_pid INTEGER)
+RETURNS TABLE(name TEXT, budget_nusd BIGINT, spent_nusd BIGINT, reserved_nusd BIGINT, fits BOOLEAN)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE ok BOOLEAN;
+BEGIN
+    IF p_beat THEN  -- this replica's heartbeat, when the background one may be late
+        INSERT INTO shepherd.replicas(id, heartbeat, host, pid) VALUES (p_replica, now(), p_host, p_pid)
+        ON CONFLICT (id) DO UPDATE SET heartbeat = now();
+    END IF;
+    -- missing accounts are created unlimited; then every touched row is locked, in sorted order
+    INSERT INTO shepherd.accounts(name) SELECT n FROM unnest(p_names) AS n ORDER BY n ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM shepherd.accounts a WHERE a.name = ANY(p_names) ORDER BY a.name FOR UPDATE;
+    SELECT bool_and(a.budget_nusd IS NULL OR a.spent_nusd + a.reserved_nusd + p_amount <= a.budget_nusd)
+      INTO ok FROM shepherd.accounts a WHERE a.name = ANY(p_names);
+    IF ok THEN
+        UPDATE shepherd.accounts a SET reserved_nusd = a.reserved_nusd + p_amount WHERE a.name = ANY(p_names);
+        INSERT INTO shepherd.reservations(id, account, amount_nusd, replica)
+        SELECT p_id, n, p_amount, p_replica FROM unnest(p_names) AS n;
+    END IF;
+    RETURN QUERY SELECT a.name, a.budget_nusd, a.spent_nusd, a.reserved_nusd, ok
+                 FROM shepherd.accounts a WHERE a.name = ANY(p_names);
+END $$;
+
+-- settle: the reservation's rows first, then the accounts in sorted order (the order every writer uses);
+-- p_actual NULL counts each reservation's own worst case
+CREATE OR REPLACE FUNCTION shepherd.settle(p_id TEXT, p_actual BIGINT)
+RETURNS TABLE(name TEXT, budget_nusd BIGINT, spent_nusd BIGINT, reserved_nusd BIGINT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM 1 FROM shepherd.reservations r WHERE r.id = p_id ORDER BY r.account FOR UPDATE;
+    PERFORM 1 FROM shepherd.accounts a
+     WHERE a.name IN (SELECT r.account FROM shepherd.reservations r WHERE r.id = p_id)
+     ORDER BY a.name FOR UPDATE;
+    RETURN QUERY
+    WITH d AS (DELETE FROM shepherd.reservations r WHERE r.id = p_id RETURNING r.account, r.amount_nusd)
+    UPDATE shepherd.accounts a SET reserved_nusd = GREATEST(a.reserved_nusd - d.amount_nusd, 0),
+                                   spent_nusd = a.spent_nusd + COALESCE(p_actual, d.amount_nusd)
+      FROM d WHERE a.name = d.account
+    RETURNING a.name, a.budget_nusd, a.spent_nusd, a.reserved_nusd;
+END $$;
 """
 #: pg_advisory_xact_lock key for creating the schema: two replicas starting at once must not race
 _SCHEMA_LOCK = 0x5348_4550_4845_5244 & 0x7FFF_FFFF_FFFF_FFFF  # "SHEPHERD"
@@ -350,11 +396,13 @@ class PgLedger:
     """The ledger in PostgreSQL, shared by server replicas (same interface as `Ledger`).
 
     - Amounts are BIGINT nano-dollars, as in SQLite.
-    - A reservation is one transaction that locks the rows of the accounts it touches in sorted order
-      (`SELECT ... FOR UPDATE`), checks `spent + reserved + amount <= budget` on each and adds the
-      amount: concurrent reservations from any number of replicas serialize per account, so together
-      they can never pass a budget; sorted locking means two reservations never deadlock.
-    - Settling deletes the reservation first, then locks the accounts in the same sorted order.
+    - A reservation is one transaction (the function `shepherd.reserve`, one round trip) that locks the
+      rows of the accounts it touches in sorted order (`SELECT ... FOR UPDATE`), checks
+      `spent + reserved + amount <= budget` on each and adds the amount: concurrent reservations from
+      any number of replicas serialize per account, so together they can never pass a budget; sorted
+      locking means two reservations never deadlock.
+    - Settling (`shepherd.settle`) locks the reservation's rows first, then the accounts in the same
+      sorted order; every writer takes its locks in that order.
     - Each replica has a row in `shepherd.replicas` whose heartbeat it refreshes every `heartbeat_s`
       (`maintain()`, called by the server's background thread). **The dead-replica rule**: reservations
       of a replica whose heartbeat is older than `lease_s` (by the database's clock) are released and
@@ -380,6 +428,8 @@ class PgLedger:
         self.lease_s = float(lease_s)
         self.heartbeat_s = float(heartbeat_s)
         self.maintain_every_s: float | None = self.heartbeat_s
+        #: concurrent writers are fine (the server settles on a thread of its own)
+        self.concurrent = True
         self.connect_timeout_s = connect_timeout_s
         self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._local = threading.local()
@@ -388,19 +438,24 @@ class PgLedger:
         self.heartbeat()
 
     # -- connections -------------------------------------------------------------------------
-    def _connect(self):
+    def _connect(self, *, durable: bool = True):
         psycopg = self._psycopg
         password = urlsplit(self.url).password
+        extra = {} if durable else {"options": "-c synchronous_commit=off"}
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)))
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)),
+                                   **extra)
         except (psycopg.Error, ValueError) as exc:
             raise LedgerError(f"cannot connect to the ledger database {self.path}: "
                               f"{_clean(exc, password)}") from None
 
-    def _conn(self):
-        conn = getattr(self._local, "conn", None)
+    def _conn(self, *, durable: bool = True):
+        """This thread's connection; `durable=False`: one whose commits do not wait for the disk."""
+        attr = "conn" if durable else "lazy_conn"
+        conn = getattr(self._local, attr, None)
         if conn is None or conn.closed:
-            conn = self._local.conn = self._connect()
+            conn = self._connect(durable=durable)
+            setattr(self._local, attr, conn)
         return conn
 
     def _run(self, fn, *args):
@@ -414,19 +469,29 @@ class PgLedger:
             self.close()
             raise LedgerError(f"ledger database {self.path}: {_clean(exc, urlsplit(self.url).password)}") from None
 
+    def _query(self, sql: str, params: tuple = (), *, durable: bool = True) -> list[tuple]:
+        """One statement, its own transaction (autocommit): one round trip."""
+        psycopg = self._psycopg
+        try:
+            return self._conn(durable=durable).execute(sql, params).fetchall()
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise LedgerError(f"ledger database {self.path}: {_clean(exc, urlsplit(self.url).password)}") from None
+
     @staticmethod
     def _create_schema(c) -> None:
         c.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         c.execute(_PG_SCHEMA)
 
     def close(self) -> None:
-        """Close this thread's connection (each thread has its own)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            try:
-                conn.close()
-            finally:
-                self._local.conn = None
+        """Close this thread's connections (each thread has its own)."""
+        for attr in ("conn", "lazy_conn"):
+            conn = getattr(self._local, attr, None)
+            if conn is not None:
+                try:
+                    conn.close()
+                finally:
+                    setattr(self._local, attr, None)
 
     # -- replicas ------------------------------------------------------------------------------
     def _beat(self, c) -> None:
@@ -504,8 +569,7 @@ class PgLedger:
         return self.balances([account])[0]
 
     def balances(self, accounts: list[str]) -> list[Balance]:
-        rows = self._run(lambda c: c.execute(
-            f"SELECT {_ACCOUNT_COLS} FROM shepherd.accounts WHERE name = ANY(%s)", (list(accounts),)).fetchall())
+        rows = self._query(f"SELECT {_ACCOUNT_COLS} FROM shepherd.accounts WHERE name = ANY(%s)", (list(accounts),))
         by_name = {r[0]: r for r in rows}
         return [_balance(by_name[a]) if a in by_name else Balance(a, None, 0.0, 0.0) for a in accounts]
 
@@ -522,7 +586,8 @@ class PgLedger:
 
     # -- reserve / settle ----------------------------------------------------------------------
     def reserve(self, accounts: list[str], amount_usd: float) -> tuple[str, list[Balance]]:
-        """Reserve `amount_usd` on every account at once, or on none (raises BudgetExceeded)."""
+        """Reserve `amount_usd` on every account at once, or on none (raises BudgetExceeded).
+        One round trip: `shepherd.reserve()` in the database."""
         amount = to_nano(amount_usd, up=True)
         rid = uuid.uuid4().hex
         names = sorted(set(accounts))
@@ -530,25 +595,19 @@ class PgLedger:
         # made under a heartbeat that other replicas already take for dead
         beat = time.monotonic() - self._beat_at > self.heartbeat_s
         t0 = time.monotonic()
-
-        def tx(c):
-            if beat:
-                self._beat(c)
-            rows = self._lock(c, names)
-            for a in accounts:
-                _, budget, spent, reserved = rows[a]
-                if budget is not None and spent + reserved + amount > budget:
-                    raise BudgetExceeded(_balance(rows[a]), amount / NANO)
-            c.execute("UPDATE shepherd.accounts SET reserved_nusd = reserved_nusd + %s WHERE name = ANY(%s)",
-                      (amount, names))
-            c.execute("INSERT INTO shepherd.reservations(id, account, amount_nusd, replica) "
-                      "SELECT %s, n, %s, %s FROM unnest(%s::text[]) AS n", (rid, amount, self.replica_id, names))
-            return [_balance((a, rows[a][1], rows[a][2], rows[a][3] + amount)) for a in accounts]
-
-        out = self._run(tx)
+        rows = self._query("SELECT * FROM shepherd.reserve(%s, %s, %s, %s, %s, %s, %s)",
+                           (rid, names, amount, self.replica_id, beat, socket.gethostname() if beat else None,
+                            os.getpid()))
         if beat:
             self._beat_at = t0
-        return rid, out
+        by_name = {r[0]: r[:4] for r in rows}
+        if not rows[0][4]:
+            for a in accounts:
+                _, budget, spent, reserved = by_name[a]
+                if budget is not None and spent + reserved + amount > budget:
+                    raise BudgetExceeded(_balance(by_name[a]), amount / NANO)
+            raise AssertionError("the database refused a reservation that fits")  # pragma: no cover
+        return rid, [_balance(by_name[a]) for a in accounts]
 
     @staticmethod
     def _count_spent(c, rows: list[tuple[Any, str, int]], actual: int | None = None) -> list[Balance]:
@@ -572,15 +631,13 @@ class PgLedger:
         return [_balance(r) for r in sorted(out)]
 
     def settle(self, reservation_id: str, actual_usd: float) -> list[Balance]:
-        """Replace a reservation by what the call really cost. Settling twice is a no-op."""
+        """Replace a reservation by what the call really cost. Settling twice is a no-op.
+
+        Its commit does not wait for the disk (`synchronous_commit=off`): were PostgreSQL to crash and lose
+        it, the reservation would still stand, counted at its worst case; never an under-count."""
         actual = max(to_nano(actual_usd), 0)
-
-        def tx(c):
-            rows = c.execute("DELETE FROM shepherd.reservations WHERE id = %s RETURNING id, account, amount_nusd",
-                             (reservation_id,)).fetchall()
-            return self._count_spent(c, rows, actual)
-
-        return self._run(tx)
+        rows = self._query("SELECT * FROM shepherd.settle(%s, %s)", (reservation_id, actual), durable=False)
+        return [_balance(r) for r in sorted(rows)]
 
     def release(self, reservation_id: str) -> list[Balance]:
         return self.settle(reservation_id, 0.0)
