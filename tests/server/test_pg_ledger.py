@@ -167,6 +167,32 @@ def test_concurrent_processes_never_overspend(pg_url):
     _check_exact(pg_url, settled)
 
 
+def test_a_reservation_waits_for_the_row_lock_and_reads_what_committed_before_it(pg_url):
+    """Deterministic form of the race above: another transaction holds the account's row and spends
+    it down; the reservation must wait for it and then see the new spend (not check a stale snapshot)."""
+    led = PgLedger(pg_url)
+    led.set_budget("a", 10.0)
+    outcome: list[object] = []
+    with psycopg.connect(pg_url) as other:  # not autocommit: holds its lock until commit
+        other.execute("SELECT 1 FROM shepherd.accounts WHERE name = 'a' FOR UPDATE")
+        other.execute("UPDATE shepherd.accounts SET spent_nusd = budget_nusd - 1 WHERE name = 'a'")
+
+        def reserve():
+            try:
+                outcome.append(PgLedger(pg_url).reserve(["a"], 1.0))
+            except BudgetExceeded as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=reserve)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and outcome == []  # waiting for the row
+        other.commit()
+    t.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], BudgetExceeded), outcome
+    assert led.nano_balance("a") == (10 * NANO, 10 * NANO - 1, 0)
+
+
 # -- the dead-replica rule ---------------------------------------------------------------------------------
 
 def test_a_dead_replicas_reservations_count_as_spent_after_the_lease(pg_url):
