@@ -280,6 +280,15 @@ def test_ledger_settings_pick_the_store(tmp_path, monkeypatch):
     assert "must start with postgresql://" in str(err.value) and "hunter2pass" not in str(err.value)
 
 
+def test_without_postgresql_the_tests_say_how_to_install_it(monkeypatch):
+    from . import postgres as pgmod
+
+    monkeypatch.setattr(pgmod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(pgmod.glob, "glob", lambda pattern: [])
+    with pytest.raises(pgmod.PostgresMissing, match=r"apt-get install -y postgresql"):
+        pgmod.PostgresServer()
+
+
 def test_wrong_password_and_refused_connection_never_show_the_password(postgres):
     with pytest.raises(LedgerError) as err:
         PgLedger(postgres.url(password="hunter2pass"))
