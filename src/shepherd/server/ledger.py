@@ -17,6 +17,7 @@ it on one dedicated thread.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .settings import ServerSettings
 
 NANO = 1_000_000_000  # nano-dollars per dollar
+log = logging.getLogger("shepherd.server")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -533,10 +535,8 @@ class PgLedger:
         self.heartbeat()
         n = self.reap_dead()
         if n:
-            import logging
-
-            logging.getLogger("shepherd.server").warning(
-                "counted %d reservations of dead replicas (no heartbeat for %gs) as spent", n, self.lease_s)
+            log.warning("counted %d reservations of dead replicas (no heartbeat for %gs) as spent at their "
+                        "worst case", n, self.lease_s)
 
     def replicas(self) -> list[tuple[str, float]]:
         """(replica id, seconds since its heartbeat) of the replicas the database knows."""
