@@ -1,6 +1,9 @@
 """What the OpenAI-compatible server adds per request over calling the models directly (issue 7).
 
-Target: overhead p50 under 2 ms and p99 under 10 ms, with an instant backend (ScriptedBackend, no delay).
+Target: overhead p50 under 2 ms and p99 under 10 ms, with an instant backend (ScriptedBackend, no delay);
+with the budget ledger in PostgreSQL (issue 25), at most 2 ms p50 and 5 ms p99 added per request on a
+pass-through route (`--ledger postgres`: the benchmark starts its own throwaway PostgreSQL, with
+PostgreSQL's default durability, as tests/server/postgres.py does for the tests).
 
 The server runs as a user runs it (`shepherd serve --config FILE`, a subprocess, uvicorn defaults); the
 client is a minimal keep-alive HTTP/1.1 client on raw asyncio sockets in this process, so that the
@@ -13,7 +16,10 @@ numbers are the server's and not a heavy client's. Measured:
   * load: 64 concurrent clients (one keep-alive connection each): requests per second and latency.
 
     python benchmarks/server_overhead.py [--requests 2000] [--concurrency 64] [--load-requests 6000]
-                                         [--budget] [--json results.json]
+                                         [--ledger {none,sqlite,postgres}] [--json results.json]
+(`--budget` is the older spelling of `--ledger sqlite`.) With a ledger, requests carry a key with a budget,
+so every paid LLM call reserves and settles in the ledger; the SLM is free, so "slm pass-through" never
+touches it and "llm pass-through" always does.
 """
 
 from __future__ import annotations
@@ -36,11 +42,12 @@ QUESTION = [{"role": "user", "content": "What is (3+4)*2?"}]
 SCENARIOS = {
     "shepherd (hint 5, 2 model calls)": {"model": "shepherd", "messages": QUESTION},
     "slm pass-through (1 call)": {"model": "slm", "messages": QUESTION},
+    "llm pass-through (1 paid call)": {"model": "llm", "messages": QUESTION},
     "shepherd streamed (SSE)": {"model": "shepherd", "messages": QUESTION, "stream": True},
 }
 
 
-def config_text(budget: bool, ledger: str) -> str:
+def config_text(ledger_kind: str, sqlite_path: str) -> str:
     text = f"""
 [llm]
 backend = "scripted"
@@ -61,10 +68,16 @@ max_in_flight = 4096
 policy = "fixed-hint"
 settings = {{ tokens = 5 }}
 """
-    if budget:
-        text = text.replace("[server]\n", f'[server]\nledger_path = "{ledger}"\n')
+    if ledger_kind == "sqlite":
+        text += f'\n[server.ledger]\npath = "{sqlite_path}"\n'
+    elif ledger_kind == "postgres":
+        text += f'\n[server.ledger]\nurl_env = "{PG_URL_ENV}"\n'
+    if ledger_kind != "none":
         text += '\n[[server.keys]]\nname = "bench"\nkey = "sk-bench-000000"\nbudget_usd = 1000000.0\n'
     return text
+
+
+PG_URL_ENV = "SHEPHERD_BENCH_LEDGER_URL"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -181,6 +194,7 @@ async def direct(n: int) -> dict[str, list[float]]:
     return {
         "shepherd (hint 5, 2 model calls)": await timed(lambda: runner.answer(req, policy)),
         "slm pass-through (1 call)": await timed(lambda: slm.agenerate(req)),
+        "llm pass-through (1 paid call)": await timed(lambda: llm.agenerate(req)),
         "shepherd streamed (SSE)": await timed(lambda: runner.answer(req, policy, emit=lambda s, t: sink.append(t))),
     }
 
@@ -218,8 +232,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], port: int, health: str | None) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(cmd: list[str], port: int, health: str | None, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -252,7 +266,7 @@ def ms(x: float) -> str:
 async def run(args) -> dict:
     host = "127.0.0.1"
     results: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "requests": args.requests,
-                     "concurrency": args.concurrency, "budget_ledger": args.budget}
+                     "concurrency": args.concurrency, "budget_ledger": args.ledger}
     try:
         import uvicorn
 
@@ -275,11 +289,25 @@ async def run(args) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="shepherd-bench-"))
     cfg = tmp / "server.toml"
-    cfg.write_text(config_text(args.budget, str(tmp / "ledger.sqlite")))
-    auth = "sk-bench-000000" if args.budget else None
+    cfg.write_text(config_text(args.ledger, str(tmp / "ledger.sqlite")))
+    auth = "sk-bench-000000" if args.ledger != "none" else None
+    env = dict(os.environ)
+    pg = None
+    if args.ledger == "postgres":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from server.postgres import PostgresServer  # the tests' throwaway PostgreSQL
+
+        pg = PostgresServer(durable=True).start()
+        env[PG_URL_ENV] = pg.create_database()
+        results["postgres"] = pg.version()
     port = free_port()
-    proc = start([sys.executable, "-m", "shepherd.cli", "serve", "--config", str(cfg), "--port", str(port),
-                  "--log-level", "warning"], port, "/health")
+    try:
+        proc = start([sys.executable, "-m", "shepherd.cli", "serve", "--config", str(cfg), "--port", str(port),
+                      "--log-level", "warning"], port, "/health", env)
+    except BaseException:
+        if pg is not None:
+            pg.stop()
+        raise
     try:
         rows = {}
         for name, body in SCENARIOS.items():
@@ -298,7 +326,18 @@ async def run(args) -> dict:
         results["load"] = {"scenario": "shepherd (hint 5, 2 model calls)", "rps": rps,
                            "p50_ms": pct(lat, 0.5) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3}
     finally:
-        stop(proc)
+        stop(proc)  # a graceful stop lands every settle
+        if pg is not None:
+            try:  # the books balance: nothing left reserved, every paid call counted
+                from shepherd.server.ledger import PgLedger
+
+                led = PgLedger(env[PG_URL_ENV])
+                _, spent, reserved = led.nano_balance("key:bench")
+                results["ledger_check"] = {"spent_usd": spent / 1e9, "reserved_usd": reserved / 1e9,
+                                           "open_reservations": led.open_reservations()}
+                led.close()
+            finally:
+                pg.stop()
     return results
 
 
@@ -315,6 +354,8 @@ def report(r: dict) -> None:
     f = r["floor"]
     print(f"transport floor (same client, trivial asyncio responder): p50 {f['p50_ms']:.3f} ms, "
           f"p99 {f['p99_ms']:.3f} ms")
+    if "postgres" in r:
+        print(f"ledger: {r['postgres']}; after the run: {r.get('ledger_check')}")
     ld = r["load"]
     print(f"{r['concurrency']} concurrent clients, {ld['scenario']}: {ld['rps']:.0f} requests/s, "
           f"latency p50 {ld['p50_ms']:.2f} ms, p99 {ld['p99_ms']:.2f} ms")
@@ -325,9 +366,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="sequential requests per scenario")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--load-requests", type=int, default=6000)
-    ap.add_argument("--budget", action="store_true", help="with an API key and a budget (SQLite ledger)")
+    ap.add_argument("--ledger", choices=["none", "sqlite", "postgres"], default="none",
+                    help="with an API key and a budget kept in this ledger")
+    ap.add_argument("--budget", action="store_true", help="the same as --ledger sqlite")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args()
+    if args.budget and args.ledger == "none":
+        args.ledger = "sqlite"
     results = asyncio.run(run(args))
     report(results)
     if args.json:

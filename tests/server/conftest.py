@@ -30,3 +30,23 @@ def live():
     while (left := [t for t in set(threading.enumerate()) - before if t.is_alive()]) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not left, f"threads left running: {left}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL for this test session (tests/server/postgres.py); missing PostgreSQL fails the
+    test with how to install it."""
+    from .postgres import PostgresMissing, PostgresServer
+
+    try:
+        server = PostgresServer()
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """The URL of a fresh database of its own for one test."""
+    return postgres.create_database()

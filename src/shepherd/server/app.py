@@ -37,7 +37,7 @@ from ..policies.registry import make_policy
 from ..policies.simple import LLMOnly, SLMOnly
 from ..runner import Runner, RunSettings
 from .guards import BackendHealth, Budgets, GuardedBackend, Meter, ServedPolicy, soften
-from .ledger import BudgetExceeded, Ledger
+from .ledger import BudgetExceeded, LedgerError, open_ledger
 from .prometheus import ServerMetrics
 from .protocol import (
     ApiError,
@@ -119,7 +119,7 @@ class ServerState:
         s = self.settings
         if not s.budgets_enabled:
             return None
-        ledger = Ledger(s.resolved_ledger_path(), autocheckpoint=False)
+        ledger = open_ledger(s)
         budgets = Budgets(ledger, global_cap_usd=s.global_budget.cap_usd if s.global_budget else None)
         budgets.on_balances = self.metrics.observe_balances
         balances = []
@@ -298,6 +298,10 @@ class ChatResponse(Response):
         except BackendError as exc:
             put(("error", ApiError(503, f"no model could answer: {_reason(exc)}", type="server_error",
                                    code="backend_unavailable")))
+        except LedgerError as exc:  # the budgets cannot be checked: no paid call without them
+            log.error("chat request %s: %s", self.rid, exc)
+            put(("error", ApiError(503, f"the budget ledger is unavailable: {exc}", type="server_error",
+                                   code="ledger_unavailable", headers={"retry-after": "1"})))
         except Exception as exc:  # a bug: say so, keep serving
             log.exception("chat request %s failed", self.rid)
             put(("error", ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error",
@@ -551,6 +555,7 @@ def create_app(config: ShepherdConfig | str | Path | None = None,
             expired = await state.budgets.call(state.budgets.ledger.expire_stale, settings.stale_reservation_s)
             if expired:
                 log.warning("counted %d stale reservations from a previous run as spent", expired)
+            state.budgets.start()  # heartbeats (PostgreSQL) start before the first request
         state.ready = True
         try:
             yield

@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         from ..console import fail
         from ..models.base import BackendError
         from ..models.sources import ModelCorrupt, ModelNotFound
+        from .ledger import LedgerError
         from .settings import server_settings
 
         try:
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
                  "pip install 'llm-shepherd[server]'")
         try:
             application = create_app(cfg)
-        except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError) as exc:
+        except (ConfigError, LedgerError, ModelNotFound, ModelCorrupt, BackendError, ValueError) as exc:
             fail(str(exc))
         uvicorn.run(application, host=host or settings.host, port=settings.port if port is None else port,
                     log_level=log_level, access_log=log_level == "debug", timeout_graceful_shutdown=30)

@@ -34,7 +34,7 @@ from ..models.base import (
     StreamChunk,
 )
 from ..policies.base import Decision, Policy, PolicyContext
-from .ledger import Balance, Ledger
+from .ledger import Balance, Ledger, PgLedger
 
 log = logging.getLogger("shepherd.server")
 
@@ -50,42 +50,51 @@ else:  # pragma: no cover
 # -- the budget side -------------------------------------------------------------------------------
 
 class Budgets:
-    """The ledger, run on one dedicated thread; a second thread checkpoints its WAL off the hot path.
+    """The ledger, run on one dedicated thread; a background thread does the ledger's periodic work off
+    the hot path (`ledger.maintain()`: SQLite checkpoints its WAL, PostgreSQL heartbeats this replica
+    and releases what dead replicas left).
 
     The last balance seen of each account is kept (every reserve and settle returns them), so the
     per-request checks (key already spent? global fraction for softening?) need no database round
     trip; they are refreshed from the database when older than `fresh_s` (other processes may share
-    the file). The reservations themselves always go to the database.
+    the ledger). The reservations themselves always go to the database.
     """
 
     GLOBAL = "global"
 
-    def __init__(self, ledger: Ledger, *, global_cap_usd: float | None = None, fresh_s: float = 1.0,
-                 checkpoint_every_s: float = 0.5) -> None:
+    def __init__(self, ledger: Ledger | PgLedger, *, global_cap_usd: float | None = None, fresh_s: float = 1.0,
+                 checkpoint_every_s: float | None = None) -> None:
         self.ledger = ledger
         self.global_cap_usd = global_cap_usd
         self.fresh_s = fresh_s
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepherd-ledger")
+        # a ledger that takes concurrent writers (PostgreSQL) settles on a thread of its own, so that a
+        # settle never delays the next request's reservation; SQLite has one writer anyway
+        self.settle_executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepherd-ledger-settle")
+                                if getattr(ledger, "concurrent", False) else self.executor)
         self.global_fraction = 0.0
         self.on_balances: Callable[[list[Balance]], None] | None = None
         self._seen: dict[str, tuple[float, Balance]] = {}
         self._stop = threading.Event()
-        self._checkpoint_every_s = checkpoint_every_s
+        self._every_s = checkpoint_every_s if checkpoint_every_s is not None else ledger.maintain_every_s
         self._checkpointer: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
-    def _start_checkpoints(self) -> None:
-        """Started with the first reservation (building an app starts no thread)."""
-        if self._checkpointer is None and not self.ledger.autocheckpoint and not self._stop.is_set():
-            self._checkpointer = threading.Thread(target=self._checkpoints, args=(self._checkpoint_every_s,),
-                                                  name="shepherd-ledger-checkpoint", daemon=True)
-            self._checkpointer.start()
+    def start(self) -> None:
+        """Start the background thread (at the server's startup, or with the first reservation: building
+        an app starts no thread)."""
+        with self._start_lock:
+            if self._checkpointer is None and self._every_s and not self._stop.is_set():
+                self._checkpointer = threading.Thread(target=self._maintain, args=(self._every_s,),
+                                                      name="shepherd-ledger-maintain", daemon=True)
+                self._checkpointer.start()
 
-    def _checkpoints(self, every_s: float) -> None:
+    def _maintain(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             try:
-                self.ledger.checkpoint()
-            except Exception as exc:  # noqa: BLE001 - a failed checkpoint is retried next time
-                log.warning("ledger checkpoint failed: %s", exc)
+                self.ledger.maintain()
+            except Exception as exc:  # noqa: BLE001 - retried next time
+                log.warning("ledger maintenance failed: %s", exc)
         self.ledger.close()  # this thread's connection
 
     def note(self, balances: list[Balance]) -> None:
@@ -111,7 +120,7 @@ class Budgets:
         return await asyncio.wrap_future(self.executor.submit(fn, *args))
 
     async def reserve(self, accounts: list[str], amount_usd: float) -> str:
-        self._start_checkpoints()
+        self.start()
         cf: Future = self.executor.submit(self.ledger.reserve, accounts, amount_usd)
         try:
             rid, balances = await asyncio.wrap_future(cf)
@@ -126,7 +135,7 @@ class Budgets:
         return rid
 
     def settle(self, rid: str, actual_usd: float) -> None:
-        """Fire and forget (safe inside cancellation): runs on the ledger thread, in order."""
+        """Fire and forget (safe inside cancellation): runs on the settling thread, in order."""
         self._submit(self.ledger.settle, rid, actual_usd)
 
     def _submit(self, fn, *args) -> None:
@@ -139,17 +148,19 @@ class Budgets:
                 self.note(f.result())
 
         try:
-            self.executor.submit(fn, *args).add_done_callback(done)
+            self.settle_executor.submit(fn, *args).add_done_callback(done)
         except RuntimeError:  # the executor is shut down (server stopping): do it here
             self.note(fn(*args))
 
     def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until every settle submitted so far has run."""
+        self.settle_executor.submit(lambda: None).result(timeout=timeout_s)
         self.executor.submit(lambda: None).result(timeout=timeout_s)
 
     def close(self) -> None:
-        self.executor.submit(self.ledger.close)  # the ledger thread's connection
-        self.executor.shutdown(wait=True)
+        for ex in {self.executor, self.settle_executor}:
+            ex.submit(self.ledger.close)  # the ledger threads' connections
+            ex.shutdown(wait=True)
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join(5)

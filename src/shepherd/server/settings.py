@@ -18,6 +18,11 @@ name = "team-a"
 key_env = "SHEPHERD_KEY_TEAM_A"   # or key = "sk-..." or key_sha256 = "<hex digest>"
 budget_usd = 5.0               # lifetime dollars for this key, kept in the ledger
 
+[server.ledger]                # where budgets are kept (default: a SQLite file in the cache)
+url_env = "SHEPHERD_LEDGER_URL"   # PostgreSQL shared by server replicas (or url = "postgresql://...")
+lease_s = 15                   # a replica silent this long is dead: its reservations count as spent
+heartbeat_s = 2
+
 [server.global_budget]         # optional: one cap over all keys
 cap_usd = 100.0
 soften_from = 0.8              # from 80 % of the cap, hints shrink linearly ...
@@ -110,6 +115,57 @@ class GlobalBudget(_Strict):
         return self
 
 
+class LedgerSettings(_Strict):
+    """Where the budget ledger lives: a SQLite file (`path`, one machine) or PostgreSQL (`url`, or
+    `url_env` naming the environment variable that holds it, so the password stays out of the file)
+    shared by server replicas."""
+
+    path: str | None = None
+    url: str | None = None
+    url_env: str | None = None
+    #: PostgreSQL: a replica whose heartbeat is older than this is dead, and its reservations are
+    #: counted as spent at their worst case (docs/deployment.md)
+    lease_s: float = Field(15.0, gt=0)
+    #: PostgreSQL: how often each replica refreshes its heartbeat
+    heartbeat_s: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .ledger import check_pg_url
+
+            check_pg_url(v)  # its message never shows the URL (it may hold a password)
+        return v
+
+    @model_validator(mode="after")
+    def _one_store(self) -> LedgerSettings:
+        given = [k for k in ("path", "url", "url_env") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give one of path (SQLite), url or url_env (PostgreSQL), not {' and '.join(given)}")
+        if self.lease_s < 2 * self.heartbeat_s:
+            raise ValueError(f"lease_s ({self.lease_s:g}) must be at least twice heartbeat_s "
+                             f"({self.heartbeat_s:g}): a live replica must never look dead")
+        return self
+
+    def resolved_url(self) -> str | None:
+        """The PostgreSQL URL, or None for SQLite."""
+        if self.url:
+            return self.url
+        if self.url_env:
+            url = os.environ.get(self.url_env)
+            if not url:
+                raise ConfigError(f"server.ledger.url_env: environment variable {self.url_env} is not set")
+            from .ledger import check_pg_url
+
+            try:
+                check_pg_url(url)
+            except ValueError as exc:
+                raise ConfigError(f"server.ledger.url_env: the URL in {self.url_env} {exc}") from None
+            return url
+        return None
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -118,8 +174,10 @@ class ServerSettings(_Strict):
     #: also serve "slm" / "llm" (and the two model ids) straight from one model
     passthrough: bool = True
     keys: list[KeyConfig] = Field(default_factory=list)
-    #: SQLite file of the budget ledger (default: <cache>/shepherd/ledger.sqlite when a budget is set)
+    #: SQLite file of the budget ledger (default: <cache>/shepherd/ledger.sqlite when a budget is set);
+    #: the older spelling of [server.ledger] path
     ledger_path: str | None = None
+    ledger: LedgerSettings | None = None
     global_budget: GlobalBudget | None = None
     #: reservations multiply the counted prompt tokens by this, to stay an upper bound
     reserve_margin: float = Field(1.2, ge=1.0, le=10.0)
@@ -156,6 +214,9 @@ class ServerSettings(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"duplicate key names: {', '.join(sorted(dup))}")
+        if self.ledger_path and self.ledger is not None:
+            raise ValueError("ledger_path and [server.ledger] both set: move ledger_path into [server.ledger] "
+                             "as path (SQLite), or drop it for url / url_env (PostgreSQL)")
         return self
 
     @property
@@ -170,8 +231,9 @@ class ServerSettings(_Strict):
                                        description="the configured shepherding policy")}
 
     def resolved_ledger_path(self) -> Path:
-        if self.ledger_path:
-            return Path(self.ledger_path).expanduser()
+        path = self.ledger_path or (self.ledger.path if self.ledger else None)
+        if path:
+            return Path(path).expanduser()
         root = os.environ.get("SHEPHERD_CACHE") or os.path.join(
             os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "shepherd")
         return Path(root) / "ledger.sqlite"
