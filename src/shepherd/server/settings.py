@@ -18,6 +18,12 @@ name = "team-a"
 key_env = "SHEPHERD_KEY_TEAM_A"   # or key = "sk-..." or key_sha256 = "<hex digest>"
 budget_usd = 5.0               # lifetime dollars for this key, kept in the ledger
 
+[server.record]                # optional, off by default: keep every answered request (users' prompts!)
+store = "runs/served.sqlite"   # a trace store: `shepherd sweep run --from-record` sweeps it
+max_requests = 100000          # retention: the newest N requests ...
+max_age_days = 30              # ... of at most this age
+hash_messages = false          # true: keep only hashes of the messages (can be rated, not swept)
+
 [server.global_budget]         # optional: one cap over all keys
 cap_usd = 100.0
 soften_from = 0.8              # from 80 % of the cap, hints shrink linearly ...
@@ -62,6 +68,8 @@ class KeyConfig(_Strict):
     key_sha256: str | None = None
     #: lifetime dollars this key may spend (None: unlimited)
     budget_usd: float | None = Field(None, ge=0.0)
+    #: may call POST /admin/reload
+    admin: bool = False
 
     @field_validator("name")
     @classmethod
@@ -110,6 +118,21 @@ class GlobalBudget(_Strict):
         return self
 
 
+class RecordSettings(_Strict):
+    """Recording of served traffic (`shepherd.traces.record`): off unless `[server.record]` is given."""
+
+    store: str = Field(..., min_length=1)
+    #: keep at most the newest N requests (None: no limit)
+    max_requests: int | None = Field(None, ge=1)
+    #: drop requests older than this (None: no limit)
+    max_age_days: float | None = Field(None, gt=0)
+    #: keep only hashes of the messages (and no generations, whose requests hold them)
+    hash_messages: bool = False
+
+    def resolved_path(self) -> Path:
+        return Path(self.store).expanduser()
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -121,6 +144,8 @@ class ServerSettings(_Strict):
     #: SQLite file of the budget ledger (default: <cache>/shepherd/ledger.sqlite when a budget is set)
     ledger_path: str | None = None
     global_budget: GlobalBudget | None = None
+    #: record served requests for `shepherd sweep run --from-record` (None: off)
+    record: RecordSettings | None = None
     #: reservations multiply the counted prompt tokens by this, to stay an upper bound
     reserve_margin: float = Field(1.2, ge=1.0, le=10.0)
     #: reservations left by a crashed process older than this are counted as spent at startup
