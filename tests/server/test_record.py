@@ -131,6 +131,7 @@ def test_retention_by_age(tmp_path):
     rs.write([old, new])
     assert rs.prune(max_age_days=2) == 1
     assert [q.response_id for q in rs.queries()] == ["new"]
+    assert rs.queries(since=time.time() + 60) == []  # `sweep run --from-record --since`
     rs.close()
 
 

@@ -36,8 +36,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..config import ConfigError, ShepherdConfig, load_config
 from ..artifacts import artifact_id
+from ..config import ConfigError, ShepherdConfig, load_config
 from ..models.base import Backend, BackendError, Generation, GenerationRequest, PromptTooLong, StreamChunk
 from ..policies.base import Decision, Policy, PolicyContext
 from ..policies.registry import make_policy
@@ -50,8 +50,8 @@ from .prometheus import ServerMetrics
 from .protocol import (
     ApiError,
     ChatCompletionRequest,
-    FeedbackRequest,
     ChunkWriter,
+    FeedbackRequest,
     completion_body,
     finish_reason,
     new_id,

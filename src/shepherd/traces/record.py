@@ -147,9 +147,9 @@ class RecordStore:
                      "completion_tokens": g.generation.completion_tokens, "cached": g.generation.cached}
                     for g in r.generations]
             stmts.append((
-                "INSERT OR IGNORE INTO served(response_id, key_name, at, route, policy, artifact, messages_key, "
-                "request, answer, decision, cost_usd, llm_only_cost_usd, latency_s, generations) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                ("INSERT OR IGNORE INTO served(response_id, key_name, at, route, policy, artifact, messages_key, "
+                 "request, answer, decision, cost_usd, llm_only_cost_usd, latency_s, generations) "
+                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"),
                 (r.response_id, r.key_name, r.at, r.route, r.policy, r.artifact, messages_key(r.request),
                  None if hash_messages else request_to_json(r.request), r.answer,
                  json.dumps(r.decision, default=str), r.cost_usd, r.llm_only_cost_usd, r.latency_s,
@@ -161,9 +161,9 @@ class RecordStore:
                 if gen.cached:  # a store hit while serving: stored already, under its own key
                     continue
                 stmts.append((
-                    "INSERT OR IGNORE INTO generations(key, model, request, text, prompt_tokens, "
-                    "completion_tokens, finish_reason, latency_s, mean_logprob, origin, derived_from, created_at, "
-                    "logprobs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    ("INSERT OR IGNORE INTO generations(key, model, request, text, prompt_tokens, "
+                     "completion_tokens, finish_reason, latency_s, mean_logprob, origin, derived_from, created_at, "
+                     "logprobs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"),
                     (g.key, g.model, request_to_json(g.request), gen.text, int(gen.prompt_tokens),
                      int(gen.completion_tokens), gen.finish_reason, float(gen.latency_s), gen.mean_logprob,
                      "served", None, now, gen.logprobs.pack() if gen.logprobs is not None else None)))
@@ -179,10 +179,10 @@ class RecordStore:
         """The latest feedback on a response wins; a score or a correction given before is kept when the
         new feedback leaves it out."""
         self.traces._tx([(
-            "INSERT INTO feedback(response_id, key_name, at, score, corrected_answer) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(response_id) DO UPDATE SET at = excluded.at, "
-            "score = COALESCE(excluded.score, feedback.score), "
-            "corrected_answer = COALESCE(excluded.corrected_answer, feedback.corrected_answer)",
+            ("INSERT INTO feedback(response_id, key_name, at, score, corrected_answer) VALUES (?,?,?,?,?) "
+             "ON CONFLICT(response_id) DO UPDATE SET at = excluded.at, "
+             "score = COALESCE(excluded.score, feedback.score), "
+             "corrected_answer = COALESCE(excluded.corrected_answer, feedback.corrected_answer)"),
             (response_id, key_name, time.time(), fb.score, fb.corrected_answer))])
 
     def prune(self, *, max_requests: int | None = None, max_age_days: float | None = None) -> int:
@@ -192,13 +192,13 @@ class RecordStore:
         if max_age_days is not None:
             stmts.append(("DELETE FROM served WHERE at < ?", (time.time() - max_age_days * 86400.0,)))
         if max_requests is not None:
-            stmts.append(("DELETE FROM served WHERE response_id NOT IN "
-                          "(SELECT response_id FROM served ORDER BY at DESC, rowid DESC LIMIT ?)", (max_requests,)))
+            stmts.append((("DELETE FROM served WHERE response_id NOT IN "
+                           "(SELECT response_id FROM served ORDER BY at DESC, rowid DESC LIMIT ?)"), (max_requests,)))
         if not stmts:
             return 0
         stmts.append(("DELETE FROM feedback WHERE response_id NOT IN (SELECT response_id FROM served)", ()))
-        stmts.append(("DELETE FROM generations WHERE origin = 'served' AND key NOT IN "
-                      "(SELECT json_extract(j.value, '$.key') FROM served s, json_each(s.generations) j)", ()))
+        stmts.append((("DELETE FROM generations WHERE origin = 'served' AND key NOT IN "
+                       "(SELECT json_extract(j.value, '$.key') FROM served s, json_each(s.generations) j)"), ()))
         counts = self.traces._tx(stmts)
         return sum(counts[:-2])
 
