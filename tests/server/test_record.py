@@ -225,3 +225,77 @@ def test_reload_needs_an_admin_key_and_a_failed_reload_keeps_serving(live, tmp_p
     r = httpx.post(url, headers={"authorization": "Bearer sk-ops-admin-03"}, timeout=30)
     assert r.status_code == 500 and r.json()["error"]["code"] == "reload_failed"
     assert _ask(server, key="sk-team-a-0001")["shepherd"]["artifact"] == artifact_id(a).replace(str(a), str(deployed))
+
+
+def test_sighup_reloads_a_served_predictor(tmp_path, two_artifacts):
+    """`shepherd serve` as a user runs it: SIGHUP after a retrain swaps the artifact, recording keeps on."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    a, b = two_artifacts
+    deployed = tmp_path / "predictor"
+    _install(a, deployed)
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(f"""
+[llm]
+backend = "scripted"
+model = "big"
+script = "Step one add three and four . The answer is 7."
+[slm]
+backend = "scripted"
+model = "small"
+script = "I believe the answer is 7."
+[server]
+warmup = false
+[server.models.shepherd]
+policy = "proactive"
+settings = {{ artifact = "{deployed}" }}
+[server.record]
+store = "{tmp_path / 'served.sqlite'}"
+""")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "shepherd.cli", "serve", "--config", str(cfg), "--port", str(port),
+                             "--log-level", "warning"], env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def artifact() -> str:
+        r = httpx.post(url + "/v1/chat/completions", timeout=30,
+                       json={"model": "shepherd", "messages": [{"role": "user", "content": "3+4?"}]})
+        assert r.status_code == 200, r.text
+        return r.json()["shepherd"]["artifact"]
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                if httpx.get(url + "/health", timeout=1).json()["ready"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        assert artifact().endswith(artifact_id(a).split("#")[1])
+        _install(b, deployed)
+        proc.send_signal(signal.SIGHUP)
+        new = artifact_id(b).split("#")[1]
+        deadline = time.monotonic() + 10
+        while not (seen := artifact()).endswith(new):
+            assert time.monotonic() < deadline, f"still {seen} after SIGHUP"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0
+    with RecordStore(tmp_path / "served.sqlite", readonly=True) as rs:  # written out at shutdown
+        assert rs.count() >= 2
