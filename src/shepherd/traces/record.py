@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.base import Generation, GenerationRequest
-from .store import TraceStore, messages_key, request_from_json, request_to_json
+from .store import TraceStore, messages_key, request_from_json
 
 log = logging.getLogger("shepherd.record")
 
@@ -116,6 +116,15 @@ class RecordedQuery:
     feedback: Feedback | None = None
 
 
+def _request_json(request: GenerationRequest) -> str:
+    """`store.request_to_json` without `dataclasses.asdict` (a deep copy, the writer thread's largest cost)."""
+    d = {f: getattr(request, f) for f in _REQUEST_FIELDS}
+    return json.dumps(d, ensure_ascii=False, sort_keys=True)
+
+
+_REQUEST_FIELDS = tuple(GenerationRequest.__dataclass_fields__)
+
+
 class RecordStore:
     """A trace store with the served and feedback tables. Thread-safe (the trace store's lock)."""
 
@@ -151,7 +160,7 @@ class RecordStore:
                  "request, answer, decision, cost_usd, llm_only_cost_usd, latency_s, generations) "
                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"),
                 (r.response_id, r.key_name, r.at, r.route, r.policy, r.artifact, messages_key(r.request),
-                 None if hash_messages else request_to_json(r.request), r.answer,
+                 None if hash_messages else _request_json(r.request), r.answer,
                  json.dumps(r.decision, default=str), r.cost_usd, r.llm_only_cost_usd, r.latency_s,
                  json.dumps(gens))))
             if hash_messages:
@@ -164,7 +173,7 @@ class RecordStore:
                     ("INSERT OR IGNORE INTO generations(key, model, request, text, prompt_tokens, "
                      "completion_tokens, finish_reason, latency_s, mean_logprob, origin, derived_from, created_at, "
                      "logprobs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"),
-                    (g.key, g.model, request_to_json(g.request), gen.text, int(gen.prompt_tokens),
+                    (g.key, g.model, _request_json(g.request), gen.text, int(gen.prompt_tokens),
                      int(gen.completion_tokens), gen.finish_reason, float(gen.latency_s), gen.mean_logprob,
                      "served", None, now, gen.logprobs.pack() if gen.logprobs is not None else None)))
         if stmts:
@@ -229,13 +238,17 @@ class Recorder:
     and applies the retention limits every `prune_every` records."""
 
     def __init__(self, path: str | Path, *, hash_messages: bool = False, max_requests: int | None = None,
-                 max_age_days: float | None = None, batch: int = 256, prune_every: int = 1000) -> None:
+                 max_age_days: float | None = None, batch: int = 512, prune_every: int = 1000,
+                 linger_s: float = 0.05) -> None:
         self.store = RecordStore(path)
         self.hash_messages = hash_messages
         self.max_requests = max_requests
         self.max_age_days = max_age_days
         self.batch = batch
         self.prune_every = prune_every
+        #: after the first record of a batch, wait this long for more: fewer, larger transactions, and fewer
+        #: handovers of the GIL between the writer and the event loop under load
+        self.linger_s = linger_s
         self._since_prune = 0
         self.errors = 0
         self._q: queue.Queue = queue.Queue()
@@ -278,6 +291,8 @@ class Recorder:
         while True:
             first = self._q.get()
             items = [first]
+            if first is not None and self.linger_s > 0 and self._q.qsize() < self.batch:
+                time.sleep(self.linger_s)
             while len(items) < self.batch:
                 try:
                     items.append(self._q.get_nowait())
