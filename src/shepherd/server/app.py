@@ -723,7 +723,8 @@ def create_app(config: ShepherdConfig | str | Path | None = None,
 
     @app.post("/v1/feedback", responses={400: _err("malformed feedback"), 401: _err("missing or invalid API key"),
                                          404: _err("no response with this id was served to this key"),
-                                         409: _err("this server does not record its answers")},
+                                         409: _err("this server does not record its answers"),
+                                         413: _err("request body too large")},
               summary="Rate an answer this key received: a score in [0, 1] and/or a corrected answer")
     async def feedback(body: FeedbackRequest, request: Request) -> dict:
         key = state.authenticate(request)
@@ -741,6 +742,7 @@ def create_app(config: ShepherdConfig | str | Path | None = None,
                 "corrected_answer": body.corrected_answer}
 
     @app.post("/admin/reload", responses={401: _err("missing or invalid API key"), 403: _err("not an admin key"),
+                                          413: _err("request body too large"),
                                           500: _err("the reload failed; the old policies keep serving")},
               summary="Reload the routes' policies (and their artifacts) from disk, without a restart")
     async def admin_reload(request: Request) -> dict:

@@ -94,7 +94,7 @@ class FeedbackRequest(BaseModel):
     #: 1 right, 0 wrong (and anything between)
     score: float | None = Field(None, ge=0.0, le=1.0)
     #: what the answer should have been
-    corrected_answer: str | None = Field(None, min_length=1, max_length=100_000)
+    corrected_answer: str | None = Field(None, min_length=1)  # bounded by max_body_bytes
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackRequest:
