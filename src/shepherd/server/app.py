@@ -153,12 +153,17 @@ class ServerState:
     def _routes(self) -> dict[str, Route]:
         routes: dict[str, Route] = {}
         for name, spec in self.settings.routes(self.config).items():
-            try:
-                policy = make_policy(spec.policy, **spec.settings)
-            except ValueError as exc:
-                raise ConfigError(f"server.models.{name}: {exc}") from None
-            routes[name] = Route(name, policy, "policy", spec.description or f"policy {spec.policy}",
-                                 _artifact_of(policy))
+            given = spec.settings.get("artifact")
+            for _ in range(3):  # an artifact rewritten while it loads (a train finishing): load it again
+                before = artifact_id(given) if isinstance(given, str) and Path(given).is_dir() else None
+                try:
+                    policy = make_policy(spec.policy, **spec.settings)
+                except ValueError as exc:
+                    raise ConfigError(f"server.models.{name}: {exc}") from None
+                artifact = _artifact_of(policy)
+                if before is None or before == artifact:
+                    break
+            routes[name] = Route(name, policy, "policy", spec.description or f"policy {spec.policy}", artifact)
         if self.settings.passthrough:
             for alias, role in (("slm", "slm"), ("llm", "llm")):
                 routes.setdefault(alias, Route(alias, SLMOnly() if role == "slm" else LLMOnly(), "model",
