@@ -16,10 +16,13 @@ numbers are the server's and not a heavy client's. Measured:
   * load: 64 concurrent clients (one keep-alive connection each): requests per second and latency.
 
     python benchmarks/server_overhead.py [--requests 2000] [--concurrency 64] [--load-requests 6000]
-                                         [--ledger {none,sqlite,postgres}] [--json results.json]
+                                         [--ledger {none,sqlite,postgres}] [--record] [--json results.json]
 (`--budget` is the older spelling of `--ledger sqlite`.) With a ledger, requests carry a key with a budget,
 so every paid LLM call reserves and settles in the ledger; the SLM is free, so "slm pass-through" never
 touches it and "llm pass-through" always does.
+
+`--record` measures the server twice, with `[server.record]` off and on (every answer, its generations and
+cost written to a SQLite trace store by the recorder's thread), and reports what recording adds.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ SCENARIOS = {
 }
 
 
-def config_text(ledger_kind: str, sqlite_path: str) -> str:
+def config_text(ledger_kind: str, sqlite_path: str, record: str | None = None) -> str:
     text = f"""
 [llm]
 backend = "scripted"
@@ -68,6 +71,8 @@ max_in_flight = 4096
 policy = "fixed-hint"
 settings = {{ tokens = 5 }}
 """
+    if record:
+        text += f'\n[server.record]\nstore = "{record}"\n'
     if ledger_kind == "sqlite":
         text += f'\n[server.ledger]\npath = "{sqlite_path}"\n'
     elif ledger_kind == "postgres":
@@ -287,10 +292,8 @@ async def run(args) -> dict:
     finally:
         stop(floor_proc)
 
+    results["floor"] = {"p50_ms": pct(floor, 0.5) * 1e3, "p99_ms": pct(floor, 0.99) * 1e3}
     tmp = Path(tempfile.mkdtemp(prefix="shepherd-bench-"))
-    cfg = tmp / "server.toml"
-    cfg.write_text(config_text(args.ledger, str(tmp / "ledger.sqlite")))
-    auth = "sk-bench-000000" if args.ledger != "none" else None
     env = dict(os.environ)
     pg = None
     if args.ledger == "postgres":
@@ -300,33 +303,16 @@ async def run(args) -> dict:
         pg = PostgresServer(durable=True).start()
         env[PG_URL_ENV] = pg.create_database()
         results["postgres"] = pg.version()
-    port = free_port()
     try:
-        proc = start([sys.executable, "-m", "shepherd.cli", "serve", "--config", str(cfg), "--port", str(port),
-                      "--log-level", "warning"], port, "/health", env)
-    except BaseException:
-        if pg is not None:
-            pg.stop()
-        raise
-    try:
-        rows = {}
-        for name, body in SCENARIOS.items():
-            lat = await sequential(host, port, body, args.requests, auth=auth)
-            rows[name] = {
-                "direct_p50_ms": pct(d[name], 0.5) * 1e3, "direct_p99_ms": pct(d[name], 0.99) * 1e3,
-                "server_p50_ms": pct(lat, 0.5) * 1e3, "server_p99_ms": pct(lat, 0.99) * 1e3,
-                "overhead_p50_ms": (pct(lat, 0.5) - pct(d[name], 0.5)) * 1e3,
-                "overhead_p99_ms": (pct(lat, 0.99) - pct(d[name], 0.99)) * 1e3,
-                "mean_ms": statistics.fmean(lat) * 1e3,
-            }
-        results["sequential"] = rows
-        results["floor"] = {"p50_ms": pct(floor, 0.5) * 1e3, "p99_ms": pct(floor, 0.99) * 1e3}
-        rps, lat = await load(host, port, SCENARIOS["shepherd (hint 5, 2 model calls)"], args.load_requests,
-                              args.concurrency, auth=auth)
-        results["load"] = {"scenario": "shepherd (hint 5, 2 model calls)", "rps": rps,
-                           "p50_ms": pct(lat, 0.5) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3}
+        for recording in ([False, True] if args.record else [False]):
+            tag = "-record" if recording else ""
+            cfg = tmp / f"server{tag}.toml"
+            cfg.write_text(config_text(args.ledger, str(tmp / f"ledger{tag}.sqlite"),
+                                       str(tmp / "served.sqlite") if recording else None))
+            seq, ld = await measure(args, cfg, d, env)
+            results["sequential_record" if recording else "sequential"] = seq
+            results["load_record" if recording else "load"] = ld
     finally:
-        stop(proc)  # a graceful stop lands every settle
         if pg is not None:
             try:  # the books balance: nothing left reserved, every paid call counted
                 from shepherd.server.ledger import PgLedger
@@ -338,27 +324,68 @@ async def run(args) -> dict:
                 led.close()
             finally:
                 pg.stop()
+    if args.record:
+        from shepherd.traces.record import RecordStore
+
+        with RecordStore(tmp / "served.sqlite", readonly=True) as rs:
+            results["recorded_requests"] = rs.count()
     return results
+
+
+async def measure(args, cfg: Path, d: dict[str, list[float]], env: dict) -> tuple[dict, dict]:
+    """One `shepherd serve` with this config: the sequential scenarios, then the load."""
+    host = "127.0.0.1"
+    auth = "sk-bench-000000" if args.ledger != "none" else None
+    port = free_port()
+    proc = start([sys.executable, "-m", "shepherd.cli", "serve", "--config", str(cfg), "--port", str(port),
+                  "--log-level", "warning"], port, "/health", env)
+    try:
+        rows = {}
+        for name, body in SCENARIOS.items():
+            lat = await sequential(host, port, body, args.requests, auth=auth)
+            rows[name] = {
+                "direct_p50_ms": pct(d[name], 0.5) * 1e3, "direct_p99_ms": pct(d[name], 0.99) * 1e3,
+                "server_p50_ms": pct(lat, 0.5) * 1e3, "server_p99_ms": pct(lat, 0.99) * 1e3,
+                "overhead_p50_ms": (pct(lat, 0.5) - pct(d[name], 0.5)) * 1e3,
+                "overhead_p99_ms": (pct(lat, 0.99) - pct(d[name], 0.99)) * 1e3,
+                "mean_ms": statistics.fmean(lat) * 1e3,
+            }
+        rps, lat = await load(host, port, SCENARIOS["shepherd (hint 5, 2 model calls)"], args.load_requests,
+                              args.concurrency, auth=auth)
+        ld = {"scenario": "shepherd (hint 5, 2 model calls)", "rps": rps,
+              "p50_ms": pct(lat, 0.5) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3}
+    finally:
+        stop(proc)  # a graceful stop lands every settle
+    return rows, ld
 
 
 def report(r: dict) -> None:
     print(f"python {r['python']}, {r['cpus']} CPUs, uvicorn {r.get('uvicorn')} (uvloop: {r.get('uvloop')}, "
           f"httptools: {r.get('httptools')}), budget ledger: {r['budget_ledger']}")
-    print(f"one connection, one request at a time, {r['requests']} requests each (ms):")
-    print(f"{'scenario':36} {'direct p50':>10} {'p99':>8} {'server p50':>10} {'p99':>8} "
-          f"{'overhead p50':>12} {'p99':>8}")
-    for name, row in r["sequential"].items():
-        print(f"{name:36} {ms(row['direct_p50_ms'] / 1e3):>10} {ms(row['direct_p99_ms'] / 1e3):>8} "
-              f"{ms(row['server_p50_ms'] / 1e3):>10} {ms(row['server_p99_ms'] / 1e3):>8} "
-              f"{ms(row['overhead_p50_ms'] / 1e3):>12} {ms(row['overhead_p99_ms'] / 1e3):>8}")
+    for suffix, what in (("", "recording off"), ("_record", "recording on ([server.record])")):
+        if "sequential" + suffix not in r:
+            continue
+        print(f"{what}: one connection, one request at a time, {r['requests']} requests each (ms):")
+        print(f"{'scenario':36} {'direct p50':>10} {'p99':>8} {'server p50':>10} {'p99':>8} "
+              f"{'overhead p50':>12} {'p99':>8}")
+        for name, row in r["sequential" + suffix].items():
+            print(f"{name:36} {ms(row['direct_p50_ms'] / 1e3):>10} {ms(row['direct_p99_ms'] / 1e3):>8} "
+                  f"{ms(row['server_p50_ms'] / 1e3):>10} {ms(row['server_p99_ms'] / 1e3):>8} "
+                  f"{ms(row['overhead_p50_ms'] / 1e3):>12} {ms(row['overhead_p99_ms'] / 1e3):>8}")
+        ld = r["load" + suffix]
+        print(f"{r['concurrency']} concurrent clients, {ld['scenario']}: {ld['rps']:.0f} requests/s, "
+              f"latency p50 {ld['p50_ms']:.2f} ms, p99 {ld['p99_ms']:.2f} ms")
     f = r["floor"]
     print(f"transport floor (same client, trivial asyncio responder): p50 {f['p50_ms']:.3f} ms, "
           f"p99 {f['p99_ms']:.3f} ms")
     if "postgres" in r:
         print(f"ledger: {r['postgres']}; after the run: {r.get('ledger_check')}")
-    ld = r["load"]
-    print(f"{r['concurrency']} concurrent clients, {ld['scenario']}: {ld['rps']:.0f} requests/s, "
-          f"latency p50 {ld['p50_ms']:.2f} ms, p99 {ld['p99_ms']:.2f} ms")
+    if "sequential_record" in r:
+        print(f"recording adds (server with recording on - off; {r['recorded_requests']} requests recorded):")
+        for name, on in r["sequential_record"].items():
+            off = r["sequential"][name]
+            print(f"  {name:36} p50 {on['server_p50_ms'] - off['server_p50_ms']:+.3f} ms, "
+                  f"p99 {on['server_p99_ms'] - off['server_p99_ms']:+.3f} ms")
 
 
 def main() -> None:
@@ -369,6 +396,7 @@ def main() -> None:
     ap.add_argument("--ledger", choices=["none", "sqlite", "postgres"], default="none",
                     help="with an API key and a budget kept in this ledger")
     ap.add_argument("--budget", action="store_true", help="the same as --ledger sqlite")
+    ap.add_argument("--record", action="store_true", help="measure with [server.record] off and on")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args()
     if args.budget and args.ledger == "none":

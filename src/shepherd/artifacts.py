@@ -58,6 +58,22 @@ def read_artifact(path: str | os.PathLike, manifest_name: str, fmt: str, version
     return manifest, arrays
 
 
+def artifact_id(path: str | os.PathLike) -> str:
+    """"<dir>#<12 hex>": the folder and the sha256 of its files (names and bytes), so that a response can name
+    the exact artifact that decided it, and a retrained one in the same folder reads differently."""
+    import hashlib
+
+    p = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.iterdir() if x.is_file() and ".tmp" not in x.name):
+        h.update(f.name.encode("utf-8") + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return f"{p}#{h.hexdigest()[:12]}"
+
+
 def prefixed(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The arrays saved under `prefix.` (the featurizer's, one model's), without the prefix."""
     return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}

@@ -110,3 +110,26 @@ class LiveServer:
             time.sleep(0.01)
         if self.state.budgets is not None:
             self.state.budgets.drain()
+
+
+def tiny_predictor(out, seed: int = 0):
+    """A real predictor artifact (lexical features, a small net) trained on a few made-up queries in which
+    longer questions need hints: enough for a proactive route to load and decide with. `seed` changes the
+    weights, so two seeds give two artifacts with different content."""
+    from shepherd.predictor.data import Example
+    from shepherd.predictor.model import NetConfig
+    from shepherd.predictor.train import TrainSettings, train
+
+    examples = []
+    for i in range(16):
+        hard = i % 2 == 1
+        text = (f"Question {i}: " + ("a long multi step word problem with several parts to combine " * 3 if hard
+                                     else "add two numbers"))
+        examples.append(Example(item_id=f"q{i}", text=text, kind="hint" if hard else "none", y=int(hard),
+                                fraction=0.3 if hard else 0.0, tokens=6 if hard else 0, full_tokens=20))
+    settings = TrainSettings(featurizer="lexical", featurizer_config={"n_features": 64},
+                             model=NetConfig(hidden=4, epochs=40, l2=0.1, lam=0.5, seed=seed), seed=seed,
+                             reactive=False)
+    pred, _ = train(examples, settings, grid=[0.0, 0.1, 0.2, 0.3, 0.5])
+    pred.save(out)
+    return out

@@ -10,6 +10,11 @@ One chat request, end to end:
      `Runner.answer` carries the decision out (for a streamed request with a listener that emits text as it comes);
   -> OpenAI JSON or chat.completion.chunk SSE, with `usage` and a `shepherd` object.
 A client that leaves cancels the answer task: backend streams are closed and the ledger settled.
+
+With `[server.record]`, every answered request (its generations, decision and cost) goes on the recorder's
+queue, written to a trace store by the recorder's thread; `POST /v1/feedback` rates a recorded answer.
+`POST /admin/reload` (admin keys) or SIGHUP rebuilds the routes' policies from disk (a retrained predictor):
+requests in flight finish on the policy they started with.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import signal
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +36,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..artifacts import artifact_id
 from ..config import ConfigError, ShepherdConfig, load_config
-from ..models.base import Backend, BackendError, GenerationRequest, PromptTooLong
+from ..models.base import Backend, BackendError, Generation, GenerationRequest, PromptTooLong, StreamChunk
 from ..policies.base import Decision, Policy, PolicyContext
 from ..policies.registry import make_policy
 from ..policies.simple import LLMOnly, SLMOnly
 from ..runner import Runner, RunSettings
+from ..traces.record import Feedback, Recorder, ServedGeneration, ServedRecord
 from .guards import BackendHealth, Budgets, GuardedBackend, Meter, ServedPolicy, soften
 from .ledger import BudgetExceeded, LedgerError, open_ledger
 from .prometheus import ServerMetrics
@@ -43,6 +51,7 @@ from .protocol import (
     ApiError,
     ChatCompletionRequest,
     ChunkWriter,
+    FeedbackRequest,
     completion_body,
     finish_reason,
     new_id,
@@ -55,7 +64,8 @@ from .settings import KeyConfig, ServerSettings, server_settings
 log = logging.getLogger("shepherd.server")
 
 #: paths with their own metrics label; others share "other", so request paths cannot grow the metrics
-ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/models", "/v1/budget", "/health", "/metrics"})
+ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/models", "/v1/budget", "/v1/feedback", "/admin/reload",
+                       "/health", "/metrics"})
 
 
 
@@ -65,6 +75,46 @@ class Route:
     policy: Policy
     kind: str  # "policy" | "model"
     description: str = ""
+    #: the predictor (or baseline) artifact that decides: "<dir>#<12 hex of its content hash>"
+    artifact: str | None = None
+
+
+def _artifact_of(policy: Policy) -> str | None:
+    path = getattr(policy, "artifact", None)
+    if not isinstance(path, (str, Path)) or not Path(path).is_dir():
+        return None
+    return artifact_id(path)
+
+
+class _Capture(Backend):
+    """Passes calls through and keeps each generation with the request that addresses it (recording)."""
+
+    def __init__(self, inner: Backend, role: str, out: list[ServedGeneration]) -> None:
+        self.inner = inner
+        self.role = role
+        self.out = out
+        self.model_id = inner.model_id
+        self.supports_prefix = inner.supports_prefix
+        self.hint_mode = inner.hint_mode
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return self.inner.count_prompt_tokens(request)
+
+    async def agenerate(self, request: GenerationRequest, n: int = 1) -> list[Generation]:
+        gens = await self.inner.agenerate(request, n=n)
+        for i, g in enumerate(gens):  # the i-th of n: seed + i, as the trace store addresses it
+            req = request if i == 0 or request.seed is None else replace(request, seed=request.seed + i)
+            self.out.append(ServedGeneration(self.role, self.model_id, req, g))
+        return gens
+
+    async def astream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        async for chunk in self.inner.astream(request):
+            if chunk.generation is not None:
+                self.out.append(ServedGeneration(self.role, self.model_id, request, chunk.generation))
+            yield chunk
 
 
 class ServerState:
@@ -91,6 +141,9 @@ class ServerState:
         self.budgets = self._budgets()
         self.in_flight = 0
         self.tasks: set[asyncio.Task] = set()
+        #: started with the app (lifespan), when `[server.record]` is set
+        self.recorder: Recorder | None = None
+        self.reloads = 0
         self.ready = not settings.warmup
         self.started = time.time()
 
@@ -100,11 +153,17 @@ class ServerState:
     def _routes(self) -> dict[str, Route]:
         routes: dict[str, Route] = {}
         for name, spec in self.settings.routes(self.config).items():
-            try:
-                policy = make_policy(spec.policy, **spec.settings)
-            except ValueError as exc:
-                raise ConfigError(f"server.models.{name}: {exc}") from None
-            routes[name] = Route(name, policy, "policy", spec.description or f"policy {spec.policy}")
+            given = spec.settings.get("artifact")
+            for _ in range(3):  # an artifact rewritten while it loads (a train finishing): load it again
+                before = artifact_id(given) if isinstance(given, str) and Path(given).is_dir() else None
+                try:
+                    policy = make_policy(spec.policy, **spec.settings)
+                except ValueError as exc:
+                    raise ConfigError(f"server.models.{name}: {exc}") from None
+                artifact = _artifact_of(policy)
+                if before is None or before == artifact:
+                    break
+            routes[name] = Route(name, policy, "policy", spec.description or f"policy {spec.policy}", artifact)
         if self.settings.passthrough:
             for alias, role in (("slm", "slm"), ("llm", "llm")):
                 routes.setdefault(alias, Route(alias, SLMOnly() if role == "slm" else LLMOnly(), "model",
@@ -114,6 +173,15 @@ class ServerState:
                 routes.setdefault(slm_id, Route(slm_id, SLMOnly(), "model", "the slm alone"))
                 routes.setdefault(llm_id, Route(llm_id, LLMOnly(), "model", "the llm alone"))
         return routes
+
+    def reload(self) -> dict[str, str | None]:
+        """Rebuild the routes from the config (their policies load their artifacts from disk again) and swap
+        them in at once; a request in flight keeps the route, so the policy, it started with. Blocking (it
+        reads the artifacts): run it off the event loop. A failure leaves the old routes serving."""
+        routes = self._routes()
+        self.routes = routes
+        self.reloads += 1
+        return {name: r.artifact for name, r in routes.items() if r.kind == "policy"}
 
     def _budgets(self) -> Budgets | None:
         s = self.settings
@@ -267,12 +335,16 @@ class ChatResponse(Response):
                         raise BudgetExceeded(b, 0.0)
             self.meter = Meter(st.budgets, accounts)
             s = st.settings
-            slm = GuardedBackend(st.slm, role="slm", price=st.slm_price, timeout_s=s.slm_timeout_s,
-                                 meter=self.meter, default_max_tokens=st.max_tokens_default,
-                                 margin=s.reserve_margin, health=st.health["slm"])
-            llm = GuardedBackend(st.llm, role="llm", price=st.llm_price, timeout_s=s.llm_timeout_s,
-                                 meter=self.meter, default_max_tokens=st.max_tokens_default,
-                                 margin=s.reserve_margin, health=st.health["llm"])
+            slm: Backend = GuardedBackend(st.slm, role="slm", price=st.slm_price, timeout_s=s.slm_timeout_s,
+                                          meter=self.meter, default_max_tokens=st.max_tokens_default,
+                                          margin=s.reserve_margin, health=st.health["slm"])
+            llm: Backend = GuardedBackend(st.llm, role="llm", price=st.llm_price, timeout_s=s.llm_timeout_s,
+                                          meter=self.meter, default_max_tokens=st.max_tokens_default,
+                                          margin=s.reserve_margin, health=st.health["llm"])
+            captured: list[ServedGeneration] | None = None
+            if st.recorder is not None:
+                captured = []
+                slm, llm = _Capture(slm, "slm", captured), _Capture(llm, "llm", captured)
             runner = Runner(slm, llm, slm_price=st.slm_price, llm_price=st.llm_price, settings=st.run_settings)
             hint = self.body.shepherd.hint_tokens if self.body.shepherd else None
             if self.route.kind == "model":
@@ -281,6 +353,8 @@ class ChatResponse(Response):
                                   adjust=st.adjust if s.global_budget is not None else None)
             emit = (lambda source, text: put(("delta", source, text))) if self.stream else None
             answer = await runner.answer(self.greq, policy, emit=emit)
+            if captured is not None:
+                self._record(answer, captured)
             put(("done", answer))
         except asyncio.CancelledError:
             raise
@@ -307,8 +381,19 @@ class ChatResponse(Response):
             put(("error", ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error",
                                    code="internal_error")))
 
+    def _record(self, answer, captured: list[ServedGeneration]) -> None:
+        d = answer.decision
+        decision = {"label": d.label, "kind": d.kind, "hint_tokens": answer.hint_tokens, "reason": d.reason}
+        self.state.recorder.submit(ServedRecord(  # type: ignore[union-attr]
+            response_id=self.rid, key_name=self.key.name if self.key else "anonymous", route=self.route.name,
+            policy=answer.policy, request=self.greq, answer=answer.text, decision=decision,
+            cost_usd=answer.cost.total, llm_only_cost_usd=answer.llm_only_cost_usd, latency_s=answer.latency_s,
+            artifact=self.route.artifact, generations=captured))
+
     def _extra(self, answer) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.route.name}
+        if self.route.artifact is not None:
+            out["artifact"] = self.route.artifact
         if self.meter is not None and self.meter.accounts:
             details = answer.decision.details
             out["budget"] = {"charged_usd": self.meter.spent_usd,
@@ -556,10 +641,17 @@ def create_app(config: ShepherdConfig | str | Path | None = None,
             if expired:
                 log.warning("counted %d stale reservations from a previous run as spent", expired)
             state.budgets.start()  # heartbeats (PostgreSQL) start before the first request
+        rec = settings.record
+        if rec is not None:
+            state.recorder = Recorder(rec.resolved_path(), hash_messages=rec.hash_messages,
+                                      max_requests=rec.max_requests, max_age_days=rec.max_age_days)
+        hup = _on_sighup(state)
         state.ready = True
         try:
             yield
         finally:
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             state.ready = False
             for task in list(state.tasks):
                 task.cancel()
@@ -567,6 +659,9 @@ def create_app(config: ShepherdConfig | str | Path | None = None,
                 await asyncio.wait(list(state.tasks), timeout=10)
             if state.budgets is not None:
                 state.budgets.close()
+            if state.recorder is not None:
+                await asyncio.to_thread(state.recorder.close)
+                state.recorder = None
             for b in state.owned:
                 await b.aclose()
 
@@ -636,6 +731,42 @@ def create_app(config: ShepherdConfig | str | Path | None = None,
         balances = await state.budgets.call(state.budgets.ledger.balances, accounts)
         return {"object": "budget", "accounts": [b.to_dict() for b in balances]}
 
+    @app.post("/v1/feedback", responses={400: _err("malformed feedback"), 401: _err("missing or invalid API key"),
+                                         404: _err("no response with this id was served to this key"),
+                                         409: _err("this server does not record its answers"),
+                                         413: _err("request body too large")},
+              summary="Rate an answer this key received: a score in [0, 1] and/or a corrected answer")
+    async def feedback(body: FeedbackRequest, request: Request) -> dict:
+        key = state.authenticate(request)
+        recorder = state.recorder
+        if recorder is None:
+            raise ApiError(409, "this server does not record its answers ([server.record] is not set), so there "
+                           "is nothing to attach feedback to", code="recording_disabled")
+        name = key.name if key else "anonymous"
+        fb = Feedback(score=body.score, corrected_answer=body.corrected_answer)
+        if not await asyncio.to_thread(recorder.feedback, body.response_id, name, fb):
+            raise ApiError(404, f"no response {body.response_id!r} was served to this key (unknown, another "
+                           "key's, or past the record's retention)", code="response_not_found",
+                           param="response_id")
+        return {"object": "feedback", "response_id": body.response_id, "score": body.score,
+                "corrected_answer": body.corrected_answer}
+
+    @app.post("/admin/reload", responses={401: _err("missing or invalid API key"), 403: _err("not an admin key"),
+                                          413: _err("request body too large"),
+                                          500: _err("the reload failed; the old policies keep serving")},
+              summary="Reload the routes' policies (and their artifacts) from disk, without a restart")
+    async def admin_reload(request: Request) -> dict:
+        key = state.authenticate(request)
+        if key is None or not key.admin:
+            raise ApiError(403, "reloading needs an API key with admin = true", type="permission_error",
+                           code="forbidden")
+        try:
+            artifacts = await asyncio.to_thread(state.reload)
+        except (ConfigError, ValueError, OSError) as exc:
+            raise ApiError(500, f"reload failed, the old policies keep serving: {exc}", type="server_error",
+                           code="reload_failed") from None
+        return {"object": "reload", "reloads": state.reloads, "artifacts": artifacts}
+
     @app.get("/health", summary="Liveness, readiness and the last backend failures")
     async def health() -> dict:
         return {"status": "ok" if state.ready else "starting", "ready": state.ready,
@@ -649,6 +780,30 @@ def create_app(config: ShepherdConfig | str | Path | None = None,
         return Response(data, media_type=content_type)
 
     return app
+
+
+def _on_sighup(state: ServerState) -> bool:
+    """SIGHUP reloads the policies (as POST /admin/reload does); False where signals cannot be set here (not
+    the main thread, or no SIGHUP on this platform)."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        async def run() -> None:
+            try:
+                artifacts = await asyncio.to_thread(state.reload)
+                log.info("SIGHUP: reloaded the policies: %s", artifacts)
+            except Exception:
+                log.exception("SIGHUP: reload failed, the old policies keep serving")
+
+        task = loop.create_task(run())
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return False
+    return True
 
 
 def _warm(backends: list[Backend]) -> None:

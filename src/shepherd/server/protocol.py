@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..answer import Answer
 from ..models.base import GenerationRequest
@@ -84,6 +84,23 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     shepherd: ShepherdOptions | None = None
+
+
+class FeedbackRequest(BaseModel):
+    """POST /v1/feedback: a caller's verdict on an answer it received (by the response's `id`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    response_id: str = Field(..., min_length=1, max_length=128)
+    #: 1 right, 0 wrong (and anything between)
+    score: float | None = Field(None, ge=0.0, le=1.0)
+    #: what the answer should have been
+    corrected_answer: str | None = Field(None, min_length=1)  # bounded by max_body_bytes
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackRequest:
+        if self.score is None and self.corrected_answer is None:
+            raise ValueError("give a score (0..1) and/or a corrected_answer")
+        return self
 
 
 def _text(content: str | list[ContentPart] | None, i: int) -> str:

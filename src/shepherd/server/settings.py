@@ -23,6 +23,12 @@ url_env = "SHEPHERD_LEDGER_URL"   # PostgreSQL shared by server replicas (or url
 lease_s = 15                   # a replica silent this long is dead: its reservations count as spent
 heartbeat_s = 2
 
+[server.record]                # optional, off by default: keep every answered request (users' prompts!)
+store = "runs/served.sqlite"   # a trace store: `shepherd sweep run --from-record` sweeps it
+max_requests = 100000          # retention: the newest N requests ...
+max_age_days = 30              # ... of at most this age
+hash_messages = false          # true: keep only hashes of the messages (can be rated, not swept)
+
 [server.global_budget]         # optional: one cap over all keys
 cap_usd = 100.0
 soften_from = 0.8              # from 80 % of the cap, hints shrink linearly ...
@@ -67,6 +73,8 @@ class KeyConfig(_Strict):
     key_sha256: str | None = None
     #: lifetime dollars this key may spend (None: unlimited)
     budget_usd: float | None = Field(None, ge=0.0)
+    #: may call POST /admin/reload
+    admin: bool = False
 
     @field_validator("name")
     @classmethod
@@ -164,6 +172,19 @@ class LedgerSettings(_Strict):
                 raise ConfigError(f"server.ledger.url_env: the URL in {self.url_env} {exc}") from None
             return url
         return None
+class RecordSettings(_Strict):
+    """Recording of served traffic (`shepherd.traces.record`): off unless `[server.record]` is given."""
+
+    store: str = Field(..., min_length=1)
+    #: keep at most the newest N requests (None: no limit)
+    max_requests: int | None = Field(None, ge=1)
+    #: drop requests older than this (None: no limit)
+    max_age_days: float | None = Field(None, gt=0)
+    #: keep only hashes of the messages (and no generations, whose requests hold them)
+    hash_messages: bool = False
+
+    def resolved_path(self) -> Path:
+        return Path(self.store).expanduser()
 
 
 class ServerSettings(_Strict):
@@ -179,6 +200,8 @@ class ServerSettings(_Strict):
     ledger_path: str | None = None
     ledger: LedgerSettings | None = None
     global_budget: GlobalBudget | None = None
+    #: record served requests for `shepherd sweep run --from-record` (None: off)
+    record: RecordSettings | None = None
     #: reservations multiply the counted prompt tokens by this, to stay an upper bound
     reserve_margin: float = Field(1.2, ge=1.0, le=10.0)
     #: reservations left by a crashed process older than this are counted as spent at startup

@@ -95,7 +95,8 @@ class _Progress:
 
 @sweep_app.command("run")
 def run_cmd(
-    task_name: str = typer.Argument(..., metavar="TASK", help="Task name (gsm8k, cnk12, humaneval, mbpp)."),
+    task_name: str | None = typer.Argument(None, metavar="[TASK]",
+                                           help="Task name (gsm8k, cnk12, humaneval, mbpp); none with --from-record."),
     split: str | None = typer.Option(None, help="Split (default: the task's)."),
     limit: int | None = typer.Option(None, min=1, help="Number of items (the first ones, or a seeded sample)."),
     seed: int | None = typer.Option(None, help="Sample `limit` items with this seed (default: the first)."),
@@ -137,6 +138,12 @@ def run_cmd(
                                        "local cluster."),
     workers: int = typer.Option(2, min=1, help="Ray workers (each holds both models)."),
     worker_cpus: float = typer.Option(1.0, min=0.0, help="CPUs one Ray worker reserves."),
+    from_record: Path | None = typer.Option(None, "--from-record", help="Sweep the queries a server recorded in "
+                                            "this store ([server.record]) instead of a benchmark: labels from "
+                                            "feedback, else the proxy (agreement with the LLM's answer); the "
+                                            "generations paid for while serving are reused."),
+    since: float | None = typer.Option(None, "--since", help="With --from-record: only queries served at or "
+                                       "after this time (unix seconds)."),
 ) -> None:
     """Sweep TASK: the LLM's answer, hinted SLM continuations on a grid, SLM samples; all graded and
     stored. Interrupt it at any time and run it again: it resumes without repeating a stored call."""
@@ -148,8 +155,21 @@ def run_cmd(
     from .store import TraceStore
     from .sweep import SweepConfig, SweepPlan, make_units, register_sweep
 
+    record_task = None
     try:
-        task = load_task(task_name, data)
+        if from_record is not None:
+            from .from_record import RecordTask
+
+            if task_name is not None:
+                raise ValueError(f"give a TASK or --from-record, not both (got {task_name!r})")
+            if executor_name != "local":
+                raise ValueError("--from-record sweeps run with --executor local (the items live in the record)")
+            task = record_task = RecordTask(from_record, since=since)
+        elif task_name is None:
+            raise ValueError("name a TASK (gsm8k, cnk12, humaneval, mbpp), or sweep recorded traffic with "
+                             "--from-record STORE")
+        else:
+            task = load_task(task_name, data)
         split = split or task.default_split
         id_list = None
         if ids:
@@ -186,6 +206,13 @@ def run_cmd(
         scfg = SweepConfig(task=task.name, slm=slm_b.model_id, llm=llm_b.model_id, max_tokens=budget,
                            seed=sample_seed, temperature=temperature)
         store = TraceStore(store_path)
+        if record_task is not None:
+            from .from_record import seed_store
+
+            seeded = seed_store(from_record, store)
+            record_task.bind(store, llm_b.model_id)
+            console.print(f"{len(items)} recorded queries from {from_record}; {seeded.copied} served generations "
+                          f"copied into {store_path} ({seeded.already} there already)", highlight=False)
     except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError, KeyError,
             FileNotFoundError) as exc:
         fail(str(exc))
@@ -194,8 +221,14 @@ def run_cmd(
     concurrency = concurrency or (4 if batched else 1)
     sweep_id = register_sweep(store, scfg, plan, split, settings={
         "engine": engines, "concurrency": concurrency,
-        "executor": executor_name if executor_name != "ray" else f"ray({workers} workers)"})
-    units = make_units(task, items, scfg, plan, split)
+        "executor": executor_name if executor_name != "ray" else f"ray({workers} workers)",
+        **({"labels": "proxy", "record": str(from_record)} if record_task is not None else {})})
+    if record_task is not None:
+        from .from_record import record_units
+
+        units = record_units(record_task, items, scfg, plan)
+    else:
+        units = make_units(task, items, scfg, plan, split)
     console.print(f"sweep {sweep_id}: {len(units)} items of {task.name}/{split}, grid {list(plan.grid)}, "
                   f"{plan.trials} trial(s), {plan.samples} sample(s) at T={plan.temperature}"
                   f"{f' (and at hints {list(plan.samples_at)})' if plan.samples_at else ''}"

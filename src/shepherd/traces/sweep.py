@@ -138,6 +138,9 @@ class SweepUnit:
     item: Any  # the task's Item (id, question, reference, metadata)
     split: str | None = None
     messages: list[dict[str, str]] | None = None  # filled from the task when None
+    #: the item's request, when it is not the config's (`base_request(messages)`): a recorded query is swept
+    #: with the budget and stops it was served with, so the generations paid for then are found by key
+    base: GenerationRequest | None = None
 
     @property
     def item_id(self) -> str:
@@ -189,7 +192,7 @@ async def run_unit(unit: SweepUnit, ctx: WorkerContext) -> UnitResult:
     store, task, item, sweep = ctx.store, ctx.task, unit.item, unit.sweep
     plan_d = unit.plan.to_dict()
     messages = unit.messages if unit.messages is not None else task.messages(item)
-    base = unit.config.base_request(messages)
+    base = unit.base if unit.base is not None else unit.config.base_request(messages)
     stored = store.item_request(sweep, unit.item_id)
     if stored is not None and stored != base:
         raise ValueError(f"item {unit.item_id} was swept into {sweep} with a different request (the task's "
