@@ -1,7 +1,7 @@
 """The shepherd server next to LiteLLM's proxy, in front of the same instant OpenAI-compatible backend (issue 25).
 
 Both run as their users run them, one process each: `shepherd serve --config FILE` with a pass-through route
-(`model = "slm"`) to an OpenAI-compatible backend, and `litellm --config FILE --port P` (litellm[proxy], the
+(`model = "llm"`) to an OpenAI-compatible backend, and `litellm --config FILE --port P` (litellm[proxy], the
 command its docs give) with one `model_list` entry for the same backend. The backend is a raw asyncio HTTP
 responder that answers every chat completion at once with a fixed body (usage included), so what is measured
 is what each proxy adds. The client is the raw-socket keep-alive client of `server_overhead.py`.
@@ -9,12 +9,15 @@ is what each proxy adds. The client is the raw-socket keep-alive client of `serv
 Measured per proxy: one connection, one request at a time (latency p50/p99; overhead = proxy - direct call to
 the backend through the same client), then `--concurrency` clients on one keep-alive connection each
 (requests per second, latency). Optional: the shepherd server with an API key and budget, on the SQLite
-ledger (`--budget`) or a PostgreSQL ledger (`--ledger-url postgresql://...`).
+ledger (`--budget`) or a PostgreSQL ledger (`--postgres`: a throwaway PostgreSQL started as the tests start
+it, PostgreSQL's default durability; or `--ledger-url postgresql://...` for one you run). Every pass-through
+call is free to the ledger unless it is priced: the pass-through route here is `llm` (priced at the paper's
+rates), so each request reserves and settles in the ledger.
 
 LiteLLM lives in its own virtual environment (its pins clash with ours): pass its `litellm` executable.
 
     python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install "litellm[proxy]==1.108.7"
-    python benchmarks/server_vs_litellm.py --litellm /tmp/litellm-venv/bin/litellm [--budget]
+    python benchmarks/server_vs_litellm.py --litellm /tmp/litellm-venv/bin/litellm [--budget] [--postgres]
         [--ledger-url URL] [--requests 2000] [--concurrency 64] [--load-requests 6000] [--json out.json]
 """
 
@@ -62,7 +65,7 @@ async def main():
 asyncio.run(main())
 """
 
-BODY = {"model": "slm", "messages": [{"role": "user", "content": "What is (3+4)*2?"}], "max_tokens": 64}
+BODY = {"model": "llm", "messages": [{"role": "user", "content": "What is (3+4)*2?"}], "max_tokens": 64}
 KEY = "sk-bench-000000"
 LITELLM_KEY = "sk-" + "0" * 64  # its master key: it refuses to start without one; no database, no budget
 
@@ -74,6 +77,7 @@ backend = "openai"
 base_url = "{backend_url}"
 model = "big"
 prefix_route = "none"
+price = {{ input = 0.59, output = 0.79 }}
 
 [slm]
 backend = "openai"
@@ -93,7 +97,7 @@ max_in_flight = 4096
 
 def litellm_config(backend_url: str) -> str:
     return f"""model_list:
-  - model_name: slm
+  - model_name: llm
     litellm_params:
       model: openai/small
       api_base: {backend_url}
@@ -128,6 +132,14 @@ async def run(args) -> dict:
         variants = [("shepherd serve, pass-through", False, None)]
         if args.budget:
             variants.append(("shepherd serve, pass-through, key + SQLite ledger", True, None))
+        pg = None
+        if args.postgres and not args.ledger_url:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from server.postgres import PostgresServer  # the tests' throwaway PostgreSQL
+
+            pg = await asyncio.to_thread(PostgresServer(durable=True).start)
+            args.ledger_url = pg.create_database()
+            out["postgres"] = pg.version()
         if args.ledger_url:
             variants.append(("shepherd serve, pass-through, key + PostgreSQL ledger", True, args.ledger_url))
         for name, budget, ledger_url in variants:
@@ -140,6 +152,8 @@ async def run(args) -> dict:
                 out["rows"][name] = await measure(port, args, KEY if budget else None, direct)
             finally:
                 stop(proc)
+        if pg is not None:
+            pg.stop()
 
         if args.litellm:
             cfg = tmp / "litellm.yaml"
@@ -198,6 +212,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--litellm", help="the `litellm` executable of a venv with litellm[proxy]; omitted: ours only")
     ap.add_argument("--budget", action="store_true", help="also: an API key with a budget, SQLite ledger")
+    ap.add_argument("--postgres", action="store_true",
+                    help="also: an API key with a budget on a throwaway PostgreSQL ledger started here")
     ap.add_argument("--ledger-url", help="also: an API key with a budget on this PostgreSQL ledger")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=64)
