@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 POLICIES = ["slm-only", "llm-only", "proactive", "reactive"]
+#: bumped when the proxy's rules change, so that cached proxy sweeps are recomputed
+PROXY_RULES = 2
 
 
 def log(msg: str) -> None:
@@ -181,7 +183,7 @@ def main() -> None:
             sweeps = ts.item_sweeps(task)
         items = task_items(task, sweeps, args.data)
         gold_of[slug], items_of[slug] = sweeps, items
-        key = ",".join(_sha(f) for f in files)
+        key = ",".join(_sha(f) for f in files) + f"/{PROXY_RULES}"
         entry: dict[str, Any] = {"name": name, "task": task, "items": len(sweeps), "variants": {}}
         for v in variants:
             ps = cached_proxy(args.work, slug, v, key, sweeps, items, args.workers)
@@ -235,7 +237,8 @@ def _ci(s: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """The tables of proxy_labels.md (the discussion is written by hand in docs/proxy_labels.md, after them)."""
-    lines = [("| set | proxy | items | hint rows | rows agree (95% CI) | proxy right, gold wrong (LLM wrong) | "
+    lines = [("| set | proxy | items | hint rows | rows agree (95% CI) | where the LLM is right | "
+              "proxy right, gold wrong (LLM wrong) | "
              "proxy wrong, gold right | needed equal | n* equal | kept gold / proxy / both | bases |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in report["benchmarks"].values():
@@ -243,7 +246,7 @@ def render(report: dict[str, Any]) -> str:
             fp, fn = s["proxy_right_gold_wrong"], s["proxy_wrong_gold_right"]
             bases = ", ".join(f"{k} {n}" for k, n in s["basis"].items())
             k = s["kept"]
-            lines.append(f"| {b['name']} | {v} | {s['items']} | {s['rows']['n']} | {_ci(s['rows'])} | "
+            lines.append(f"| {b['name']} | {v} | {s['items']} | {s['rows']['n']} | {_ci(s['rows'])} | {_ci(s['rows_llm_right'])} | "
                          f"{fp['rows']} ({fp['llm_wrong']}) | {fn['rows']} | {_ci(s['labels']['needed_equal'])} | "
                          f"{_ci(s['labels']['nstar_equal'])} | {k['gold']} / {k['proxy']} / {k['both']} | {bases} |")
     out = ["<!-- tables written by benchmarks/proxy_labels.py -->", "", "### Proxy grades and labels vs gold", "",

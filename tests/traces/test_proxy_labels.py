@@ -61,12 +61,34 @@ def test_math_rows_are_regraded_by_agreement_with_the_llm(variant):
     assert [r.proxy for r in wrong.rows if r.kind == "sample"] == [False, False, True]
 
 
+def _no_embedding(a: str, b: str) -> float:
+    raise AssertionError("not compared by embedding")
+
+
+def test_a_reference_cut_off_at_the_cap_agrees_with_nothing():
+    """Two derivations stopped mid-way "agree" on their last numbers by chance; the proxy knows the LLM's
+    answer stopped at the cap (its finish reason) and labels nothing right on it."""
+    s = math_sweep("gsm8k/test/0", "Half of 10 is 5, plus 3 is", False)
+    s.llm_full = s.llm_full._replace(generation=Generation(**{**s.llm_full.generation.to_dict(),
+                                                              "finish_reason": "length"}))
+    s.levels[0].trials[0] = s.levels[0].trials[0]._replace(generation=gen("10 / 2 = 5, plus 3 is"))
+    p = proxy_sweep(s, "live", similarity=_no_embedding)
+    assert {(r.proxy, r.basis) for r in p.rows} == {(False, "reference cut off")}
+    assert label_item(p.sweep).kind == "unsolvable"
+    # the same texts with a finished reference: compared by their last numbers, and "agreeing" on the 5 where
+    # both stopped, which is what a cut-off reference would give too
+    s.llm_full = s.llm_full._replace(generation=gen("10 / 2 = 5, plus 3 is"))
+    row = proxy_sweep(s, "live", similarity=_no_embedding).rows[1]
+    assert (row.kind, row.fraction, row.basis, row.proxy) == ("hint", 0.0, "last number", True)
+
+
 def test_stats_count_agreement_confusion_and_labels():
     item = Item("gsm8k/test/0", "q", "8", {})
     gold = [math_sweep("a", LLM_RIGHT, True), math_sweep("b", LLM_WRONG, False)]
     proxy = [proxy_sweep(s, "task-aware", item=item) for s in gold]
     st = proxy_stats(gold, proxy)
     assert st["rows"]["n"] == 4 and st["rows"]["k"] == 3  # 4 hint rows, the wrong LLM's follower differs
+    assert (st["rows_llm_right"]["n"], st["rows_llm_right"]["k"]) == (2, 2)
     assert st["proxy_right_gold_wrong"] == {"rows": 1, "llm_wrong": 1}
     assert st["proxy_wrong_gold_right"] == {"rows": 0, "llm_wrong": 0}
     assert st["labels"]["kinds_gold"] == {"none": 0, "hint": 1, "llm": 0, "unsolvable": 1}

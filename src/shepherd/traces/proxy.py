@@ -14,7 +14,10 @@ Two variants:
 
 The LLM's own answer is "right" under the proxy when it agrees with itself: a program that does not load
 or raises on every example, or a math answer without any answer, is not, and its item is labelled as one
-the LLM gets wrong (the label filter drops it).
+the LLM gets wrong (the label filter drops it). An LLM answer that stopped at the token cap (known live from
+its finish reason) states no result, so nothing agrees with it: every row of its item is "wrong" (basis
+"reference cut off"). Why: compared by their last numbers, two cut-off derivations "agreed" on whatever
+number each happened to stop near (CNK12, where a third of the LLM's answers stop at 512 tokens).
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..agreement import ProxyVerdict
 from .records import Graded, HintLevel, ItemSweep
 
 VARIANTS = ("live", "task-aware")
+#: the basis of every row of an item whose LLM answer stopped at the sweep's token cap
+CUT_OFF = "reference cut off"
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,8 @@ class ProxyRow:
     trial: int
     gold: bool
     proxy: bool
-    #: how the proxy compared ("answer", "last number", "example calls", "syntax tree", "embedding", "empty")
+    #: how the proxy compared ("answer", "last number", "example calls", "syntax tree", "embedding", "empty",
+    #: "reference cut off")
     basis: str
     similarity: float | None = None
 
@@ -66,6 +73,10 @@ def _verdict_fn(variant: str, task: Any, item: Any, prompt: str, threshold: floa
     return lambda a, ref: proxy_verdict(task, item, a, ref, prompt, threshold=t, similarity=similarity)
 
 
+def _nothing_agrees(answer: str, reference: str) -> ProxyVerdict:
+    return ProxyVerdict(False, CUT_OFF)
+
+
 def proxy_sweep(s: ItemSweep, variant: str = "live", *, item: Any = None, task: Any = None,
                 threshold: float | None = None,
                 similarity: Callable[[str, str], float] | None = None) -> ProxySweep:
@@ -83,6 +94,8 @@ def proxy_sweep(s: ItemSweep, variant: str = "live", *, item: Any = None, task: 
             raise ValueError(f"{s.item_id}: the task-aware proxy needs the task ({s.task}) and its item")
     verdict = _verdict_fn(variant, task, item, query_text(s.messages), threshold, similarity)
     reference = s.llm_full.generation.text or ""
+    if s.llm_full.generation.cut_off:  # stopped at the cap: it states no result, nothing can agree with it
+        verdict = _nothing_agrees
     rows: list[ProxyRow] = []
 
     def regrade(g: Graded, kind: str, fraction: float, trial: int, prefix: str = "") -> Graded:
@@ -156,7 +169,8 @@ def proxy_stats(gold: Sequence[ItemSweep], proxy: Sequence[ProxySweep]) -> dict[
     """How proxy grades and labels compare with gold ones, over the same items.
 
     - `rows`: hint rows (every trial of every level, fraction 0 being the SLM alone) whose proxy grade equals
-      the gold grade, with a Wilson 95% interval; `proxy_right_gold_wrong` / `proxy_wrong_gold_right` split
+      the gold grade, with a Wilson 95% interval (`rows_llm_right`: on the items whose LLM answer is right,
+      where the proxy can only err by the comparison itself); `proxy_right_gold_wrong` / `proxy_wrong_gold_right` split
       the disagreements, the first also counted where the LLM's own answer is wrong (a continuation that
       repeats the LLM's wrong answer agrees with it);
     - `llm`: the LLM's answers the proxy counts as right (agreeing with themselves) against gold;
@@ -191,6 +205,8 @@ def proxy_stats(gold: Sequence[ItemSweep], proxy: Sequence[ProxySweep]) -> dict[
     return {
         "items": n,
         "rows": _share(sum(r.proxy == r.gold for r in rows), len(rows)),
+        "rows_llm_right": _share(sum(r.proxy == r.gold for r in rows if r.item_id not in llm_wrong),
+                                 sum(r.item_id not in llm_wrong for r in rows)),
         "proxy_right_gold_wrong": {"rows": len(fp), "llm_wrong": sum(r.item_id in llm_wrong for r in fp)},
         "proxy_wrong_gold_right": {"rows": len(fn), "llm_wrong": sum(r.item_id in llm_wrong for r in fn)},
         "gold_right_rows": sum(r.gold for r in rows), "proxy_right_rows": sum(r.proxy for r in rows),
