@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 POLICIES = ["slm-only", "llm-only", "proactive", "reactive"]
+#: bootstrap resamples of the replays' accuracy intervals: only the points' own accuracies and costs are read
+#: here (the cheapest point reaching a target), so a few keep the replays fast
+N_BOOT = 50
 #: bumped when the proxy's rules change, so that cached proxy sweeps are recomputed
 PROXY_RULES = 2
 
@@ -117,7 +120,7 @@ def replay(spec: Any, store: Path, task: str, predictor: Path, out: Path, data: 
         return json.loads(cache.read_text())
     llm_p, slm_p = spec.prices()
     cfg = EvalConfig(test=str(store), out=str(out), tasks=[task], predictor=str(predictor), policies=POLICIES,
-                     llm_price=llm_p, slm_price=slm_p, seed=spec.seed, data=data,
+                     llm_price=llm_p, slm_price=slm_p, seed=spec.seed, data=data, n_boot=N_BOOT,
                      argv=["benchmarks/proxy_labels.py", f"(replay {predictor.name})"])
     ev = run_eval(cfg)
     res = ev.results[0]
@@ -241,8 +244,22 @@ def main() -> None:
     report["seconds"] = round(time.perf_counter() - t_start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "proxy_labels.json").write_text(json.dumps(report, indent=1, sort_keys=True), encoding="utf-8")
-    (args.out / "proxy_labels.md").write_text(render(report), encoding="utf-8")
+    write_md(args.out / "proxy_labels.md", render(report))
     log(f"wrote {args.out / 'proxy_labels.md'} ({report['seconds']:.0f} s)")
+
+
+BEGIN, END = "<!-- tables: begin (benchmarks/proxy_labels.py) -->", "<!-- tables: end -->"
+
+
+def write_md(path: Path, tables: str) -> None:
+    """The tables go between the page's markers; the words around them are written by hand and kept."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + BEGIN + "\n" + tables + END + rest.split(END, 1)[1]
+    else:
+        text = "# Proxy labels vs gold labels\n\n" + BEGIN + "\n" + tables + END + "\n" + text
+    path.write_text(text, encoding="utf-8")
 
 
 def _pct(x: float | None, d: int = 1) -> str:
@@ -255,11 +272,11 @@ def _ci(s: dict[str, Any]) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    """The tables of proxy_labels.md (the discussion is written by hand in docs/proxy_labels.md, after them)."""
+    """The tables of proxy_labels.md (the words around them are written by hand: `write_md`)."""
     lines = [("| set | proxy | items | hint rows | rows agree (95% CI) | where the LLM is right | "
               "proxy right, gold wrong (LLM wrong) | "
              "proxy wrong, gold right | needed equal | n* equal | kept gold / proxy / both | bases |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in report["benchmarks"].values():
         for v, s in b["variants"].items():
             fp, fn = s["proxy_right_gold_wrong"], s["proxy_wrong_gold_right"]
@@ -268,7 +285,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"| {b['name']} | {v} | {s['items']} | {s['rows']['n']} | {_ci(s['rows'])} | {_ci(s['rows_llm_right'])} | "
                          f"{fp['rows']} ({fp['llm_wrong']}) | {fn['rows']} | {_ci(s['labels']['needed_equal'])} | "
                          f"{_ci(s['labels']['nstar_equal'])} | {k['gold']} / {k['proxy']} / {k['both']} | {bases} |")
-    out = ["<!-- tables written by benchmarks/proxy_labels.py -->", "", "### Proxy grades and labels vs gold", "",
+    out = ["", "### Proxy grades and labels vs gold", "",
            *lines, ""]
     preds = report.get("predictors")
     if preds:
