@@ -173,3 +173,25 @@ def test_proxy_sweeps_keeps_order_with_threads():
                        progress=lambda d, n: seen.append((d, n)))
     assert [p.sweep.item_id for p in out] == [s.item_id for s in sweeps]
     assert max(seen) == (6, 6)
+
+
+def test_the_committed_gsm8k_numbers_recompute_from_the_committed_traces(tmp_path):
+    """docs/proxy_labels.json's GSM8K test rows and labels, recomputed from traces/gsm8k-test.jsonl.gz (math only:
+    no sandbox, a few seconds): the page's numbers are the code's, not edited by hand."""
+    import json
+    from pathlib import Path
+
+    from shepherd.traces.compact import import_compact
+    from shepherd.traces.proxy import VARIANTS, task_items
+    from shepherd.traces.store import TraceStore
+
+    repo = Path(__file__).resolve().parents[2]
+    doc = json.loads((repo / "docs/proxy_labels.json").read_text(encoding="utf-8"))["benchmarks"]["gsm8k"]
+    with TraceStore(tmp_path / "gsm8k.sqlite") as store:
+        import_compact(repo / "traces/gsm8k-test.jsonl.gz", store)
+        sweeps = store.item_sweeps("gsm8k")
+    assert len(sweeps) == doc["items"]
+    items = task_items("gsm8k", sweeps)
+    for variant in VARIANTS:
+        got = proxy_stats(sweeps, proxy_sweeps(sweeps, variant, items=items, workers=1))
+        assert json.loads(json.dumps(got)) == doc["variants"][variant], variant
