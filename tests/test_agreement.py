@@ -14,6 +14,7 @@ from shepherd.agreement import (
     live_prompt,
     normalize_answer,
     normalize_extracted,
+    proxy_verdict,
     query_text,
 )
 from shepherd.models.base import GenerationRequest
@@ -204,3 +205,44 @@ def test_code_answers_compare_by_syntax_tree_not_by_their_last_number():
     assert normalize_extracted(one, "code") != normalize_extracted("def g(y):\n    return y - 1", "code")
     assert normalize_answer(one) == normalize_answer("def g(y):\n    return y * 1")  # why code needs its own key
     assert code_key("def broken(:\n  1") == "def broken(: 1" and code_key("  ") is None
+
+
+def _no_embedding(a: str, b: str) -> float:
+    raise AssertionError("math answers are not compared by embedding")
+
+
+def test_proxy_live_math_without_a_stated_answer_compares_last_numbers():
+    """A worked solution cut off before "The answer is": its last number, never the embedding's cosine (two
+    solutions worded alike but ending in different numbers are close in MiniLM's space)."""
+    ref = "She buys 3 packs of 4, so 3 * 4 = 12 pens, then gives away 5: 12 - 5 = 7"
+    same = "3 packs with 4 each: 3 * 4 = 12; after giving 5 away, 12 - 5 = 7"
+    other = "She buys 3 packs of 4, so 3 * 4 = 12 pens, then gives away 5: 12 - 5 = 8"
+    v = proxy_verdict(None, None, same, ref, similarity=_no_embedding)
+    assert (v.agree, v.basis, v.similarity) == (True, "last number", None)
+    assert proxy_verdict(None, None, other, ref, similarity=_no_embedding).agree is False
+    assert proxy_verdict(None, None, "I do not know.", ref, similarity=_no_embedding).agree is False
+    latex = "Let $x = \\frac{1}{2}$, so the area is $2x = 1$"
+    assert proxy_verdict(None, None, "so $2x = 1$", latex, similarity=_no_embedding).basis == "last number"
+    # a stated final answer is compared as a whole answer, as before
+    v = proxy_verdict(None, None, "so The answer is $\\frac{1}{2}$.", "12 - 5 = 7, so The answer is 0.5.",
+                      similarity=_no_embedding)
+    assert (v.agree, v.basis) == (True, "answer")
+
+
+def test_proxy_free_text_uses_the_embedding_threshold_and_code_its_examples():
+    calls = []
+
+    def sim(a: str, b: str) -> float:
+        calls.append((a, b))
+        return 0.9 if "Paris" in a else 0.3
+
+    ref = "The capital of France is Paris, on the Seine."
+    v = proxy_verdict(None, None, "Paris is the capital of France.", ref, similarity=sim)
+    assert (v.agree, v.basis, v.similarity) == (True, "embedding", 0.9)
+    assert proxy_verdict(None, None, "Lyon.", ref, similarity=sim).agree is False
+    assert proxy_verdict(None, None, "Paris.", ref, similarity=sim, threshold=0.95).agree is False
+    assert len(calls) == 3
+    assert proxy_verdict(None, None, "", ref, similarity=sim).basis == "empty"
+    v = proxy_verdict(None, None, LOOPING, SORTING, QUERY, similarity=_no_embedding)
+    assert (v.agree, v.basis) == (True, "example calls")
+    assert proxy_verdict(None, None, WRONG, SORTING, QUERY, similarity=_no_embedding).agree is False

@@ -219,10 +219,21 @@ PROXY_EMBEDDING = "all-MiniLM-L6-v2"
 PROXY_SIMILARITY = 0.85
 
 
+_MATH = re.compile(r"\d\s*[-+*/=×÷^]\s*\d|=\s*-?\$?\d|\\\(|\\\[|\$|\\frac|\\sqrt|\\cdot")
+
+
+def _reads_as_math(text: str) -> bool:
+    """A worked math answer: arithmetic (`3 * 4`, `x = 2`) or LaTeX, and some number."""
+    from .tasks.math_grading import last_number
+
+    return bool(_MATH.search(text)) and last_number(text) is not None
+
+
 @dataclass(frozen=True)
 class ProxyVerdict:
     """Whether an answer agrees with a reference answer, and on what basis: "answer" (the same final
-    answer), "example calls" / "syntax tree" (code), or "embedding" (free text: cosine >= threshold)."""
+    answer), "last number" (live math without a stated final answer), "example calls" / "syntax tree"
+    (code), or "embedding" (free text: cosine >= threshold)."""
 
     agree: bool
     basis: str
@@ -239,6 +250,9 @@ def proxy_verdict(task: Any, item: Any, answer: str, reference: str, prompt: str
       the same final answer; code: the same results on the example calls);
     - a live query whose reference states a final answer ("The answer is ...", \\boxed{}, "#### ..."): the
       same final answer (`normalize_answer`);
+    - a live math answer that states none (a worked solution cut off at the token cap: it holds arithmetic
+      or LaTeX and a number): the same last number (basis "last number"). Why not embeddings: two
+      solutions worded alike but ending in different numbers are close in MiniLM's space;
     - other free text: the cosine of the two answers' MiniLM embeddings (`similarity`, default
       `embedding.cosine`) at least `threshold`.
     An empty answer agrees with nothing."""
@@ -249,10 +263,13 @@ def proxy_verdict(task: Any, item: Any, answer: str, reference: str, prompt: str
     if basis != "answer" or not live:
         a = agreement_key(task, item, answer, prompt)
         return ProxyVerdict(a is not None and a == agreement_key(task, item, reference, prompt), basis)
-    from .tasks.math_grading import answer_key, final_answer_span
+    from .tasks.math_grading import answer_key, final_answer_span, last_number
 
     if answer_key(final_answer_span(reference)) is not None:
         return ProxyVerdict(normalize_answer(answer) == normalize_answer(reference), "answer")
+    if _reads_as_math(reference):  # a worked solution cut off before its result: its last number, not prose
+        a, r = last_number(answer), last_number(reference)
+        return ProxyVerdict(a is not None and a == r, "last number")
     if similarity is None:
         from .embedding import cosine as similarity
     sim = float(similarity(answer, reference))
