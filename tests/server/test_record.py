@@ -103,11 +103,14 @@ def test_hash_messages_keeps_no_prompt_text(live, tmp_path):
     queries, _ = _queries(server)
     (q,) = queries
     assert q.response_id == resp["id"] and q.request is None and len(q.messages_key) == 64
+    assert q.answer is None  # an answer may repeat the prompt: not kept either
+    answer = resp["choices"][0]["message"]["content"].encode()
+    assert answer
     assert len(q.generation_keys) == 2
     server.state.recorder.close()  # checkpoint and close, so every byte is in the files
     server.state.recorder = None
     blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
-    assert b"99887766" not in blob and b"account number" not in blob
+    assert b"99887766" not in blob and b"account number" not in blob and answer not in blob
 
 
 def test_retention_keeps_the_newest_requests_and_their_generations(live, tmp_path):

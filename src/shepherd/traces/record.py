@@ -8,8 +8,8 @@ paid for) with two more tables:
   feedback  the caller's verdict on one answer: a score in [0, 1] and/or a corrected answer
 
 `hash_messages` keeps only hashes of what users sent: the request's messages key and the generation keys,
-never the messages, nor generations (whose requests hold the messages). Such a store can be rated and
-counted, not swept.
+never the messages, nor generations (whose requests hold the messages), nor the answer (which often repeats
+what the user wrote). Such a store can be rated and counted, not swept.
 
 The server never writes on its event loop: `Recorder.submit` puts a record on a queue and one writer thread
 commits what has piled up in one transaction.
@@ -160,7 +160,7 @@ class RecordStore:
                  "request, answer, decision, cost_usd, llm_only_cost_usd, latency_s, generations) "
                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"),
                 (r.response_id, r.key_name, r.at, r.route, r.policy, r.artifact, messages_key(r.request),
-                 None if hash_messages else _request_json(r.request), r.answer,
+                 None if hash_messages else _request_json(r.request), None if hash_messages else r.answer,
                  json.dumps(r.decision, default=str), r.cost_usd, r.llm_only_cost_usd, r.latency_s,
                  json.dumps(gens))))
             if hash_messages:
