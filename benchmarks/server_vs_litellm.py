@@ -34,36 +34,16 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_overhead import free_port, load, pct, sequential, start, stop
+from server_overhead import FLOOR_SERVER, free_port, load, pct, sequential, start, stop
 
-BACKEND = r"""
-import asyncio, json, sys
-BODY = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "small",
+# the transport floor's responder, answering a chat completion (usage included, so no tokenizer is needed)
+BACKEND = FLOOR_SERVER.replace("""BODY = b'{"ok": true}'""", "BODY = " + repr(json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "big",
     "choices": [{"index": 0, "finish_reason": "stop",
                  "message": {"role": "assistant", "content": "I think it is twelve . The answer is 12."}}],
     "usage": {"prompt_tokens": 12, "completion_tokens": 11, "total_tokens": 23},
-}).encode()
-RESP = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(BODY)) + BODY
-async def handle(reader, writer):
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            n = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    n = int(line.split(b":")[1])
-            await reader.readexactly(n)
-            writer.write(RESP)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        writer.close()
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
-asyncio.run(main())
-"""
+}).encode()))
+assert BACKEND != FLOOR_SERVER
 
 BODY = {"model": "llm", "messages": [{"role": "user", "content": "What is (3+4)*2?"}], "max_tokens": 64}
 KEY = "sk-bench-000000"

@@ -20,7 +20,11 @@ from .support import LLM_ANSWER, QUESTION, SLM_ANSWER, make_config, scripted
 
 
 def test_reserve_settle_arithmetic(tmp_path):
-    led = Ledger(tmp_path / "l.sqlite")
+    check_reserve_settle_arithmetic(Ledger(tmp_path / "l.sqlite"))
+
+
+def check_reserve_settle_arithmetic(led) -> None:
+    """What every ledger must do (test_pg_ledger.py runs it on PostgreSQL)."""
     led.set_budget("a", 10.0)
     rid, (bal,) = led.reserve(["a"], 4.0)
     assert bal.reserved_usd == 4.0 and bal.remaining_usd == 6.0
