@@ -79,3 +79,84 @@ def cosine(a: str, b: str, model_path: str | None = None) -> float:
     """The cosine similarity of two texts' MiniLM embeddings (both normalised: their dot product)."""
     rows = encode([a, b], model_path)
     return float((rows[0] * rows[1]).sum())
+
+
+# ----------------------------------------------------------------------------------------------------
+# a committed table of embeddings: the same numbers on every machine
+# ----------------------------------------------------------------------------------------------------
+
+_TABLE: dict[str, Any] = {}  # text key -> float32 row, from the open table
+_GROWN: dict[str, Any] = {}  # rows computed while a table was open and not found in it
+_TABLE_LOCK = threading.Lock()
+_OPEN: list[str] = []
+
+
+def text_key(model_tag: str, text: str) -> str:
+    """A text's address in a table: sha256 of the model's tag (name and sequence length) and the text."""
+    import hashlib
+
+    return hashlib.sha256(f"{model_tag}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def table_rows(model_tag: str, texts: list[str]) -> list[Any]:
+    """The open table's rows for `texts` (None where a text is not in it, or no table is open)."""
+    with _TABLE_LOCK:
+        if not _OPEN:
+            return [None] * len(texts)
+        return [_TABLE.get(k, _GROWN.get(k)) for k in (text_key(model_tag, t) for t in texts)]
+
+
+def table_add(model_tag: str, texts: list[str], rows: Any) -> None:
+    """Rows computed while a table is open: kept, and written to it when it closes."""
+    with _TABLE_LOCK:
+        if _OPEN:
+            for t, row in zip(texts, rows, strict=True):
+                _GROWN[text_key(model_tag, t)] = row.copy()
+
+
+class EmbeddingTable:
+    """`with EmbeddingTable(path):` every embedding computed inside is looked up in the table at `path`
+    first (an .npz of sha256 text keys and float32 rows), and the rows it lacked are added to it on exit.
+
+    Why: the same text embedded on another CPU, or with another release of torch or transformers, differs
+    in the 8th digit, and a predictor trained on ~200 items amplifies that into other thresholds and costs.
+    A study that commits its embeddings beside its traces regenerates the same numbers anywhere."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+
+    def __enter__(self) -> EmbeddingTable:  # noqa: PYI034 (never subclassed)
+        import numpy as np
+
+        with _TABLE_LOCK:
+            if _OPEN:
+                raise RuntimeError(f"an embedding table is open already ({_OPEN[0]})")
+            _TABLE.clear()
+            _GROWN.clear()
+            if os.path.exists(self.path):
+                with np.load(self.path) as z:
+                    _TABLE.update(zip((k.decode() if isinstance(k, bytes) else str(k) for k in z["keys"]),
+                                      z["rows"].astype(np.float32), strict=True))
+            _OPEN.append(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import numpy as np
+
+        with _TABLE_LOCK:
+            try:
+                if _GROWN and exc[0] is None:
+                    merged = {**_TABLE, **_GROWN}
+                    keys = sorted(merged)
+                    tmp = self.path + ".tmp.npz"
+                    np.savez_compressed(tmp, keys=np.asarray(keys, dtype="S64"),
+                                        rows=np.stack([merged[k] for k in keys]).astype(np.float32))
+                    os.replace(tmp, self.path)
+            finally:
+                _TABLE.clear()
+                _GROWN.clear()
+                _OPEN.clear()
+
+    @property
+    def added(self) -> int:
+        return len(_GROWN)

@@ -130,6 +130,39 @@ def test_minilm_offline_embeddings():
     assert np.array_equal(again, first[[1, 0]]) and np.allclose(first, X[[2, 0, 2]], atol=1e-5)
 
 
+@pytest.mark.slow  # needs the embeddings extra (installed by .ci/run)
+def test_a_committed_embedding_table_gives_its_rows_and_learns_new_ones(tmp_path):
+    """A study reads MiniLM rows from its committed table (another machine would compute them a hair
+    differently); texts the table lacks are computed and added when the table closes."""
+    from shepherd.embedding import MINILM, EmbeddingTable, text_key
+    from shepherd.predictor import features as F
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tag = f"{MINILM}:256"
+    fake = np.zeros(384, dtype=np.float32)
+    fake[7] = 1.0  # no real embedding of Q[0] is this
+    table = tmp_path / "emb.npz"
+    np.savez_compressed(table, keys=np.asarray([text_key(tag, Q[0])], dtype="S64"), rows=fake[None, :])
+    F._EMBED_CACHE.clear()
+    f = get_featurizer("minilm")
+    with EmbeddingTable(table) as t:
+        X = f.transform([Q[0], Q[1]])
+        assert t.added == 1
+    assert np.array_equal(X[0], fake)  # from the table, not the model
+    assert np.allclose(np.linalg.norm(X[1]), 1.0, atol=1e-4) and not np.array_equal(X[1], fake)
+    with np.load(table) as z:  # Q[1]'s row was added
+        keys = [k.decode() for k in z["keys"]]
+        assert sorted(keys) == sorted([text_key(tag, Q[0]), text_key(tag, Q[1])])
+        assert np.array_equal(z["rows"][keys.index(text_key(tag, Q[1]))], X[1])
+    F._EMBED_CACHE.clear()
+    before = table.read_bytes()
+    with EmbeddingTable(table) as t:  # everything known: nothing computed, the file untouched
+        assert np.array_equal(f.transform([Q[1], Q[0]]), X[[1, 0]]) and t.added == 0
+    assert table.read_bytes() == before
+    F._EMBED_CACHE.clear()
+    assert not np.array_equal(f.transform([Q[0]])[0], fake)  # no table open: computed
+
+
 def test_embedding_cache_is_bounded_and_keyed_by_model(monkeypatch):
     from shepherd.predictor import features as F
 

@@ -98,6 +98,10 @@ class StudySpec(BaseModel):
     #: also replay proactive and reactive with every other candidate recipe (trained and calibrated the same
     #: way) on every benchmark: how much the shepherding results depend on which recipe won the selection
     recipe_sensitivity: bool = False
+    #: the MiniLM rows of every text the study embeds (an .npz beside the traces, written on first use and
+    #: committed): embeddings differ in the 8th digit across CPUs and library releases, and the predictor's
+    #: training amplifies that, so a study recomputed elsewhere reads them instead; None computes them
+    embeddings: str | None = None
     seed: int = 0
     cv: int = Field(5, ge=0)
     #: calibrate the shepherding threshold and hint scale on the training items (out of fold) to reach this
@@ -193,6 +197,19 @@ def _load_cap_probe(path: Path) -> dict[str, Any]:
 
 def run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: str | None = None,
               log: Callable[[str], None] = lambda m: None) -> StudyRun:
+    if not spec.embeddings:
+        return _run_study(spec, spec_dir, out, work, data=data, log=log)
+    from ..embedding import EmbeddingTable
+
+    with EmbeddingTable(spec_dir / spec.embeddings) as table:
+        run = _run_study(spec, spec_dir, out, work, data=data, log=log)
+        if table.added:
+            log(f"{table.added} new embeddings written to {spec_dir / spec.embeddings}")
+    return run
+
+
+def _run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: str | None = None,
+               log: Callable[[str], None] = lambda m: None) -> StudyRun:
     from ..predictor.data import examples_from_sweeps, label_grid, sweep_task_items
     from ..predictor.pipeline import Selecting, fit_predictor
     from ..predictor.train import TrainSettings

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..agreement import code_key, normalize_answer, query_text  # noqa: F401  (re-exported)
-from ..embedding import EmbeddingUnavailable, minilm, minilm_path
+from ..embedding import MINILM, EmbeddingUnavailable, minilm, minilm_path, table_add, table_rows
 
 __all__ = [
     "ConcatFeaturizer",
@@ -344,14 +344,27 @@ class MiniLMFeaturizer(Featurizer):
             raise TypeError("transform takes a list of texts, not one string")
         if not len(texts):
             return np.zeros((0, self.dim), dtype=np.float32)
-        import torch
+        # the bundled model's rows can come from a committed table (embedding.EmbeddingTable): the same
+        # numbers on every machine; a custom model_path is always computed
+        tag = f"{MINILM}:{self.max_seq_length}" if self.model_path is None else None
 
-        model = self._model()
+        def compute(batch: list[str]) -> np.ndarray:
+            import torch
+
+            with torch.inference_mode():
+                return self._model().encode(batch, batch_size=32, convert_to_numpy=True,
+                                            normalize_embeddings=True, show_progress_bar=False)
 
         def encode(batch: list[str]) -> np.ndarray:
-            with torch.inference_mode():
-                return model.encode(batch, batch_size=32, convert_to_numpy=True, normalize_embeddings=True,
-                                    show_progress_bar=False)
+            if tag is None:
+                return compute(batch)
+            rows = table_rows(tag, batch)
+            todo = [t for t, r in zip(batch, rows, strict=True) if r is None]
+            if todo:
+                done = dict(zip(todo, np.asarray(compute(todo), dtype=np.float32), strict=True))
+                table_add(tag, todo, [done[t] for t in todo])
+                rows = [done[t] if r is None else r for t, r in zip(batch, rows, strict=True)]
+            return np.stack(rows)
 
         return _cached_embeddings(("minilm", self._path(), self.max_seq_length), texts, self.dim, encode)
 
