@@ -31,6 +31,9 @@ from statistics import mean, median
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+#: prompt tokens per second on the 2-core machine, one model at a time (docs/scaling.md, sweep_sizing)
+PREFILL = {"slm": 300.0, "llm": 160.0}
+
 #: the replayed policies: references, start-of-answer shepherding, answer-side shepherding, baselines
 POLICIES = ["slm-only", "llm-only", "fixed-ratio", "proactive", "reactive", "reactive-fixed", "reactive-fixed+vote",
             "confidence", "confidence-3band", "abc", "abc+greedy", "routellm-classifier", "routellm-mf",
@@ -70,9 +73,12 @@ def main() -> None:
     for sc in ev.scenarios:
         report["scenarios"][sc.name] = {key: compare(res, sc, frac, args.splits)
                                         for key, frac in (("at90", 0.9), ("at100", 1.0))}
-    report["rescue_points"] = rescue_points(res, args.store, ev.scenarios[0])
+    rp = rescue_points(res, args.store, ev.scenarios[0])
+    report["timing_model"] = rp[0]["timing_model"] if rp else None
+    report["rescue_points"] = rp[1:]
     report["llm_only"] = reference(res, "llm-only", ev.scenarios[0])
     report["slm_only"] = reference(res, "slm-only", ev.scenarios[0])
+    report["at_rescue_cost"] = at_rescue_cost(res, ev.scenarios[0])
     report["families"] = {f.name: {"group": f.group, "points": len([p for p in f.points if p.ok])}
                           for f in res.families}
     text = json.dumps(report, indent=1)
@@ -146,6 +152,25 @@ def compare(res, scen, fraction: float, splits: int) -> dict:
     return out
 
 
+def at_rescue_cost(res, scen) -> list[dict]:
+    """Where rescue cannot reach the accuracy targets: per rescue point, the most accurate point of each other
+    group that costs no more (in-sample, SLM free): what the same money buys elsewhere."""
+    fams = _vectors(res, scen)
+    grouped = {"start-of-answer shepherding": [x for n, pts in fams.items() if n in START for x in pts],
+               "confidence-cascade": fams.get("confidence-cascade", []),
+               "best baseline": [x for n, pts in fams.items() if n in BASELINES for x in pts]}
+    out = []
+    for label, (acc, cost) in fams.get("rescue", []):
+        row = {"rescue": label, "accuracy": mean(acc), "cost_per_1k": 1000 * mean(cost), "others": {}}
+        for g, pts in grouped.items():
+            ok = [(mean(a), mean(c), lab) for lab, (a, c) in pts if mean(c) <= mean(cost) + 1e-12]
+            best = max(ok, key=lambda x: (x[0], -x[1]), default=None)
+            row["others"][g] = None if best is None else {"label": best[2], "accuracy": best[0],
+                                                          "cost_per_1k": 1000 * best[1]}
+        out.append(row)
+    return out
+
+
 def reference(res, name: str, scen) -> dict:
     p = next(p for p in res.family(name).points if p.ok)
     n = len(p.outcomes)
@@ -170,19 +195,33 @@ def rescue_points(res, store_path: str, scen) -> list[dict]:
     info = store.resolve_sweep(None, sweep)
     own_key = {r["item_id"]: r["key"] for r in store._query(
         "SELECT item_id, key FROM rows WHERE sweep = ? AND kind = 'hint' AND fraction = 0 AND trial = 0", (sweep,))}
-    out = []
+    full_key = {r["item_id"]: r["key"] for r in store._query(
+        "SELECT item_id, key FROM rows WHERE sweep = ? AND kind = 'llm_full'", (sweep,))}
+    # One footing for every leg: prefill at this machine's measured rates (docs/scaling.md), decode at each
+    # model's rate in the study's own recorded answers on these items (SLM: its no-hint answers; LLM: its
+    # full answers), so the rescue legs the batched sweep recorded under other load are timed as the study's.
+    order = [o.item_id for o in fam.points[0].outcomes]
+    owns = [store.get(own_key[i]) for i in order]
+    fulls = [store.get(full_key[i]) for i in order]
+    decode = {m: max(1e-3, sum(g.latency_s - g.prompt_tokens / PREFILL[m] for g in gs) / sum(g.completion_tokens for g in gs))
+              for m, gs in (("slm", owns), ("llm", fulls))}
+    llm_only_model = mean(g.prompt_tokens / PREFILL["llm"] + g.completion_tokens * decode["llm"] for g in fulls)
+    out = [{"timing_model": {"prefill_tokens_per_s": PREFILL, "decode_seconds_per_token": decode,
+                             "llm_only_seconds": llm_only_model,
+                             "llm_only_seconds_recorded": mean(g.latency_s for g in fulls)}}]
     for p in fam.points:
         if not p.ok:
             continue
         thr, n = p.policy["threshold"], p.policy["tokens"]
         window = int(p.policy.get("window", 8))
         parts = {"slm_own": [], "llm_rescue": [], "slm_after": []}
+        model = {"slm_own": [], "llm_rescue": [], "slm_after": []}
         final_llm, final_all, rescued, cut_at = [], [], 0, []
         for o in p.outcomes:
             k0 = own_key[o.item_id]
             own, base = store.get(k0), store.get_request(k0)
             c = doubt_cut(own.text, own.logprobs, thr, window)
-            t_llm = t_after = 0.0
+            t_llm = t_after = m_llm = m_after = 0.0
             if c is None or not 0 <= c < len(own.text):
                 final_llm.append(0)
                 final_all.append(own.completion_tokens)
@@ -192,16 +231,22 @@ def rescue_points(res, store_path: str, scen) -> list[dict]:
                 cut_at.append(t / max(1, own.completion_tokens))
                 hint = store.get(rescue_request(base, own.text[:c], t, n).key(info.llm))
                 t_llm = hint.latency_s
+                m_llm = hint.prompt_tokens / PREFILL["llm"] + hint.completion_tokens * decode["llm"]
                 after = 0
                 done = t + hint.completion_tokens
                 if not (hint.finished or (base.max_tokens is not None and done >= base.max_tokens)):
                     cont = store.get(continuation_request(base, own.text[:c] + hint.text, done).key(info.slm))
                     t_after, after = cont.latency_s, cont.completion_tokens
+                    # live, the SLM's cache holds the question and its own text: only the LLM's tokens are new
+                    m_after = hint.completion_tokens / PREFILL["slm"] + after * decode["slm"]
                 final_llm.append(hint.completion_tokens)
                 final_all.append(t + hint.completion_tokens + after)
             parts["slm_own"].append(own.latency_s)
             parts["llm_rescue"].append(t_llm)
             parts["slm_after"].append(t_after)
+            model["slm_own"].append(own.prompt_tokens / PREFILL["slm"] + own.completion_tokens * decode["slm"])
+            model["llm_rescue"].append(m_llm)
+            model["slm_after"].append(m_after)
         k = len(p.outcomes)
         paid_llm = sum(o.llm_completion for o in p.outcomes)
         paid_all = paid_llm + sum(o.slm_completion for o in p.outcomes)
@@ -217,6 +262,9 @@ def rescue_points(res, store_path: str, scen) -> list[dict]:
             "llm_share_of_paid_output_tokens": paid_llm / max(1, paid_all),
             "seconds_per_answer": p.seconds_per_query(),
             "seconds_parts": {k2: sum(v) / k for k2, v in parts.items()},
+            "seconds_model_parts": {k2: sum(v) / k for k2, v in model.items()},
+            "seconds_model": sum(sum(v) for v in model.values()) / k,
+            "seconds_model_over_llm_only": sum(sum(v) for v in model.values()) / k / llm_only_model,
             "decisions": p.decisions(),
         })
     store.close()
@@ -247,12 +295,22 @@ def print_tables(r: dict) -> None:
                       + (f" | held-out ${1000 * side['cost_per_query']:.3f}/1k met {_pct(side['target_met_share'])}"
                          if side else "")
                       + (f" | cf ratio {cr['median']:.2f} [{cr['low']:.2f}, {cr['high']:.2f}]" if cr else ""))
+    print("\nat rescue's cost (slm-free): the most accurate point of each group costing no more")
+    for row in r["at_rescue_cost"]:
+        print(f"  {row['rescue']:32s} {_pct(row['accuracy'])} ${row['cost_per_1k']:.3f}/1k | " + " | ".join(
+            f"{g}: " + ("-" if v is None else f"{_pct(v['accuracy'])} ({v['label']}, ${v['cost_per_1k']:.3f})")
+            for g, v in row["others"].items()))
+    tm = r["timing_model"]
+    if tm:
+        print(f"\ntiming model: {tm}")
     print("\nrescue points:")
     for p in r["rescue_points"]:
         print(f"  {p['label']:32s} acc {_pct(p['accuracy']['value'])} ${p['cost_per_1k']:.3f}/1k "
               f"rescues {p['rescues_per_answer']:.2f} llm share {_pct(p['llm_share_of_final_tokens'])} "
               f"(rescued {_pct(p['llm_share_of_final_tokens_rescued'])}, paid {_pct(p['llm_share_of_paid_output_tokens'])}) "
-              f"{p['seconds_per_answer']:.1f} s = " + " + ".join(f"{k} {v:.1f}" for k, v in p["seconds_parts"].items()))
+              f"{p['seconds_per_answer']:.1f} s = " + " + ".join(f"{k} {v:.1f}" for k, v in p["seconds_parts"].items())
+              + f" | model {p['seconds_model']:.1f} s ({p['seconds_model_over_llm_only']:.2f}x LLM-only) = "
+              + " + ".join(f"{k} {v:.1f}" for k, v in p["seconds_model_parts"].items()))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 STORE=${STORE:-runs/rescue_gsm8k.sqlite}
-STAGES=${STAGES:-20 40 60 80}
+STAGES=${STAGES:-20 40 60}
 THRESHOLDS=${THRESHOLDS:--0.35,-0.5,-0.75}
-TOKENS=${TOKENS:-8,16,32}
+TOKENS=${TOKENS:-8,16,32,128}
 WINDOW=${WINDOW:-8}
 mkdir -p runs
 [ -f "$STORE" ] || shepherd sweep unpack traces/gsm8k-test.jsonl.gz --store "$STORE"
