@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=100, help="random halvings for the out-of-sample choice")
     ap.add_argument("--out", default="runs/rescue_study")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", action="store_true", help="print docs/rescue.md's tables instead")
     args = ap.parse_args()
     ids = (Path(args.ids[1:]).read_text().split() if args.ids.startswith("@")
            else [i.strip() for i in args.ids.split(",") if i.strip()])
@@ -84,7 +85,9 @@ def main() -> None:
     text = json.dumps(report, indent=1)
     if args.json:
         args.json.write_text(text)
-    print_tables(report)
+    print(markdown(report) if args.markdown else "", end="")
+    if not args.markdown:
+        print_tables(report)
 
 
 def _vectors(res, scen):
@@ -256,6 +259,8 @@ def rescue_points(res, store_path: str, scen) -> list[dict]:
             "rescues_per_answer": sum(o.llm_calls for o in p.outcomes) / k,
             "rescued_share": rescued / k,
             "cut_at_share_of_answer_median": median(cut_at) if cut_at else None,
+            # cut back to the answer's first line: the rescue is then a start-of-answer hint of n tokens
+            "rescues_at_start": sum(1 for x in cut_at if x == 0),
             "llm_share_of_final_tokens": sum(final_llm) / max(1, sum(final_all)),
             "llm_share_of_final_tokens_rescued": (sum(x for x in final_llm if x) /
                                                   max(1, sum(a for a, x in zip(final_all, final_llm) if x))),
@@ -273,6 +278,54 @@ def rescue_points(res, store_path: str, scen) -> list[dict]:
 
 def _pct(x):
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(a: dict) -> str:
+    return f"{100 * a['value']:.0f}% [{100 * a['low']:.0f}, {100 * a['high']:.0f}]"
+
+
+def markdown(r: dict) -> str:
+    """The tables of docs/rescue.md."""
+    lines = []
+    for sc in ("slm-free", "slm-priced"):
+        lines += ["", (f"Cheapest point reaching the target, {sc} (in-sample: knobs chosen on these items; held out: "
+                  "chosen on a random half, scored on the other, 100 splits x 2):"), "",
+                  ("| target | group | in-sample point | accuracy | $/1k queries | vs LLM-only | held out $/1k | "
+                  "held-out halves meeting the target | group / rescue cost |"), "|---|---|---|---|---|---|---|---|---|"]
+        for key in ("at90", "at100"):
+            c = r["scenarios"][sc][key]
+            cf = (c.get("crossfit") or {}).get("sides") or {}
+            for g, v in c["groups"].items():
+                side = cf.get(g)
+                ratio = c["ratio_over_rescue"].get(g) if g != "rescue" else None
+                lines.append(
+                    f"| {key[2:]}% | {g} | " + ("not reached | - | - | - | " if v is None else
+                                                 f"`{v['label']}` | {_pct(v['accuracy'])} | {v['cost_per_1k']:.3f} | "
+                                                 f"{-100 * v['cost_reduction']:+.0f}% | ")
+                    + ("- | - | " if not side else f"{1000 * side['cost_per_query']:.3f} | {_pct(side['target_met_share'])} | ")
+                    + ("-" if not ratio or not ratio["ratio"] else f"{ratio['ratio']:.2f}") + " |")
+    lines += ["", ("Every rescue point (SLM free; seconds: recorded = the stored latencies, model = one footing for "
+              "every leg, see below):"), "",
+              ("| threshold | n | accuracy [95% CI] | $/1k | rescues / answer | rescues cut back to the first line | "
+              "LLM share of the answer's tokens (rescued answers) | LLM share of output tokens paid | s / answer "
+              "recorded | s / answer model (x LLM-only): SLM answer + LLM rescue + SLM after |"),
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in r["rescue_points"]:
+        m = p["seconds_model_parts"]
+        lines.append(f"| {p['threshold']:g} | {p['n']} | {_ci(p['accuracy'])} | {p['cost_per_1k']:.3f} | "
+                     f"{p['rescues_per_answer']:.2f} | {p['rescues_at_start']} | "
+                     f"{_pct(p['llm_share_of_final_tokens'])} ({_pct(p['llm_share_of_final_tokens_rescued'])}) | "
+                     f"{_pct(p['llm_share_of_paid_output_tokens'])} | {p['seconds_per_answer']:.1f} | "
+                     f"{p['seconds_model']:.1f} ({p['seconds_model_over_llm_only']:.2f}x): {m['slm_own']:.1f} + "
+                     f"{m['llm_rescue']:.1f} + {m['slm_after']:.1f} |")
+    lines += ["", "At rescue's cost (SLM free): the most accurate point of each other group that costs no more:", "",
+              "| rescue point | accuracy | $/1k | start-of-answer shepherding | confidence cascade | best baseline |",
+              "|---|---|---|---|---|---|"]
+    for row in r["at_rescue_cost"]:
+        cells = ["-" if v is None else f"{_pct(v['accuracy'])} (`{v['label']}`, {v['cost_per_1k']:.3f})"
+                 for v in row["others"].values()]
+        lines.append(f"| `{row['rescue']}` | {_pct(row['accuracy'])} | {row['cost_per_1k']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def print_tables(r: dict) -> None:

@@ -10,7 +10,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 STORE=${STORE:-runs/rescue_gsm8k.sqlite}
-STAGES=${STAGES:-20 40 60}
+STAGES=${STAGES:-20}
 THRESHOLDS=${THRESHOLDS:--0.35,-0.5,-0.75}
 TOKENS=${TOKENS:-8,16,32,128}
 WINDOW=${WINDOW:-8}
