@@ -119,6 +119,19 @@ def test_sweep_score_adds_the_slms_logprobs_to_committed_traces_without_regenera
     assert levels[0.1] is not None and levels[0.3] is not None and levels[0.5] is None
     r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--kinds", "hint", "--levels", "x"])
     assert r.exit_code != 0
+    # a named subset (as `sweep run --ids` sweeps it): only that item's answer, wherever it is in the order
+    store = TraceStore(store_path, readonly=True)
+    third = store.item_sweeps("gsm8k")[2].item_id
+    store.close()
+    (tmp_path / "ids").write_text(f"{third}\n")
+    r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--kinds", "hint0", "--ids", f"@{tmp_path / 'ids'}"])
+    assert r.exit_code == 0 and "1 generations scored" in r.output, r.output
+    store = TraceStore(store_path, readonly=True)
+    greedy = [it.slm_greedy.generation.logprobs for it in store.item_sweeps("gsm8k")[:4]]
+    store.close()
+    assert greedy[2] is not None and greedy[1] is None and greedy[3] is None
+    r = runner.invoke(app, ["sweep", "score", "--store", str(store_path), "--ids", f"@{tmp_path / 'none'}"])
+    assert r.exit_code != 0 and "none" in r.output
 
 
 def test_sweep_run_records_its_engine_and_rejects_an_unknown_one(tmp_path):

@@ -150,3 +150,19 @@ def test_the_evaluation_suite_replays_rescue_over_the_recorded_grid(tmp_path):
         (rec,) = replay(fam.make((t, n)), task, task.items, store)
         assert rec.correct == (t > -9.0), (t, n)
         assert (rec.answer.usage["llm"].completion_tokens > 0) == (t > -9.0)
+
+
+def test_a_packed_rescue_sweep_keeps_the_llms_rescues(tmp_path):
+    """`shepherd sweep pack` of a rescue sweep carries every generation its replay reads: the LLM's rescues
+    (named by no row: a row names the SLM's continuation) and the real call the shorter ones came from."""
+    from shepherd.traces.compact import export_compact, read_compact
+
+    store = TraceStore(tmp_path / "s.sqlite")
+    sweep(store)
+    export_compact(store, tmp_path / "p.jsonl.gz")
+    _, (rec,) = read_compact(tmp_path / "p.jsonl.gz")
+    packed = {g["key"] for g in rec["generations"]}
+    every = {k for (k,) in store._conn.execute("SELECT key FROM generations")}
+    rescues = {k for (k,) in store._conn.execute("SELECT key FROM generations WHERE model = 'llm' AND origin = 'derived'")}
+    assert len(rescues) == 3 and rescues <= packed
+    assert packed == every

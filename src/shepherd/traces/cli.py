@@ -295,6 +295,7 @@ def score_cmd(
     levels: str | None = typer.Option(None, help="With kind hint: only the continuations at these hint fractions "
                                       "(for example 0.1,0.3,0.5: the rungs a confidence ladder judges)."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N items."),
+    ids: str | None = typer.Option(None, help="Only these items: comma-separated ids, or @file with one id a line."),
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML config (the SLM's model settings)."),
     slm: str | None = typer.Option(None, help="SLM model name or .gguf path (default: the config's)."),
 ) -> None:
@@ -320,10 +321,15 @@ def score_cmd(
                   f"them, {len(s.failed)} failed, {s.tokens} tokens, {s.seconds:.0f}s", file=sys.stderr, flush=True)
 
         at = None if levels is None else [float(x) for x in levels.split(",") if x.strip()]
+        id_list = None
+        if ids:
+            id_list = (Path(ids[1:]).read_text().split() if ids.startswith("@") else
+                       [i.strip() for i in ids.split(",") if i.strip()])
         summary = score_sweep(store, backend, task=task_name, sweep=sweep,
                               kinds=[k.strip() for k in kinds.split(",") if k.strip()], levels=at, limit=limit,
-                              progress=progress)
-    except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError, LookupError) as exc:
+                              ids=id_list, progress=progress)
+    except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError, LookupError,
+            FileNotFoundError) as exc:
         fail(str(exc))
     finally:
         store.close()

@@ -82,6 +82,7 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
         hints = q("SELECT fraction, hint_tokens, hint_text, hint_key FROM hints WHERE sweep = ? AND item_id = ? "
                   "ORDER BY fraction", (info.sweep, iid))
         keys = {it["full_key"]} | {r["key"] for r in rows if r["key"]} | {h["hint_key"] for h in hints if h["hint_key"]}
+        keys |= _rescue_keys(store, base, rows, info.llm)
         gens = []
         for key in sorted(keys):
             g = q("SELECT * FROM generations WHERE key = ?", (key,))
@@ -123,6 +124,29 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
         gz.write(raw)
     os.replace(tmp, path)
     return CompactSummary(str(path), info.sweep, info.task, len(items), n_gen, n_calls, skipped)
+
+
+def _rescue_keys(store: TraceStore, base: GenerationRequest, rows: list[Any], llm: str) -> set[str]:
+    """The LLM's rescue generations behind an item's rescue rows (a row names the SLM's continuation, not
+    the rescue it continued): rebuilt from the cut (the row's fraction, a character offset in the SLM's
+    no-hint answer) and n (its trial), with the real call each shorter rescue was derived from."""
+    from ..hinting import rescue_request
+
+    rescues = [r for r in rows if r["kind"] == "rescue"]
+    own_key = next((r["key"] for r in rows if r["kind"] == "hint" and r["fraction"] == 0 and r["trial"] == 0), None)
+    own = store.get(own_key) if rescues and own_key else None
+    if own is None or own.logprobs is None:
+        return set()
+    keys: set[str] = set()
+    for r in rescues:
+        cut, n = int(r["fraction"]), int(r["trial"])
+        t = sum(1 for e in own.logprobs.ends if e <= cut)
+        key = rescue_request(base, own.text[:cut], t, n).key(llm)
+        keys.add(key)
+        for g in store._query("SELECT derived_from FROM generations WHERE key = ?", (key,)):
+            if g["derived_from"]:
+                keys.add(g["derived_from"])
+    return keys
 
 
 def read_compact(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:

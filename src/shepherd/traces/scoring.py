@@ -60,17 +60,21 @@ def generations_to_score(store: TraceStore, sweep: str, model: str, kinds: Itera
 
 def score_sweep(store: TraceStore, backend: Any, *, task: str | None = None, sweep: str | None = None,
                 kinds: Iterable[str] = DEFAULT_KINDS, levels: Iterable[float] | None = None,
-                limit: int | None = None,
+                limit: int | None = None, ids: Iterable[str] | None = None,
                 progress: Callable[[str, int, int, ScoreSummary], None] | None = None) -> ScoreSummary:
     """Score the sweep's SLM generations under `backend` (which must be the sweep's SLM) and store them.
 
-    `limit` caps the items (the first ones, in sweep order); `progress(item, done, total, summary)` is
+    `ids` keeps only these items (a named subset, as `sweep run --ids` sweeps it), `limit` caps the items
+    (the first ones, in sweep order); `progress(item, done, total, summary)` is
     called after each item."""
     info = store.resolve_sweep(task, sweep)
     if backend.model_id != info.slm:
         raise ValueError(f"sweep {info.sweep} was written by {info.slm}; scoring it under {backend.model_id} "
                          "would not give the log-probabilities its SLM drew with")
     todo = generations_to_score(store, info.sweep, info.slm, kinds, levels)
+    if ids is not None:
+        wanted = set(ids)
+        todo = [t for t in todo if t[0] in wanted]
     items = list(dict.fromkeys(i for i, _ in todo))
     if limit is not None:
         keep = set(items[:limit])
