@@ -46,12 +46,22 @@ def test_concurrent_greedy_calls_equal_the_sequential_backend(slm_path, sequenti
             await batched.aclose()
 
     got = [g[0] for g in _run(go())]
+    diverged = 0
     for w, g in zip(want, got):
-        assert g.text == w.text
-        assert (g.completion_tokens, g.prompt_tokens, g.finish_reason) == (w.completion_tokens, w.prompt_tokens,
-                                                                          w.finish_reason)
-        assert g.logprobs is not None and len(g.logprobs.logprobs) == len(w.logprobs.logprobs)
+        assert g.prompt_tokens == w.prompt_tokens and g.logprobs is not None
+        if g.text != w.text:
+            # which calls share a decode depends on timing, and a batch of another shape rounds the logits
+            # differently in the last bits: greedy decoding may then part ways, but only where the sequential
+            # backend itself was nearly undecided between its two best tokens (seen once on a loaded CI run)
+            diverged += 1
+            k = next((i for i, (x, y) in enumerate(zip(w.text, g.text)) if x != y), min(len(w.text), len(g.text)))
+            at = next((j for j, end in enumerate(w.logprobs.ends) if end > k), len(w.logprobs.ends) - 1)
+            assert w.logprobs.margins[at] < 1.0, (w.text, g.text, w.logprobs.margins[at])
+            continue
+        assert (g.completion_tokens, g.finish_reason) == (w.completion_tokens, w.finish_reason)
+        assert len(g.logprobs.logprobs) == len(w.logprobs.logprobs)
         assert abs(g.mean_logprob - w.mean_logprob) < 0.02
+    assert diverged <= 1, "batched greedy decoding parted from the sequential backend's on most calls"
     # the three calls on the Janet prompt evaluated its shared prefix once
     assert batched.stats["prompt_copied"] > 50
     assert batched.stats["decodes"] < sum(g.completion_tokens for g in got)  # tokens of several calls per decode
