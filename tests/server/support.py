@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
 import threading
 import time
 from typing import Any
@@ -17,6 +19,17 @@ SLM_ANSWER = "I think it is twelve . The answer is 12."
 #: $1 per LLM prompt token, $2 per LLM completion token: costs are easy to read in tests
 LLM_PRICE = {"input": 1_000_000.0, "output": 2_000_000.0}
 QUESTION = [{"role": "user", "content": "What is (3+4)*2?"}]
+
+
+def interrupt(proc: subprocess.Popen, timeout: float = 20) -> int:
+    """Stop a `shepherd serve` subprocess as Ctrl-C does and return its exit status (killed, and the test
+    failed, if it does not shut down in time)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
 
 
 def make_config(server: dict[str, Any] | None = None, *, llm_price: dict | None = None, **run: Any):

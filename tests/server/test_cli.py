@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import pytest
 
 from shepherd.config import ConfigError, parse_config
 from shepherd.server.settings import server_settings
+
+from .support import interrupt
 
 CONFIG = """
 [llm]
@@ -87,12 +88,7 @@ def test_serve_runs_the_server_from_a_config_file(tmp_path):
             model="shepherd", messages=[{"role": "user", "content": "3+4?"}], stream=True) if c.choices)
         assert streamed == resp.choices[0].message.content
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        rc = interrupt(proc)
     assert rc == 0
 
 

@@ -15,7 +15,7 @@ from shepherd.artifacts import artifact_id
 from shepherd.server import create_app
 from shepherd.traces.record import RecordStore
 
-from .support import QUESTION, make_config, scripted, tiny_predictor
+from .support import QUESTION, interrupt, make_config, scripted, tiny_predictor
 
 KEYS = [{"name": "team-a", "key": "sk-team-a-0001"}, {"name": "team-b", "key": "sk-team-b-0002"},
         {"name": "ops", "key": "sk-ops-admin-03", "admin": True}]
@@ -293,12 +293,7 @@ store = "{tmp_path / 'served.sqlite'}"
             assert time.monotonic() < deadline, f"still {seen} after SIGHUP"
             time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        rc = interrupt(proc)
     assert rc == 0
     with RecordStore(tmp_path / "served.sqlite", readonly=True) as rs:  # written out at shutdown
         assert rs.count() >= 2
