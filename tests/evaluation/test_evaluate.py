@@ -172,6 +172,31 @@ def test_knob_helpers():
     assert E.split_items([f"x/{i}" for i in range(10)], 0.5, seed=1) == (tr, te)
 
 
+def test_shepherding_knobs_sit_at_the_policys_own_scores():
+    from shepherd.evaluation.suite import SHEPHERDING_SCALES, shepherding_knobs
+
+    scores = [0.1, 0.4, 0.4, 0.7]
+    knobs = shepherding_knobs(scores, threshold=0.33, scale=1.5, max_points=21)
+    assert len(knobs) == len(set(knobs))  # no duplicate points
+    thresholds = {t for t, _ in knobs}
+    # every split of the scores: all hinted (0), each score as a cut, none hinted (just above 1, once)
+    assert {0.0, 0.1, 0.4, 0.7} <= thresholds and [s for t, s in knobs if t > 1.0] == [1.5]
+    assert (0.33, 1.5) in knobs  # the calibrated point itself
+    assert {s for t, s in knobs if t == 0.4} == {*SHEPHERDING_SCALES, 1.5}  # every scale at every cut
+    assert not [t for t in thresholds if 0.1 < t < 0.4 and t != 0.33]  # no grid points between the scores
+
+
+def test_shepherding_curves_reach_llm_only_accuracy(run_and_report):
+    """With the hint scale swept, the threshold-0 / largest-scale point hands most queries a full answer, so the
+    shepherding curve reaches LLM-only accuracy on the scripted store (it could not with one fixed scale)."""
+    run, _, _ = run_and_report
+    (res,) = run.results
+    llm = _fam(res, "llm-only").points[0]
+    fam = _fam(res, "proactive")
+    assert fam.knob == "(threshold,scale)" and len({p.knob for p in fam.points}) == len(fam.points)
+    assert max(p.accuracy.value for p in fam.points if p.ok) >= llm.accuracy.value
+
+
 def test_memo_task_uses_the_sweep_grades(store_path):
     from eval_fakes import FakeMath
 

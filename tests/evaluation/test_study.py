@@ -124,7 +124,21 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     reds = [r["benchmarks"]["GSM8K"]["reactive"]["at90"]["cost_reduction"] for r in rec
             if r["benchmarks"]["GSM8K"]["reactive"]["at90"]]
     assert (span["min"], span["max"], span["n"]) == (min(reds), max(reds), len(reds))
+    # the out-of-sample headline: both sides chose on one half and were scored on the other, every policy too
+    cf = g["crossfit"]["slm-free"]
+    assert cf["splits"] == 100 and {"proactive", "reactive", "abc", "frugalgpt"} <= set(cf["policies"])
+    for key in ("at90", "at100"):
+        for side in ("shepherding", "baseline"):
+            row = cf[key][side]
+            assert row is None or (0.0 <= row["met_share"] <= 1.0
+                                   and row["cost_reduction_range"][0] <= row["cost_reduction"]
+                                   <= row["cost_reduction_range"][1])
+    # llm-only is a baseline-side point, so the best baseline always reaches 100% on its half
+    assert cf["at100"]["baseline"] is not None and cf["at100"]["baseline"]["met_share"] > 0
+    assert pol["proactive"]["knob"] == "(threshold,scale)" and pol["proactive"]["points"] > 40
     md = (tmp_path / "a/results.md").read_text()
+    assert md.index("Headline, knobs chosen out of sample (SLM free") < md.index("Headline, best case on the test items")
+    assert "Every policy out of sample (slm-free" in md
     slm_acc = f"{100 * g['references']['slm-free']['slm']['accuracy']:.1f}%"
     for needle in ("Partial study", "Side by side with the paper", f"Hand-written discussion goes here: SLM {slm_acc}.",
                    "Proactive vs reactive", "Wall-clock per query", "results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png",

@@ -531,6 +531,7 @@ def summarize(run: StudyRun) -> dict[str, Any]:
                 h = b["headline"][sc.name][key]
                 if h.get("baseline_over_shepherding_cost"):
                     h["ratio_ci"] = _ratio_ci(res, sc, frac, seed=run.spec.seed)
+            b.setdefault("crossfit", {})[sc.name] = _crossfit(res, sc, seed=run.spec.seed)
         llm_fam = res.family("llm-only")
         llm_pt = next((p for p in llm_fam.points if p.ok), None) if llm_fam else None
         if llm_pt is not None:
@@ -592,11 +593,9 @@ def _side(name: str, group: str) -> str | None:
     return "shepherding" if group == "shepherding" else "baseline"
 
 
-def _ratio_ci(res: Any, scen: Any, fraction: float, *, seed: int) -> dict[str, Any] | None:
-    """Bootstrap interval of the headline's baseline/shepherding cost ratio (metrics.matched_cost_ratio_ci),
-    with the same grouping as `_headline`: every non-oracle policy point, shepherding against the rest."""
-    from . import metrics as M
-
+def _point_vectors(res: Any, scen: Any) -> tuple[list[float] | None, dict[str, tuple[str | None, list[Any]]]]:
+    """LLM-only's per-item correctness, and per policy its side (`_side`) and every point as (per-item
+    correctness, per-item cost under `scen`) over the benchmark's items in one order."""
     order = list(res.item_ids)
 
     def vectors(p: Any) -> tuple[list[float], list[float]] | None:
@@ -605,19 +604,81 @@ def _ratio_ci(res: Any, scen: Any, fraction: float, *, seed: int) -> dict[str, A
             return None
         return [float(by[i].correct) for i in order], [by[i].cost(scen) for i in order]
 
-    groups: dict[str, list[tuple[list[float], list[float]]]] = {"shepherding": [], "baseline": []}
-    llm = None
+    llm, fams = None, {}
     for fam in res.families:
         pts = [v for v in (vectors(p) for p in fam.points if p.ok) if v is not None]
         if fam.name == "llm-only":
             llm = pts[0][0] if pts else None
-        side = _side(fam.name, fam.group)
+        fams[fam.name] = (_side(fam.name, fam.group), pts)
+    return llm, fams
+
+
+def _ratio_ci(res: Any, scen: Any, fraction: float, *, seed: int) -> dict[str, Any] | None:
+    """Bootstrap interval of the headline's baseline/shepherding cost ratio (metrics.matched_cost_ratio_ci),
+    with the same grouping as `_headline`: every non-oracle policy point, shepherding against the rest."""
+    from . import metrics as M
+
+    llm, fams = _point_vectors(res, scen)
+    groups: dict[str, list[Any]] = {"shepherding": [], "baseline": []}
+    for side, pts in fams.values():
         if side is not None:
             groups[side] += pts
     if llm is None:
         return None
     ci = M.matched_cost_ratio_ci(llm, groups["shepherding"], groups["baseline"], fraction, seed=seed)
     return None if ci is None else {k: _r(v) if isinstance(v, float) else v for k, v in ci.items()}
+
+
+#: random halvings of a benchmark's items for the out-of-sample headline (each gives two held-out halves)
+CROSSFIT_SPLITS = 100
+
+
+def _crossfit(res: Any, scen: Any, *, seed: int, splits: int = CROSSFIT_SPLITS) -> dict[str, Any] | None:
+    """The out-of-sample headline (metrics.crossfit_matched_cost): each policy, and each side as a whole (best
+    shepherding: its policy and knob chosen together, likewise the best baseline), picks its cheapest point
+    reaching the target on one random half of the items and is scored on the other half. Costs are reported as
+    reductions against LLM-only's cost on all items (the mean over halves of a half's mean is the mean)."""
+    from . import metrics as M
+
+    llm, fams = _point_vectors(res, scen)
+    llm_pts = fams.get("llm-only", (None, []))[1]
+    if llm is None or not llm_pts:
+        return None
+    llm_cost = sum(llm_pts[0][1]) / len(llm_pts[0][1])
+    sides: dict[str, list[Any]] = {"shepherding": [], "baseline": []}
+    for name, (side, pts) in fams.items():
+        if side is not None and pts:
+            sides[side] += pts
+            sides[name] = pts
+    sides = {k: v for k, v in sides.items() if v}
+    if "shepherding" not in sides:
+        return None
+
+    def red(c: float) -> float | None:
+        return _r(1.0 - c / llm_cost) if llm_cost > 0 else None
+
+    out: dict[str, Any] = {"splits": splits, "policies": {}}
+    for key, frac in (("at90", 0.9), ("at100", 1.0)):
+        cf = M.crossfit_matched_cost(llm, sides, frac, splits=splits, seed=seed)
+        if cf is None:
+            out[key] = None
+            continue
+        rows = {}
+        for k, v in cf["sides"].items():
+            rows[k] = None if v is None else {
+                "cost_per_query": _r(v["cost_per_query"], 9), "cost_reduction": red(v["cost_per_query"]),
+                "cost_reduction_range": [red(v["cost_range"][1]), red(v["cost_range"][0])],
+                "accuracy_over_llm": _r(v["accuracy_over_llm"]),
+                # of all held-out halves: a half whose other half reached nothing counts as missed
+                "met_share": _r(v["target_met_share"] * (1.0 - v["not_reached_share"])),
+                "not_reached_share": _r(v["not_reached_share"])}
+        ratio = (cf.get("ratio_over_shepherding") or {}).get("baseline")
+        out[key] = {"shepherding": rows.pop("shepherding", None), "baseline": rows.pop("baseline", None),
+                    "baseline_over_shepherding_cost": None if ratio is None else {
+                        k: _r(v) if isinstance(v, float) else v for k, v in ratio.items()}}
+        for name, row in rows.items():
+            out["policies"].setdefault(name, {"group": fams[name][0]})[key] = row
+    return out
 
 
 def _headline(policies: dict[str, Any], scen: str) -> dict[str, Any]:
@@ -668,8 +729,9 @@ def _num(x: Any, d: int = 2) -> str:
 
 
 ORDER = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf", "graphrouter",
-         "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "oracle-routing", "oracle-cascade",
-         "oracle-shepherd")
+         "frugalgpt", "knn", "abc", "abc+greedy", "confidence-cascade", "proactive", "reactive", "reactive-fixed",
+         "reactive-fixed+vote", "confidence", "confidence-3band", "confidence-ladder", "rescue", "oracle-routing",
+         "oracle-cascade", "oracle-shepherd")
 #: the training labels' kinds in the order `traces.labels.label_stats` counts them (summary.json sorts its keys)
 _LABEL_KINDS = ("none", "hint", "llm", "unsolvable")
 #: the template's number formats (`{{ x|pct }}`, `{{ x|pct(0) }}`, `{{ x|fixed(1) }}`, ...)
@@ -715,6 +777,8 @@ def _results_context(spec: StudySpec, S: dict[str, Any]) -> dict[str, Any]:
     rec = (S.get("recipes") or {}).get("by_recipe") or []
     return {
         "spec": spec, "summary": S, "train": tr, "paper": PAPER, "order": ORDER, "benches": benches, "swept": swept,
+        "crossfit_splits": next((x["d"]["crossfit"]["slm-free"]["splits"] for x in swept
+                                 if (x["d"].get("crossfit") or {}).get("slm-free")), CROSSFIT_SPLITS),
         "partial": (any(x["b"].target_items and x["d"].get("items", 0) < x["b"].target_items for x in benches)
                     or bool(spec.train_target_items and (tr["items"] or 0) < spec.train_target_items)),
         "caps": _caps({"train": tr.get("max_tokens"), **{x["b"].name: x["d"].get("max_tokens") for x in benches}}),
@@ -740,9 +804,14 @@ def _caps(caps: dict[str, int | None]) -> dict[str, Any] | None:
 
 def _paper_side(swept: list[dict[str, Any]], S: dict[str, Any]) -> dict[str, Any]:
     """The numbers of the side-by-side with the paper (SLM free), and the verdicts they give."""
-    reds, ratios, ace = [], [], []
+    reds, ratios, ace, held_out = [], [], [], []
     for x in swept:
         name, d = x["b"].name, x["d"]
+        cf = (d.get("crossfit") or {}).get("slm-free") or {}
+        for key in ("at100", "at90"):
+            r = (cf.get(key) or {}).get("baseline_over_shepherding_cost")
+            if r:
+                held_out.append((name, key, r["median"], r))
         for key in ("at100", "at90"):
             h = d["headline"]["slm-free"][key]
             if h.get("shepherding"):
@@ -754,12 +823,15 @@ def _paper_side(swept: list[dict[str, Any]], S: dict[str, Any]) -> dict[str, Any
         ace.append({"name": name, "paper": paper, "at90": at90, "best": reactive.get("best_ace"),
                     "verdict": _verdict(paper, at90)})
     best = max(ratios, key=lambda r: r[2], default=None)
+    best_out = max(held_out, key=lambda r: r[2], default=None)
     at100 = [(n, x) for n, k, x in reds if k == "at100"]
     kinds = (S["train"].get("kinds") or {}).items()
     return {"at100": at100, "at90": [(n, x) for n, k, x in reds if k == "at90"],
             "range": _agree_range([x for _, x in at100], *PAPER["cost_reduction_range"]),
             "ratios": ratios, "best": best[2] if best else None,
             "ratio": _agree_ratio(best[2] if best else None, best[3] if best else None), "ace": ace,
+            "held_out": held_out, "best_held_out": best_out[2] if best_out else None,
+            "ratio_held_out": _agree_ratio(best_out[2] if best_out else None, best_out[3] if best_out else None),
             "no_hint": S["comparison"]["train_no_hint_share"],
             "kinds": sorted(kinds, key=lambda kv: _LABEL_KINDS.index(kv[0]) if kv[0] in _LABEL_KINDS else 99)}
 

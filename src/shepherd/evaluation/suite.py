@@ -45,8 +45,9 @@ NOTES = {
                    "the sweep (the paper's fixed-ratio baseline); knob f",
     "routellm-classifier": "RouteLLM classifier router: logistic head on a frozen query embedding, label = "
                            "SLM alone wrong; routes SLM|LLM; knob: score threshold",
-    "routellm-mf": "RouteLLM matrix-factorisation router (bilinear w.((v_llm-v_slm)*Wx)), same label; knob: "
-                   "score threshold",
+    "routellm-mf": "RouteLLM matrix-factorisation router (bilinear w.((v_llm-v_slm)*Wx)), same label; with two "
+                   "models and one label this is a logistic model on a low-rank projection of the query "
+                   "embedding, not a different kind of router; knob: score threshold",
     "graphrouter": "GraphRouter, simplified: query-task-model graph, kNN + task aggregation of correctness "
                    "edges, logistic edge predictor (no trained GNN); knob: P(LLM right)-P(SLM right) threshold",
     "frugalgpt": "FrugalGPT cascade: SLM answers (paid), a learned scorer of (query, answer) escalates "
@@ -54,9 +55,9 @@ NOTES = {
     "abc": "agreement-based cascade: k sampled SLM answers (paid); fewer than j of them agreeing escalates to "
            "the LLM; knob (k, j), whole counts",
     "proactive": "shepherding, proactive: the trained predictor decides slm | hint(n) | llm from the query; "
-                 "knob: the predictor's threshold",
+                 "knob (threshold, hint scale): thresholds at the predictor's own scores on the test queries",
     "reactive": "shepherding, reactive: 3 SLM samples first (paid); agreement answers, else the predictor "
-                "decides from query + samples; knob: threshold",
+                "decides from query + samples; knob (threshold, hint scale) as proactive",
     "reactive-fixed": "reactive shepherding without a predictor (ablation): the same 3 SLM samples; agreement "
                       "answers, else the same hint fraction f of the LLM's answer for every query; knob f",
     "confidence": "the SLM answers first (greedy, paid); a low confidence of its own tokens (lowest 16-token "
@@ -193,7 +194,8 @@ def _store_info(path: str, store: Any, tasks: Sequence[str]) -> dict[str, Any]:
 
 
 def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, Any], predictor: Any,
-                   max_points: int = 21, wanted: Sequence[str] | None = None) -> list[Family]:
+                   max_points: int = 21, wanted: Sequence[str] | None = None,
+                   items: dict[str, Any] | None = None) -> list[Family]:
     """Every policy family for one benchmark, with knob values derived (label-free) from its test
     queries: thresholds at the scores the policy itself gives them, so each point is a distinct split."""
     from ..policies import baselines as B
@@ -238,16 +240,18 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
     if predictor is not None:
         from ..policies.shepherding import ProactivePolicy, ReactivePolicy
 
-        k = max(2, max_points - 1)
-        ts = [round(i / k, 4) for i in range(k + 1)] + [1.0 + 1e-6]  # 1+eps: never a hint (all SLM)
-        d_pro = predictor.rules["proactive"].threshold
-        add("proactive", "shepherding", "threshold", sorted(set(ts) | {d_pro}),
-            lambda t: ProactivePolicy(predictor, threshold=t), label=_threshold_label("proactive"), default=d_pro)
+        modes = [("proactive", ProactivePolicy, {})]
         if n_samples >= 1:
-            d_re = predictor.rules.get("reactive", predictor.rules["proactive"]).threshold
-            add("reactive", "shepherding", "threshold", sorted(set(ts) | {d_re}),
-                lambda t: ReactivePolicy(predictor, threshold=t, samples=min(3, n_samples), temperature=temp),
-                label=_threshold_label("reactive"), default=d_re)
+            modes.append(("reactive", ReactivePolicy, {"samples": min(3, n_samples), "temperature": temp}))
+        for mode, cls, extra in modes:
+            if mode not in wanted:
+                continue
+            rule = predictor.rules.get(mode, predictor.rules["proactive"])
+            scores = predictor_scores(predictor, mode, sweeps, items)
+            values = shepherding_knobs(scores, rule.threshold, rule.scale, max_points)
+            add(mode, "shepherding", "(threshold,scale)", values,
+                lambda ts, cls=cls, extra=extra: cls(predictor, threshold=ts[0], scale=ts[1], **extra),
+                label=_threshold_label(mode), default=(rule.threshold, rule.scale))
 
     if n_samples >= 1:
         from ..policies.shepherding import ReactiveFixedPolicy
@@ -351,8 +355,46 @@ def _standing_thresholds(values: Sequence[float], max_points: int) -> list[float
     return thresholds_from_scores(values, max_points)[1:] + [max(values) + 1.0]
 
 
-def _threshold_label(name: str) -> Callable[[float], str]:
-    return lambda t: f"{name} threshold={t:.4g}" if t <= 1.0 else f"{name} threshold>1 (never a hint)"
+def _threshold_label(name: str) -> Callable[[tuple[float, float]], str]:
+    return lambda ts: (f"{name} threshold={ts[0]:.4g} scale={ts[1]:g}" if ts[0] <= 1.0
+                       else f"{name} threshold>1 (never a hint)")
+
+
+#: hint scales every shepherding threshold is replayed with (beside the calibrated one): a predicted size
+#: regresses to the mean and falls short of n*; at 5 most hinted queries get the LLM's whole answer, so the
+#: curve reaches LLM-only accuracy wherever the predictor's ranking allows
+SHEPHERDING_SCALES = (1.0, 2.0, 3.0, 5.0)
+
+
+def shepherding_knobs(scores: Sequence[float], threshold: float, scale: float,
+                      max_points: int) -> list[tuple[float, float]]:
+    """(threshold, scale) knob values for a predictor policy, as label-free as the baselines': thresholds at the
+    policy's own scores on the test queries (each a distinct split: "p(hint needed) >= t -> hint"), at most
+    `max_points` of them, 0 (every query hinted) and just above 1 (none, once: the scale is then moot), each
+    with every scale of SHEPHERDING_SCALES; plus the calibrated (threshold, scale)."""
+    cuts = [t for t in thresholds_from_scores(scores, max_points)[1:] if 0.0 < t <= 1.0] if scores else []
+    thresholds = sorted({0.0, *cuts})
+    scales = sorted({*SHEPHERDING_SCALES, float(scale)})
+    values = {(round(t, 6), s) for t in thresholds for s in scales} | {(1.0 + 1e-6, float(scale))}
+    values.add((float(threshold), float(scale)))
+    return sorted(values)
+
+
+def predictor_scores(predictor: Any, mode: str, sweeps: Sequence[Any],
+                     items: dict[str, Any] | None = None) -> list[float]:
+    """p(hint needed) of every swept query under the predictor's `mode` model (reactive: with the sweep's
+    samples, compared by behaviour where `items` holds the code tasks' items, as the policy compares them).
+    Label-free: it reads the queries and the SLM's samples, never a grade."""
+    from ..agreement import query_text
+    from ..predictor.data import samples_of
+
+    if not sweeps:
+        return []
+    mode = mode if predictor.has(mode) else "proactive"
+    items = items or {}
+    texts = [query_text(s.messages) for s in sweeps]
+    samples = [samples_of(s, items.get(str(s.item_id))) for s in sweeps] if mode == "reactive" else None
+    return [float(p) for p in predictor.raw(mode, predictor.inputs(mode, texts=texts, samples=samples))["prob"]]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -360,20 +402,28 @@ def _threshold_label(name: str) -> Callable[[float], str]:
 # ----------------------------------------------------------------------------------------------------
 
 
+def _code_items(task: str, sweeps: Sequence[Any], data: str | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """The code tasks' items behind `sweeps`, so that samples are compared by behaviour as the policies compare
+    them; {} (syntax trees, said in the log) where the task's data cannot be read."""
+    from ..predictor.data import sweep_task_items
+
+    try:
+        return sweep_task_items(task, sweeps, data)
+    except (OSError, ImportError, LookupError, ValueError) as exc:
+        log(f"{task}: code samples compared by syntax tree, not behaviour (task items unavailable: {exc})")
+        return {}
+
+
 def _train_predictor(train_sweeps: dict[str, list[Any]], out: Path, featurizer: str, seed: int,
                      source: dict[str, Any], log: Callable[[str], None], data: str | None = None):
-    from ..predictor.data import examples_from_sweeps, sweep_task_items
+    from ..predictor.data import examples_from_sweeps
     from ..predictor.pipeline import fit_predictor
     from ..predictor.train import TrainSettings
     from ..traces.labels import labels_from_sweeps
 
     examples, grid, settings = [], set(), {}
     for task, sw in train_sweeps.items():
-        try:
-            items = sweep_task_items(task, sw, data)
-        except (OSError, ImportError, LookupError, ValueError) as exc:
-            items = {}
-            log(f"{task}: code samples compared by syntax tree, not behaviour (task items unavailable: {exc})")
+        items = _code_items(task, sw, data, log)
         examples += examples_from_sweeps(sw, labels_from_sweeps(sw, filter=True), items)
         grid |= {float(lv.fraction) for s in sw for lv in s.levels if not lv.by_tokens}
         if sw and not settings:
@@ -516,8 +566,9 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = lambda m: None) -> Ev
             log(f"{t}: no finished swept items in {cfg.test}; skipped")
             continue
         task = _load_task(t, cfg.data)
+        items = _code_items(t, sw, cfg.data, log) if predictor is not None else {}
         fams = build_families(t, sw, scorers=scorers, predictor=predictor, max_points=cfg.max_points,
-                              wanted=wanted)
+                              wanted=wanted, items=items)
         log(f"{t}: replaying {sum(len(f.values) for f in fams)} operating points of {len(fams)} policies "
             f"on {len(sw)} items")
         res = evaluate_task(task, test_store, sw, fams, sweep=sweep_ids[t], scens=scens, n_boot=cfg.n_boot,
