@@ -668,7 +668,7 @@ def _num(x: Any, d: int = 2) -> str:
 
 
 ORDER = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf", "graphrouter",
-         "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "oracle-routing", "oracle-cascade",
+         "knn", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "oracle-routing", "oracle-cascade",
          "oracle-shepherd")
 #: the training labels' kinds in the order `traces.labels.label_stats` counts them (summary.json sorts its keys)
 _LABEL_KINDS = ("none", "hint", "llm", "unsolvable")
