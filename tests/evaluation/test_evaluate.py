@@ -58,8 +58,8 @@ def test_report_files_are_written(run_and_report):
     assert path == out / "report.md"
     text = path.read_text()
     for needle in ("## fakemath", "Headline (slm-free)", "Headline (slm-priced)", "APGR", "AIQ", "CPT(50%)",
-                   "routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt", "abc", "proactive", "reactive",
-                   "oracle-shepherd", "Accuracy vs hint fraction", "Appendix: every operating point"):
+                   "routellm-classifier", "routellm-mf", "graphrouter", "knn", "frugalgpt", "abc", "proactive",
+                   "reactive", "oracle-shepherd", "Accuracy vs hint fraction", "Appendix: every operating point"):
         assert needle in text, needle
     figs = sorted(p.name for p in (out / "figures").iterdir())
     assert figs == ["fakemath_cost_accuracy_slm-free.png", "fakemath_cost_accuracy_slm-priced.png",
@@ -84,7 +84,7 @@ def test_manifest_records_what_a_rerun_needs(run_and_report, store_path):
                               "slm": {"input": 0.0, "output": 0.0}}
     assert m["prices"][1]["slm"] == {"input": 0.05, "output": 0.08}
     assert m["test"]["store"]["sha256"] and len(m["test"]["tasks"]["fakemath"]["fingerprint"]) == 64
-    for kind in ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt", "predictor"):
+    for kind in ("routellm-classifier", "routellm-mf", "graphrouter", "knn", "frugalgpt", "predictor"):
         a = m["artifacts"][kind]
         assert a["fingerprint"] == artifact_fingerprint(a["artifact"])
     pol = {p["family"]: p for p in m["policies"]["fakemath"]}
@@ -115,7 +115,7 @@ def test_numbers_hold_by_construction(run_and_report):
     assert min(p.cost["slm-priced"] for p in fr) == pytest.approx(slm.cost["slm-priced"])
     assert max(p.cost["slm-priced"] for p in fr) > llm.cost["slm-priced"]
     # every learned router's curve runs from SLM-only to LLM-only
-    for name in ("routellm-classifier", "routellm-mf", "graphrouter"):
+    for name in ("routellm-classifier", "routellm-mf", "graphrouter", "knn"):
         pts = [p for p in _fam(res, name).points if p.ok]
         assert min(p.cost["slm-free"] for p in pts) == 0.0
         assert max(p.cost["slm-free"] for p in pts) == pytest.approx(llm.cost["slm-free"])

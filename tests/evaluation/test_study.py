@@ -71,7 +71,7 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     g = s["benchmarks"]["GSM8K"]
     assert g["items"] == 30 and s["train"]["items"] == 60
     assert set(g["policies"]) >= {"slm-only", "llm-only", "fixed-ratio", "proactive", "reactive", "routellm-mf",
-                                  "graphrouter", "frugalgpt", "abc", "oracle-shepherd"}
+                                  "graphrouter", "knn", "frugalgpt", "abc", "oracle-shepherd"}
     # oracle shepherding is never worse than oracle routing, and routing never costs more than LLM-only
     pol = g["policies"]
     assert pol["oracle-shepherd"]["point"]["accuracy"] >= pol["oracle-routing"]["point"]["accuracy"]

@@ -17,6 +17,7 @@ from shepherd.policies.baselines import (
     FixedRatio,
     FrugalGPT,
     GraphRouter,
+    KNNRouter,
     RandomMix,
     RouteLLMClassifier,
     RouteLLMMF,
@@ -38,7 +39,7 @@ def swept(tmp_path_factory):
 def scorers(swept):
     _, _, sweeps = swept
     return {k: fit_baseline(k, sweeps, featurizer="lexical", settings={"k": 3} if k == "graphrouter" else None)
-            for k in ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")}
+            for k in ("routellm-classifier", "routellm-mf", "graphrouter", "knn", "frugalgpt")}
 
 
 def _replay(policy, swept):
@@ -63,7 +64,7 @@ def test_training_rows_come_from_the_sweeps(swept):
 
 
 @pytest.mark.parametrize("cls,kind", [(RouteLLMClassifier, "routellm-classifier"), (RouteLLMMF, "routellm-mf"),
-                                      (GraphRouter, "graphrouter")])
+                                      (GraphRouter, "graphrouter"), (KNNRouter, "knn")])
 def test_routers_send_hard_queries_to_the_llm_in_replay(swept, scorers, cls, kind):
     recs = _replay(cls(scorers[kind]), swept)
     for iid, r in recs.items():
@@ -77,7 +78,7 @@ def test_routers_send_hard_queries_to_the_llm_in_replay(swept, scorers, cls, kin
 
 
 @pytest.mark.parametrize("cls,kind", [(RouteLLMClassifier, "routellm-classifier"), (RouteLLMMF, "routellm-mf"),
-                                      (GraphRouter, "graphrouter"), (FrugalGPT, "frugalgpt")])
+                                      (GraphRouter, "graphrouter"), (KNNRouter, "knn"), (FrugalGPT, "frugalgpt")])
 def test_knob_ends_are_all_slm_and_all_llm(swept, scorers, cls, kind):
     none = _replay(cls(scorers[kind], llm_fraction=0.0), swept)
     every = _replay(cls(scorers[kind], llm_fraction=1.0), swept)
@@ -150,7 +151,7 @@ def test_abc_live_on_scripted_models_matches_replay(swept):
 
 
 @pytest.mark.parametrize("cls,kind", [(RouteLLMClassifier, "routellm-classifier"), (RouteLLMMF, "routellm-mf"),
-                                      (GraphRouter, "graphrouter"), (FrugalGPT, "frugalgpt")])
+                                      (GraphRouter, "graphrouter"), (KNNRouter, "knn"), (FrugalGPT, "frugalgpt")])
 def test_learned_baselines_live_decide_as_in_replay(swept, scorers, cls, kind):
     import asyncio
 
@@ -232,7 +233,7 @@ def test_training_records_out_of_fold_calibration(scorers):
         assert t["calibration"] == "out-of-fold"
         assert len(sc.calibration) == N
         # the signal is in the wording: the held-out AUC is high for the query routers
-        if kind in ("routellm-classifier", "graphrouter", "frugalgpt"):
+        if kind in ("routellm-classifier", "graphrouter", "knn", "frugalgpt"):
             assert t["oof_auc"] >= 0.8, (kind, t["oof_auc"])
 
 
@@ -240,7 +241,8 @@ def test_registry_knows_the_baselines():
     from shepherd.policies import policy_names
 
     names = policy_names()
-    for n in ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt", "abc", "random-mix", "fixed-ratio"):
+    for n in ("routellm-classifier", "routellm-mf", "graphrouter", "knn", "frugalgpt", "abc", "random-mix",
+              "fixed-ratio"):
         assert n in names
     assert make_policy("abc", k=2, agree=1).describe()["k"] == 2
     with pytest.raises(ValueError):

@@ -76,7 +76,13 @@ def test_parse_candidates():
 
     assert parse_candidates("lexical:16:0.1, minilm:0:1,lexical+minilm") == [
         Candidate("lexical", 16, 0.1), Candidate("minilm", 0, 1.0), Candidate("lexical+minilm", 16, 0.1)]
-    for bad, msg in (("lexical:x", "hidden must be an integer"), ("lexical:1:2:3", "featurizer\\[:hidden"),
+    (tok,) = parse_candidates("minilm:0:1:log_tokens")
+    assert tok == Candidate("minilm", 0, 1.0, "log_tokens") and tok.label.endswith("size log_tokens")
+    assert tok.settings(_base()).model.size_target == "log_tokens"
+    # no size target named: the base settings' (so --size-target still applies to plain recipes)
+    assert Candidate("minilm", 0, 1.0).settings(_base()).model.size_target == _base().model.size_target
+    for bad, msg in (("lexical:x", "hidden must be an integer"), ("lexical:1:2:fraction:5", "featurizer\\[:hidden"),
+                     ("lexical:1:2:3", "size_target must be one of"),
                      (":1", "featurizer\\[:hidden"), ("lexical:-1", ">= 0"), (" , ", "no predictor candidates")):
         with pytest.raises(ValueError, match=msg):
             parse_candidates(bad)

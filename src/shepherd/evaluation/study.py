@@ -73,6 +73,7 @@ class PredictorCandidate(BaseModel):
     featurizer: str = "lexical"
     hidden: int = Field(16, ge=0)
     l2: float = Field(0.1, ge=0.0)
+    size_target: Literal["fraction", "log_tokens"] | None = None  # None: "fraction"
 
 
 class StudySpec(BaseModel):

@@ -30,9 +30,9 @@ from .evaluate import (
     thresholds_from_scores,
 )
 
-LEARNED = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
+LEARNED = ("routellm-classifier", "routellm-mf", "graphrouter", "knn", "frugalgpt")
 ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf",
-                "graphrouter", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "confidence",
+                "graphrouter", "knn", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "confidence",
                 "confidence-cascade", "rescue", "oracle-routing", "oracle-cascade", "oracle-shepherd")
 #: asked for by name only (`--policies`): variants of the agreement gate, so the default study stays as it is
 OPTIONAL_POLICIES = ("abc+greedy", "reactive-fixed+vote", "confidence-3band", "confidence-ladder")
@@ -50,6 +50,9 @@ NOTES = {
                    "embedding, not a different kind of router; knob: score threshold",
     "graphrouter": "GraphRouter, simplified: query-task-model graph, kNN + task aggregation of correctness "
                    "edges, logistic edge predictor (no trained GNN); knob: P(LLM right)-P(SLM right) threshold",
+    "knn": "kNN router: similarity-weighted share of the k nearest training queries (cosine, same embedding) "
+           "on which the SLM alone was wrong, k chosen by leave-one-out AUC on the training items; knob: score "
+           "threshold",
     "frugalgpt": "FrugalGPT cascade: SLM answers (paid), a learned scorer of (query, answer) escalates "
                  "doubtful ones to the LLM (paid too); knob: 1-P(right) threshold",
     "abc": "agreement-based cascade: k sampled SLM answers (paid); fewer than j of them agreeing escalates to "
@@ -221,7 +224,7 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
         lambda f: B.FixedRatio(f, lengths=lengths))
 
     for kind, cls in (("routellm-classifier", B.RouteLLMClassifier), ("routellm-mf", B.RouteLLMMF),
-                      ("graphrouter", B.GraphRouter), ("frugalgpt", B.FrugalGPT)):
+                      ("graphrouter", B.GraphRouter), ("knn", B.KNNRouter), ("frugalgpt", B.FrugalGPT)):
         sc = scorers.get(kind)
         if sc is None or kind not in wanted:
             continue

@@ -21,6 +21,10 @@ out-of-fold training scores as RouteLLM's `calibrate_threshold` does):
                         and a logistic edge predictor over those messages and the model's identity. The
                         router picks the LLM when P(LLM right) - P(SLM right) > threshold (GraphRouter's
                         performance - lambda * cost reward with two models).
+  knn                   k-nearest-neighbour router (tuned kNN routing matches or beats learned routers,
+                        arXiv 2505.12601): the similarity-weighted share of the query's k nearest training
+                        queries (cosine on the same embedding) on which the SLM alone was wrong; k chosen by
+                        leave-one-out AUC on the training items only (`settings["k_chosen"]`).
 cascades (the SLM answers first and is paid for; the answer goes in Decision.spent):
   frugalgpt             FrugalGPT: a learned scorer of (query, SLM answer) -> P(answer right) (featurized
                         text + finish/length/log-prob); below `threshold` the query escalates to the LLM.
@@ -126,6 +130,11 @@ class RouteLLMMF(_Router):
 class GraphRouter(_Router):
     name = "graphrouter"
     kind = "graphrouter"
+
+
+class KNNRouter(_Router):
+    name = "knn"
+    kind = "knn"
 
 
 class FrugalGPT(_ThresholdPolicy):
@@ -291,5 +300,5 @@ class FixedRatio(Policy):
                         details={"L": L, "L_source": source})
 
 
-for _cls in (RouteLLMClassifier, RouteLLMMF, GraphRouter, FrugalGPT, ABC, RandomMix, FixedRatio):
+for _cls in (RouteLLMClassifier, RouteLLMMF, GraphRouter, KNNRouter, FrugalGPT, ABC, RandomMix, FixedRatio):
     register_policy(_cls.name, _cls)

@@ -63,12 +63,14 @@ class _PredictorPolicy(Policy):
         self.model_mode = self.mode if self.predictor.has(self.mode) else "proactive"
         self.rule = self.predictor.rules[self.model_mode].with_overrides(**self.overrides)
 
-    async def _predict(self, text: str, samples, mode: str):
+    async def _predict(self, text: str, samples, mode: str, budget: int | None = None):
         """Featurize + predict. Cheap featurizers run inline (well under a millisecond); neural ones run
-        in a worker thread so that a server's event loop keeps serving other requests meanwhile."""
+        in a worker thread so that a server's event loop keeps serving other requests meanwhile. `budget`:
+        the request's max_tokens, which caps a hint predicted in tokens (log_tokens size head)."""
         if getattr(self.predictor.featurizer, "heavy", False):
-            return await asyncio.to_thread(self.predictor.decide, text, samples, mode=mode, rule=self.rule)
-        return self.predictor.decide(text, samples, mode=mode, rule=self.rule)
+            return await asyncio.to_thread(self.predictor.decide, text, samples, mode=mode, rule=self.rule,
+                                           budget=budget)
+        return self.predictor.decide(text, samples, mode=mode, rule=self.rule, budget=budget)
 
     def _decision(self, pred, spent=None, extra: dict[str, Any] | None = None) -> Decision:
         details = {"predictor": self.model_mode, **pred.details(), **(extra or {})}
@@ -97,7 +99,7 @@ class ProactivePolicy(_PredictorPolicy):
         from ..agreement import query_text
 
         text = query_text(ctx.request.messages)
-        pred = await self._predict(text, None, "proactive")
+        pred = await self._predict(text, None, "proactive", ctx.request.max_tokens)
         return self._decision(pred)
 
 
@@ -198,9 +200,9 @@ class ReactivePolicy(_SamplesFirst, _PredictorPolicy):
                             spent=spent, answer_text=first.text, details={**agree, "consensus_skip": True})
         text = query_text(ctx.request.messages)
         if self.model_mode == "reactive":
-            pred = await self._predict(text, infos, "reactive")
+            pred = await self._predict(text, infos, "reactive", ctx.request.max_tokens)
         else:  # an artifact trained without samples: the query-only model decides
-            pred = await self._predict(text, None, "proactive")
+            pred = await self._predict(text, None, "proactive", ctx.request.max_tokens)
         return self._decision(pred, spent=spent, extra={**agree, "consensus_skip": False})
 
 

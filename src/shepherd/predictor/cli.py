@@ -44,9 +44,10 @@ def train_cmd(
     no_reactive: bool = typer.Option(False, "--no-reactive", help="Skip the reactive (sample-feature) model."),
     cv: int = typer.Option(0, "--cv", min=0, help="Also report k-fold out-of-fold metrics (k >= 2)."),
     select_from: str | None = typer.Option(
-        None, "--select", metavar="F[:H[:L2]],...",
-        help="Choose featurizer, trunk width and L2 among these recipes out of fold on the training items "
-             "(by AUC, or cost with --select-by; e.g. 'lexical:16:0.1,minilm:0:1'); overrides -f/--hidden/--l2."),
+        None, "--select", metavar="F[:H[:L2[:SIZE]]],...",
+        help="Choose featurizer, trunk width, L2 (and size target) among these recipes out of fold on the training "
+             "items (by AUC, or cost with --select-by; e.g. 'lexical:16:0.1,minilm:0:1:log_tokens'); overrides "
+             "-f/--hidden/--l2 (and --size-target where a recipe names one)."),
     select_repeats: int = typer.Option(3, "--select-repeats", min=1,
                                        help="Fold assignments per recipe (and per learning-curve point)."),
     select_by: str = typer.Option("auc", "--select-by",

@@ -12,10 +12,18 @@ features of the SLM's sampled answers). Each has its own decision rule.
 
 The decision rule, given p = P(hint needed), the predicted size and the predicted LLM length L^:
   p < threshold                   -> slm
-  f = scale * f^  (f^ = predicted fraction, or expm1(predicted log tokens) / L^)
-  snap f up to the next label-grid fraction (optional, default on: the labels live on that grid)
+size target "fraction" (the size head predicts f^ = n*/L):
+  f = scale * f^, snapped up to the next label-grid fraction (optional, default on: the labels live on
+  that grid)
   f >= cap                         -> llm  (the whole answer from the LLM)
   else                             -> hint(n), n = max(min_tokens, ceil(f * L^))
+size target "log_tokens" (the size head predicts log(1 + n*), as the paper's):
+  n = max(min_tokens, ceil(scale * expm1(predicted)))   -- tokens directly: neither L^ nor the grid
+  n >= the request's answer budget -> llm  (a hint that long is the whole answer; the budget is the one
+                                           length the policy knows, and a shorter answer than n ends the
+                                           hint by itself: the LLM stops, replay serves the whole answer)
+  else                             -> hint(n)
+  (`cap` and `snap_to_grid` are shares of L and do not apply; L^ only fills the reported fraction n/L^.)
 L^ is the model's length head (expm1 of the predicted log(1+L)), or a constant (the training median)
 when `length="constant"`.
 """
@@ -81,10 +89,15 @@ class Prediction:
     hint_tokens: int
     hint_fraction: float  # after scale / snapping
     reason: str
+    #: the predicted hint size in tokens (before scale), for a log_tokens size head; None for fractions
+    tokens: float | None = None
 
     def details(self) -> dict[str, Any]:
-        return {"p_hint": round(self.prob, 4), "pred_fraction": round(self.fraction, 4),
-                "expected_llm_tokens": round(self.expected_tokens, 1), "hint_fraction": round(self.hint_fraction, 4)}
+        d = {"p_hint": round(self.prob, 4), "pred_fraction": round(self.fraction, 4),
+             "expected_llm_tokens": round(self.expected_tokens, 1), "hint_fraction": round(self.hint_fraction, 4)}
+        if self.tokens is not None:
+            d["pred_tokens"] = round(self.tokens, 1)
+        return d
 
 
 @dataclass
@@ -136,21 +149,34 @@ class Predictor:
         return self.models[mode].predict_raw(X)
 
     def fractions(self, raw: dict[str, np.ndarray], rule: DecisionRule) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted hint fraction (before scale) and expected LLM tokens per row."""
+        """Predicted hint fraction (before scale) and expected LLM tokens per row. For a log_tokens size
+        head the fraction is the predicted tokens / L^, not capped at 1, so that fraction * L^ gives the
+        predicted tokens back (`apply_rule` uses them directly)."""
         if rule.length == "constant":
             L = np.full(raw["loglen"].shape, float(rule.constant_length))
         else:
             L = np.maximum(np.expm1(np.clip(raw["loglen"], 0.0, 12.0)), 1.0)
         if self.size_target == "log_tokens":
-            frac = np.maximum(np.expm1(np.clip(raw["size"], 0.0, 12.0)), 0.0) / L
-        else:
-            frac = raw["size"]
-        return np.clip(frac, 0.0, 1.0), L
+            return np.maximum(np.expm1(np.clip(raw["size"], 0.0, 12.0)), 0.0) / L, L
+        return np.clip(raw["size"], 0.0, 1.0), L
 
-    def apply_rule(self, prob: float, frac: float, L: float, rule: DecisionRule) -> Prediction:
+    def apply_rule(self, prob: float, frac: float, L: float, rule: DecisionRule,
+                   budget: int | None = None) -> Prediction:
+        """The rule's decision (see the module docstring); `budget`: the request's answer budget
+        (max_tokens), where the caller knows it."""
         if prob < rule.threshold:
             return Prediction(prob, frac, L, "slm", 0, 0.0,
                               f"predictor: p(hint needed)={prob:.2f} < threshold {rule.threshold:.2f}")
+        if self.size_target == "log_tokens":
+            tokens = frac * L
+            n = max(rule.min_tokens, math.ceil(rule.scale * tokens - 1e-9))
+            if budget is not None and n >= budget:
+                return Prediction(prob, frac, L, "llm", 0, 1.0,
+                                  f"predictor: p={prob:.2f}, a hint of {n} tokens reaches the answer budget "
+                                  f"{budget}: the LLM answers", tokens)
+            return Prediction(prob, frac, L, "hint", n, min(1.0, n / L),
+                              f"predictor: p={prob:.2f} >= {rule.threshold:.2f}; hint {n} tokens "
+                              f"({rule.scale:g} x predicted {tokens:.0f})", tokens)
         f = min(1.0, rule.scale * frac)
         if rule.snap_to_grid and self.grid:
             above = [g for g in self.grid if g > 0 and g >= f - 1e-9]
@@ -164,17 +190,19 @@ class Predictor:
 
     def predict(self, mode: str, texts: Sequence[str] | None = None,
                 samples: Sequence[Sequence[SampleInfo]] | None = None, *, X: np.ndarray | None = None,
-                rule: DecisionRule | None = None) -> list[Prediction]:
+                rule: DecisionRule | None = None, budget: int | None = None) -> list[Prediction]:
         rule = rule or self.rules[mode]
         raw = self.raw(mode, self.inputs(mode, texts, samples, X))
         frac, L = self.fractions(raw, rule)
-        return [self.apply_rule(float(p), float(f), float(n), rule) for p, f, n in zip(raw["prob"], frac, L)]
+        return [self.apply_rule(float(p), float(f), float(n), rule, budget) for p, f, n in zip(raw["prob"], frac, L)]
 
     def decide(self, text: str, samples: Sequence[SampleInfo] | None = None, *, mode: str | None = None,
-               rule: DecisionRule | None = None) -> Prediction:
-        """One query's decision; `mode` defaults to reactive when samples are given."""
+               rule: DecisionRule | None = None, budget: int | None = None) -> Prediction:
+        """One query's decision; `mode` defaults to reactive when samples are given; `budget`: the
+        request's max_tokens (a log_tokens hint that reaches it is the LLM's whole answer)."""
         mode = mode or ("reactive" if samples is not None else "proactive")
-        return self.predict(mode, [text], None if samples is None else [list(samples)], rule=rule)[0]
+        return self.predict(mode, [text], None if samples is None else [list(samples)], rule=rule,
+                            budget=budget)[0]
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, out_dir: str | os.PathLike) -> Path:

@@ -23,25 +23,35 @@ from ..costs import PAPER_LLM_PRICE, Price
 from .data import Example
 from .train import TrainSettings, cross_validate
 
+SIZE_TARGETS = ("fraction", "log_tokens")
+
 
 @dataclass(frozen=True)
 class Candidate:
     featurizer: str = "lexical"
     hidden: int = 16
     l2: float = 0.1
+    #: what the size head regresses: "fraction" (n*/L) or "log_tokens" (log(1 + n*), the paper's); None: the
+    #: base settings' (`--size-target`)
+    size_target: str | None = None
 
     def __post_init__(self) -> None:
         if not self.featurizer or self.hidden < 0 or not self.l2 >= 0:
             raise ValueError(f"bad predictor candidate {self.label}: needs a featurizer, hidden >= 0 and l2 >= 0")
+        if self.size_target is not None and self.size_target not in SIZE_TARGETS:
+            raise ValueError(f"bad predictor candidate {self.label}: size_target must be one of "
+                             f"{', '.join(SIZE_TARGETS)}")
 
     @property
     def label(self) -> str:
-        return f"{self.featurizer}, hidden {self.hidden}, l2 {self.l2:g}"
+        tail = f", size {self.size_target}" if self.size_target else ""
+        return f"{self.featurizer}, hidden {self.hidden}, l2 {self.l2:g}{tail}"
 
     def settings(self, base: TrainSettings) -> TrainSettings:
         same = self.featurizer == base.featurizer  # keep the base's featurizer settings for its own featurizer
         return replace(base, featurizer=self.featurizer, featurizer_config=base.featurizer_config if same else {},
-                       model=replace(base.model, hidden=self.hidden, l2=self.l2))
+                       model=replace(base.model, hidden=self.hidden, l2=self.l2,
+                                     size_target=self.size_target or base.model.size_target))
 
 
 @dataclass
@@ -57,7 +67,10 @@ class CandidateScore:
     cost: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self.candidate), "label": self.candidate.label,
+        cand = asdict(self.candidate)
+        if cand["size_target"] is None:  # unset (the base's) is left out: earlier reports read the same
+            del cand["size_target"]
+        return {**cand, "label": self.candidate.label,
                 "auc": {m: round(v, 4) for m, v in self.auc.items()}, "score": round(self.score, 4),
                 "cost": {m: None if v is None else round(v, 4) for m, v in self.cost.items()}}
 
@@ -89,20 +102,21 @@ class Selection:
 
 
 def parse_candidates(text: str) -> list[Candidate]:
-    """`"lexical:16:0.1,minilm:0:1"` (featurizer[:hidden[:l2]], comma-separated) -> candidates."""
+    """`"lexical:16:0.1,minilm:0:1:log_tokens"` (featurizer[:hidden[:l2[:size_target]]], comma-separated)
+    -> candidates."""
     out = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
         bits = part.split(":")
-        if len(bits) > 3 or not bits[0]:
-            raise ValueError(f"bad predictor candidate {part!r}: expected featurizer[:hidden[:l2]]")
+        if len(bits) > 4 or not bits[0]:
+            raise ValueError(f"bad predictor candidate {part!r}: expected featurizer[:hidden[:l2[:size_target]]]")
         try:
             hidden = int(bits[1]) if len(bits) > 1 else Candidate.hidden
             l2 = float(bits[2]) if len(bits) > 2 else Candidate.l2
         except ValueError:
             raise ValueError(f"bad predictor candidate {part!r}: hidden must be an integer, l2 a number") from None
-        out.append(Candidate(bits[0], hidden, l2))  # checks the ranges
+        out.append(Candidate(bits[0], hidden, l2, bits[3] if len(bits) > 3 else Candidate.size_target))  # checks
     if not out:
         raise ValueError("no predictor candidates given")
     return out

@@ -77,7 +77,7 @@ def metrics(examples: Sequence[Example], raw: dict[str, np.ndarray], predictor: 
         f_true = np.array([e.fraction for e in examples])[pos]
         t_true = np.array([e.tokens for e in examples], dtype=np.float64)[pos]
         t_pred = np.ceil(frac[pos] * L[pos])
-        out["size_mae_fraction"] = float(np.abs(frac[pos] - f_true).mean())
+        out["size_mae_fraction"] = float(np.abs(np.minimum(frac[pos], 1.0) - f_true).mean())
         out["size_mae_log1p_tokens"] = float(np.abs(np.log1p(t_pred) - np.log1p(t_true)).mean())
         out["size_mae_tokens"] = float(np.abs(t_pred - t_true).mean())
         out["size_under_rate"] = float((t_pred < t_true).mean())  # predicted hint shorter than n*

@@ -1,5 +1,5 @@
 """The learned scorers behind the baselines: RouteLLM's classifier and matrix-factorisation routers,
-GraphRouter (simplified), FrugalGPT's answer scorer. Each turns a query (and, for FrugalGPT, the SLM's
+GraphRouter (simplified), a k-nearest-neighbour router, FrugalGPT's answer scorer. Each turns a query (and, for FrugalGPT, the SLM's
 answer) into a need score "send this to the LLM"; the policies that use them (`policies/baselines.py`) only
 compare that score with their knob. Fitted from sweeps (`rows_from_sweeps`, `fit_baseline`), saved and
 loaded as an artifact directory: baseline.json + arrays.npz (no pickle).
@@ -22,7 +22,7 @@ from ..artifacts import prefixed, read_artifact, write_artifact
 
 FORMAT = "shepherd-baseline"
 FORMAT_VERSION = 1
-LEARNED_KINDS = ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt")
+LEARNED_KINDS = ("routellm-classifier", "routellm-mf", "graphrouter", "knn", "frugalgpt")
 
 
 class BaselineArtifactError(ValueError):
@@ -493,6 +493,75 @@ class GraphScorer(Scorer):
         self.edge = Logistic.from_arrays(arrays, "edge.")
 
 
+
+class KNNScorer(Scorer):
+    """kNN router: need = the similarity-weighted share of the query's k nearest training queries (cosine on
+    the same features as the other routers) on which the SLM alone was wrong. Tuned kNN routing matches or
+    beats learned routers (arXiv 2505.12601), so it is the floor a learned router has to clear.
+
+    k is a setting (`k`), or, by default, chosen on the training items alone: the k in `K_GRID` (below the
+    item count) with the best leave-one-out AUC, ties to the smaller k. The choice and every candidate's AUC
+    are kept in `settings` (`k_chosen`, `k_auc`), so the artifact and the report say which k was used."""
+
+    kind = "knn"
+    K_GRID: ClassVar[tuple[int, ...]] = (5, 10, 20, 40)
+
+    def _fit(self, rows):
+        np = _np()
+        self.E = GraphScorer._unit(self.embed([r.query for r in rows]))
+        self.y = np.array([float(self.label(r)) for r in rows])
+        fixed = self.settings.get("k")
+        if fixed is not None:
+            if int(fixed) < 1:
+                raise ValueError(f"knn: k must be >= 1 (got {fixed})")
+            self.k = int(fixed)
+            return
+        self.k, auc = self.choose_k(self.E, self.y, self.settings.get("k_grid") or self.K_GRID,
+                                    self.weighted)
+        self.settings["k_chosen"], self.settings["k_auc"] = self.k, auc
+
+    @property
+    def weighted(self) -> bool:
+        return bool(self.settings.get("weighted", True))
+
+    @staticmethod
+    def _share(sims, y, k: int, weighted: bool):
+        """Need per row of `sims` (queries x training items; excluded items at -inf) from its k nearest."""
+        np = _np()
+        k = max(1, min(int(k), sims.shape[1]))
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        s = np.take_along_axis(sims, top, axis=1)
+        w = np.maximum(s, 0.0) + 1e-3 if weighted else np.ones_like(s)
+        w = np.where(np.isfinite(s), w, 0.0)
+        return (w * y[top]).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
+
+    @classmethod
+    def choose_k(cls, E, y, grid: Sequence[int], weighted: bool = True) -> tuple[int, dict[str, float | None]]:
+        """The k of `grid` with the best leave-one-out AUC on the training items (E unit rows, y labels);
+        k values not below the item count are skipped (at least one candidate, k = n - 1, is always tried)."""
+        np = _np()
+        n = len(y)
+        if n < 2:
+            raise ValueError(f"knn: too few training items ({n})")
+        ks = sorted({int(k) for k in grid if 1 <= int(k) < n}) or [n - 1]
+        sims = E @ E.T
+        np.fill_diagonal(sims, -np.inf)  # leave one out: an item is never its own neighbour
+        auc = {str(k): _auc([int(v) for v in y], cls._share(sims, y, k, weighted).tolist()) for k in ks}
+        best = max(ks, key=lambda k: (auc[str(k)] if auc[str(k)] is not None else -1.0, -k))
+        return best, auc
+
+    def needs(self, rows):
+        E = GraphScorer._unit(self.embed([r.query for r in rows]))
+        return [float(v) for v in self._share(E @ self.E.T, self.y, self.k, self.weighted)]
+
+    def _arrays(self):
+        np = _np()
+        return {"E": self.E, "y": self.y, "k": np.array([self.k])}
+
+    def _load_arrays(self, arrays):
+        self.E, self.y, self.k = arrays["E"], arrays["y"], int(arrays["k"][0])
+
+
 class FrugalScorer(Scorer):
     """FrugalGPT's answer scorer: P(the SLM's answer is right | query, answer). need = 1 - that."""
 
@@ -541,7 +610,8 @@ class FrugalScorer(Scorer):
         self.model = Logistic.from_arrays(arrays, "", C=float(self.settings.get("C", 1.0)))
 
 
-SCORERS: dict[str, type[Scorer]] = {c.kind: c for c in (ClassifierScorer, MFScorer, GraphScorer, FrugalScorer)}
+SCORERS: dict[str, type[Scorer]] = {c.kind: c for c in (ClassifierScorer, MFScorer, GraphScorer, KNNScorer,
+                                                          FrugalScorer)}
 
 
 def default_featurizer() -> str:
@@ -557,7 +627,7 @@ def default_featurizer() -> str:
 def fit_baseline(kind: str, rows_or_sweeps: Sequence[Any], *, featurizer: str | Any | None = None,
                  settings: dict[str, Any] | None = None, seed: int = 0,
                  source: dict[str, Any] | None = None) -> Scorer:
-    """Train one learned baseline (`routellm-classifier`, `routellm-mf`, `graphrouter`, `frugalgpt`) on
+    """Train one learned baseline (`routellm-classifier`, `routellm-mf`, `graphrouter`, `knn`, `frugalgpt`) on
     training rows or `ItemSweep`s. `featurizer` is a name (default: `default_featurizer()`) or an
     instance; it is fitted on the training texts."""
     from ..predictor.features import get_featurizer
