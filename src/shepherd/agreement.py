@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -207,9 +208,29 @@ def agreement_key(task: Any, item: Any, text: str, prompt: str | None = None) ->
             return None if b is None else "run:" + b
         return normalize_extracted(program, "code")
     if basis == "example calls":
-        b = task.behaviour(item, text)
+        b = _behaviour(task, item, text)
         return None if b is None else "run:" + b
     return normalize_extracted(task.extract(item, text), "code")
+
+
+#: what a program did on an item's example calls, by (task, item id, prompt, program text): a study computes the
+#: same samples' keys for the predictor's scores, its features and every replayed point, each a sandbox run
+_BEHAVIOURS: dict[tuple[str, str, str, str], str | None] = {}
+_BEHAVIOURS_LOCK = threading.Lock()
+
+
+def _behaviour(task: Any, item: Any, text: str) -> str | None:
+    key = (str(getattr(task, "name", type(task).__name__)), str(getattr(item, "id", "")),
+           str(getattr(item, "question", "")), text)
+    with _BEHAVIOURS_LOCK:
+        if key in _BEHAVIOURS:
+            return _BEHAVIOURS[key]
+    b = task.behaviour(item, text)
+    with _BEHAVIOURS_LOCK:
+        if len(_BEHAVIOURS) >= 50_000:
+            _BEHAVIOURS.clear()
+        _BEHAVIOURS[key] = b
+    return b
 
 
 # -- labels without gold answers -----------------------------------------------------------------------

@@ -251,7 +251,8 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
                 continue
             rule = predictor.rules.get(mode, predictor.rules["proactive"])
             scores = predictor_scores(predictor, mode, sweeps, items)
-            values = shepherding_knobs(scores, rule.threshold, rule.scale, max_points)
+            # half as many thresholds as a one-knob baseline gets, at each of the scales: ~4x its points in all
+            values = shepherding_knobs(scores, rule.threshold, rule.scale, (max_points + 1) // 2)
             add(mode, "shepherding", "(threshold,scale)", values,
                 lambda ts, cls=cls, extra=extra: cls(predictor, threshold=ts[0], scale=ts[1], **extra),
                 label=_threshold_label(mode), default=(rule.threshold, rule.scale))
