@@ -33,9 +33,11 @@ def test_select_by_ids_keeps_their_order_and_rejects_unknown_ids():
 
 
 def test_registry_and_paper_sizes():
-    assert list_tasks() == ["gsm8k", "cnk12", "humaneval", "mbpp"]
+    assert list_tasks() == ["gsm8k", "cnk12", "humaneval", "humaneval-completion", "mbpp"]
     sizes = {name: type(get_task(name)).paper_size for name in list_tasks()}
-    assert sizes == {"gsm8k": 776, "cnk12": 2147, "humaneval": 164, "mbpp": 500}
+    assert sizes == {"gsm8k": 776, "cnk12": 2147, "humaneval": 164, "humaneval-completion": 164, "mbpp": 500}
+    styles = {name: type(get_task(name)).prompt_style for name in list_tasks()}
+    assert [n for n, s in styles.items() if s == "completion"] == ["humaneval-completion"]
     with pytest.raises(KeyError, match="unknown task"):
         get_task("nope")
 

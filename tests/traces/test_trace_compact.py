@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 from trace_fakes import FakeTask, run_fake_sweep
@@ -159,3 +160,16 @@ def test_cli_pack_and_unpack(tmp_path, monkeypatch):
     r = runner.invoke(app, ["sweep", "unpack", str(tmp_path / "missing.jsonl.gz"), "--store",
                             str(tmp_path / "re.sqlite")])
     assert r.exit_code != 0 and "no packed trace file" in r.output
+
+
+@pytest.mark.parametrize("name", ["humaneval", "mbpp"])
+def test_committed_code_traces_still_unpack(tmp_path, name):
+    """The chat-style prompts (messages and no assistant prefix) are what the committed traces were swept
+    with: `import_compact` checks every item's messages hash and every rebuilt request's key against them."""
+    path = Path(__file__).resolve().parents[2] / "traces" / f"{name}.jsonl.gz"
+    store = TraceStore(tmp_path / "t.sqlite")
+    summary = import_compact(path, store)
+    assert summary.items >= 100 and summary.task == name
+    info = store.resolve_sweep(name, None)
+    assert all(e.request.prefix == "" for e in store.item_entries(info.sweep))
+    store.close()

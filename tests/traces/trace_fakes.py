@@ -41,6 +41,25 @@ class FakeTask:
         return Grade(nums[-1] == item.reference, nums[-1], "compared")
 
 
+#: the assistant prefix of the completion-style variant (`StubTask`): the models' answers continue it
+STUB = "Working :\n"
+
+
+class StubTask(FakeTask):
+    """The same items in completion style: every assistant turn starts with STUB, which is input (the
+    prompt), not part of any answer; hints are cut from what follows it."""
+
+    name = "fake-add-stub"
+    prompt_style = "completion"
+
+    def prefix(self, item):
+        return STUB
+
+
+def _stub(request: GenerationRequest) -> str:
+    return STUB if request.prefix.startswith(STUB) else ""
+
+
 def _index(request: GenerationRequest) -> int:
     q = request.messages[-1][1]
     return int(re.search(r"What is (\d+)", q).group(1))
@@ -50,7 +69,7 @@ def llm_answer(request: GenerationRequest) -> str:
     i = _index(request)
     a, b = i, 2 * i + 3
     s = a + b + (1 if i % 5 == 4 else 0)
-    return f"First take {a} . Then add {b} to it . Adding them gives {s} in total . The answer is {s}."
+    return f"{_stub(request)}First take {a} . Then add {b} to it . Adding them gives {s} in total . The answer is {s}."
 
 
 def need(i: int) -> int:
@@ -60,7 +79,7 @@ def need(i: int) -> int:
 
 def slm_answer(request: GenerationRequest) -> str:
     i = _index(request)
-    words = len(request.prefix.split())
+    words = len(request.prefix.split()) - len(_stub(request).split())
     if words >= need(i):
         return llm_answer(request)  # follows the hint: continues the LLM's answer
     return f"I think it is about {i} . The answer is {i + 1000}."

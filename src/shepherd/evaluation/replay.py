@@ -21,6 +21,7 @@ from ..policies.oracles import OracleCascade, OracleRouting, OracleShepherd
 from ..runner import Runner, RunSettings
 from ..traces.cached import CachedBackend, HintMapping
 from ..traces.store import TraceStore
+from ..traces.sweep import task_prefix
 
 
 @dataclass
@@ -54,7 +55,8 @@ def _select(store: TraceStore, task, items, split, sweep):
         if iid in entries:
             chosen.append((iid, entries[iid].request, it if not isinstance(it, str) else None))
         elif not isinstance(it, str):  # an item never swept: the request the sweep would have made
-            req = GenerationRequest.create(task.messages(it), max_tokens=cap, temperature=0.0,
+            req = GenerationRequest.create(task.messages(it), prefix=task_prefix(task, it), max_tokens=cap,
+                                           temperature=0.0,
                                            seed=info.config.get("seed", 0), stop=info.config.get("stop", ()))
             chosen.append((iid, req, it))
         else:

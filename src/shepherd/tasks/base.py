@@ -69,6 +69,9 @@ class Task(ABC):
     paper_size: ClassVar[int | None] = None
     #: a suggested completion budget for a full answer
     max_tokens: ClassVar[int] = 512
+    #: how the prompt asks: "chat" (the model writes its whole answer) or "completion" (the assistant turn
+    #: already starts with `prefix(item)`, e.g. a function's stub, and the model writes only the rest)
+    prompt_style: ClassVar[Literal["chat", "completion"]] = "chat"
 
     def __init__(self, data: str | Path | None = None, *, source: Source = "auto") -> None:
         self.data = Path(data) if data is not None else None
@@ -117,6 +120,12 @@ class Task(ABC):
     @abstractmethod
     def messages(self, item: Item) -> list[Message]:
         """The chat messages that ask a model for this item's answer."""
+
+    def prefix(self, item: Item) -> str:
+        """The start of the assistant turn the model continues ("" in chat style). It is input (prompt
+        tokens at the input price), never part of the response the grader gets: hints are cut from what the
+        model wrote after it, and `grade` puts the prefix back itself."""
+        return ""
 
     @abstractmethod
     def grade(self, item: Item, response: str) -> Grade:

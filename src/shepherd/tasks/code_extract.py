@@ -36,7 +36,7 @@ def extract_code(response: str, entry_point: str | None = None) -> str:
         code = defining[-1] if defining else max(blocks, key=len)
     else:
         code = response
-        if not is_body(response) and not _parses(response):
+        if not is_body(response) and not parses(response):
             start = _CODE_START.search(response)
             if start is None:
                 return ""  # prose only
@@ -55,7 +55,8 @@ def _parse(code: str) -> ast.Module:
         return ast.parse(code)
 
 
-def _parses(code: str) -> bool:
+def parses(code: str) -> bool:
+    """Whether the code is valid Python (without warnings about invalid escapes)."""
     try:
         _parse(code)
         return True

@@ -7,3 +7,5 @@ LATEX_FORMAT = ('Reason step by step, then finish with "The answer is X." where 
 CHOICE_FORMAT = ('Reason step by step, then finish with "The answer is X." where X is the letter of the '
                  'correct option.')
 CODE_FORMAT = "Reply with the complete Python function, signature included, in one ```python fence."
+COMPLETION_FORMAT = ("Your answer already starts with the function as given above: continue it with the body "
+                     "only, then close the ```python fence.")

@@ -12,6 +12,7 @@ _TASKS: dict[str, str] = {
     "gsm8k": "shepherd.tasks.gsm8k:GSM8K",
     "cnk12": "shepherd.tasks.cnk12:CNK12",
     "humaneval": "shepherd.tasks.humaneval:HumanEval",
+    "humaneval-completion": "shepherd.tasks.humaneval:HumanEvalCompletion",
     "mbpp": "shepherd.tasks.mbpp:MBPP",
 }
 

@@ -4,7 +4,7 @@
   backend, and the result is committed (with its line in the call log) before it is returned.
 - replay: no inner backend (or `generate_missing=False`): a miss raises `MissingGeneration`, naming the
   model, the item and the request. With `map_hints=True` (the LLM's handle in replay), a hint request
-  (no prefix, max_tokens=n) for a swept item is served from the item's stored full answer, with n moved
+  (no prefix beyond the item's own, max_tokens=n) for a swept item is served from the item's stored full answer, with n moved
   up to the next swept grid level (or the full answer when n reaches past the last level); each such
   mapping is recorded in `mappings`, so a report can say which hints were rounded up. An extension request
   (the LLM continuing a swept hint level to n tokens in all) is served the same way, from the same answer.
@@ -91,7 +91,7 @@ class CachedBackend(Backend):
             self.hits += 1
             return gen
         if self.map_hints:
-            mapped = self._serve_extension(request) if request.prefix else self._serve_hint(request)
+            mapped = self._serve_mapped(request)
             if mapped is not None:
                 self.hits += 1
                 return mapped
@@ -126,11 +126,13 @@ class CachedBackend(Backend):
 
     def _swept_answers(self, request: GenerationRequest):
         """(entry, stored full answer, its swept levels as sorted (tokens, fraction, text, key), L) of every
-        swept item whose LLM request is `request` in everything but its prefix and token budget."""
+        swept item whose LLM request is `request` in everything but what the answer wrote after the item's
+        own prefix (none in chat style; a completion-style task's stub) and the token budget."""
         for entry in self._entries(request):
-            if entry.full_key is None:
+            if entry.full_key is None or not request.prefix.startswith(entry.request.prefix):
                 continue
-            if full_request(replace(request, prefix=""), entry.request.max_tokens).key(self.model_id) != entry.full_key:
+            base = replace(request, prefix=entry.request.prefix)
+            if full_request(base, entry.request.max_tokens).key(self.model_id) != entry.full_key:
                 continue
             full = self.store.get(entry.full_key)
             if full is None:
@@ -139,46 +141,52 @@ class CachedBackend(Backend):
                             self.store.hints(entry.sweep, entry.item_id) if tok > 0)
             yield entry, full, levels, entry.full_tokens or full.completion_tokens
 
-    def _serve_hint(self, request: GenerationRequest) -> Generation | None:
-        if request.prefix or request.max_tokens is None or not request.greedy:
-            return None
-        n = request.max_tokens
-        for entry, full, levels, L in self._swept_answers(request):
-            for tok, frac, text, hkey in levels:
-                if tok >= n and tok < L:
-                    gen = self.store.get(hkey) if hkey else None
-                    if gen is None:
-                        gen = Generation(text=text, prompt_tokens=full.prompt_tokens, completion_tokens=tok,
-                                         finish_reason="length", latency_s=full.latency_s * tok / max(L, 1),
-                                         model=self.model_id, cached=True)
-                    self.mappings.append(HintMapping(entry.item_id, n, tok, frac, L))
-                    return gen
-            # n reaches past the last swept level: the whole answer is the hint. An answer cut by the token
-            # budget leaves the SLM nothing to add, so it is served as finished (the runner then stops)
-            self.mappings.append(HintMapping(entry.item_id, n, L, 1.0, L))
-            return full if full.finish_reason == "stop" else replace(full, finish_reason="stop")
-        return None
-
-    def _serve_extension(self, request: GenerationRequest) -> Generation | None:
-        """The LLM extending a swept hint level (the request's prefix) to prefix + max_tokens tokens: the
-        stored full answer from that level up to the next swept level at or above it (or to its end). Its
-        input, the prompt and the hint, was read by the LLM before: `cached_prompt_tokens`."""
+    def _serve_mapped(self, request: GenerationRequest) -> Generation | None:
+        """A hint request (nothing written after the item's prefix yet) or an extension request (the
+        prefix ends with a swept hint level), served from the swept answer; None when neither applies."""
         if request.max_tokens is None or not request.greedy:
             return None
         for entry, full, levels, L in self._swept_answers(request):
-            start = next((tok for tok, _, text, _ in levels if text == request.prefix), None)
-            if start is None or not full.text.startswith(request.prefix):
-                continue  # not a swept level of this answer: nothing stored continues it
-            want = start + request.max_tokens
-            served = next(((tok, frac, text) for tok, frac, text, _ in levels if want <= tok < L), None)
-            tok, frac, text = served if served is not None else (L, 1.0, full.text)
-            self.mappings.append(HintMapping(entry.item_id, want, tok, frac, L))
-            seen = full.prompt_tokens + start
-            return Generation(text=text[len(request.prefix):], prompt_tokens=seen, completion_tokens=tok - start,
-                              finish_reason="length" if served is not None else "stop",
-                              latency_s=full.latency_s * (tok - start) / max(L, 1), model=self.model_id,
-                              cached=True, cached_prompt_tokens=seen)
+            written = request.prefix[len(entry.request.prefix):]
+            gen = (self._serve_extension(entry, full, levels, L, written, request.max_tokens) if written
+                   else self._serve_hint(entry, full, levels, L, request.max_tokens))
+            if gen is not None:
+                return gen
         return None
+
+    def _serve_hint(self, entry: ItemEntry, full: Generation, levels: list, L: int, n: int) -> Generation:
+        for tok, frac, text, hkey in levels:
+            if tok >= n and tok < L:
+                gen = self.store.get(hkey) if hkey else None
+                if gen is None:
+                    gen = Generation(text=text, prompt_tokens=full.prompt_tokens, completion_tokens=tok,
+                                     finish_reason="length", latency_s=full.latency_s * tok / max(L, 1),
+                                     model=self.model_id, cached=True)
+                self.mappings.append(HintMapping(entry.item_id, n, tok, frac, L))
+                return gen
+        # n reaches past the last swept level: the whole answer is the hint. An answer cut by the token
+        # budget leaves the SLM nothing to add, so it is served as finished (the runner then stops)
+        self.mappings.append(HintMapping(entry.item_id, n, L, 1.0, L))
+        return full if full.finish_reason == "stop" else replace(full, finish_reason="stop")
+
+    def _serve_extension(self, entry: ItemEntry, full: Generation, levels: list, L: int, written: str,
+                         n: int) -> Generation | None:
+        """The LLM extending a swept hint level (`written`, what the request's prefix adds to the item's) to
+        written + n tokens: the stored full answer from that level up to the next swept level at or above
+        it (or to its end). Its input, the prompt and the hint, was read by the LLM before:
+        `cached_prompt_tokens`."""
+        start = next((tok for tok, _, text, _ in levels if text == written), None)
+        if start is None or not full.text.startswith(written):
+            return None  # not a swept level of this answer: nothing stored continues it
+        want = start + n
+        served = next(((tok, frac, text) for tok, frac, text, _ in levels if want <= tok < L), None)
+        tok, frac, text = served if served is not None else (L, 1.0, full.text)
+        self.mappings.append(HintMapping(entry.item_id, want, tok, frac, L))
+        seen = full.prompt_tokens + start
+        return Generation(text=text[len(written):], prompt_tokens=seen, completion_tokens=tok - start,
+                          finish_reason="length" if served is not None else "stop",
+                          latency_s=full.latency_s * (tok - start) / max(L, 1), model=self.model_id,
+                          cached=True, cached_prompt_tokens=seen)
 
     def _describe_item(self, request: GenerationRequest) -> str | None:
         entries = self.store.find_items(messages_key(request))

@@ -222,6 +222,7 @@ def run_cmd(
     sweep_id = register_sweep(store, scfg, plan, split, settings={
         "engine": engines, "concurrency": concurrency,
         "executor": executor_name if executor_name != "ray" else f"ray({workers} workers)",
+        **({"prompt_style": task.prompt_style} if getattr(task, "prompt_style", "chat") != "chat" else {}),
         **({"labels": "proxy", "record": str(from_record)} if record_task is not None else {})})
     if record_task is not None:
         from .from_record import record_units

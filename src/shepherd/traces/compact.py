@@ -5,7 +5,9 @@ git. The compact form keeps what the study needs to be recomputed without callin
 every model output, token counts, latencies, grades, the hint cuts and the call log. The prompt of each
 request is replaced by the sha256 of its messages; `import_compact` rebuilds the messages from the task's
 own data (local files or the hub), checks that hash, then checks that every rebuilt request has exactly
-the content key the sweep stored. A different copy of the data, or a changed prompt format, therefore
+the content key the sweep stored. A completion-style task's assistant prefix (HumanEval's stub: question
+text too) is left out the same way: each request keeps only what follows it, the item records its sha256,
+and the import puts the task's own prefix back. A different copy of the data, or a changed prompt format, therefore
 fails loudly instead of silently evaluating other questions.
 
 File: gzip-compressed JSON lines. Line 1 is a header (format, version, the sweep's task, models and
@@ -29,6 +31,7 @@ from typing import Any
 
 from ..models.base import Generation, GenerationRequest, TokenLogprobs
 from .store import TraceStore, messages_key, request_from_json
+from .sweep import task_prefix
 
 FORMAT = "shepherd-traces"
 VERSION = 2
@@ -49,10 +52,20 @@ class CompactSummary:
     skipped: list[str] = field(default_factory=list)  # items left out (unfinished) or already present
 
 
-def _request_without_messages(blob: str) -> dict[str, Any]:
+def _request_without_messages(blob: str, prefix: str = "") -> dict[str, Any]:
+    """The request without its messages, and without the item's own assistant prefix (`prefix`, which
+    every request about the item starts with): the question text stays out of the file."""
     d = json.loads(blob)
     d.pop("messages", None)
+    if prefix:
+        if not d.get("prefix", "").startswith(prefix):
+            raise CompactTraceError("a generation's prefix does not start with its item's assistant prefix")
+        d["prefix"] = d["prefix"][len(prefix):]
     return d
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _dump(obj: Any) -> str:
@@ -92,7 +105,7 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
             if messages_key(request_from_json(g["request"])) != mkey:
                 raise CompactTraceError(f"{info.task} {iid}: generation {key[:12]} was asked with other messages "
                                         "than the item's; it cannot be stored without its prompt")
-            gens.append({"key": key, "model": g["model"], "request": _request_without_messages(g["request"]),
+            gens.append({"key": key, "model": g["model"], "request": _request_without_messages(g["request"], base.prefix),
                          "text": g["text"], "prompt_tokens": g["prompt_tokens"],
                          "completion_tokens": g["completion_tokens"], "finish_reason": g["finish_reason"],
                          "latency_s": g["latency_s"], "mean_logprob": g["mean_logprob"], "origin": g["origin"],
@@ -104,13 +117,15 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
         calls = [[c["key"], c["model"], c["prompt_tokens"], c["completion_tokens"], c["latency_s"], c["at"]]
                  for c in q(f"SELECT * FROM calls WHERE key IN ({marks}) ORDER BY id", tuple(sorted(keys)))]
         rec = {"item": iid, "split": it["split"], "messages_sha256": mkey,
-               "request": _request_without_messages(it["request"]), "full_key": it["full_key"],
+               "request": _request_without_messages(it["request"], base.prefix), "full_key": it["full_key"],
                "full_tokens": it["full_tokens"], "plan": json.loads(it["plan"]) if it["plan"] else None,
                "done_at": it["done_at"],
                "hints": [[h["fraction"], h["hint_tokens"], h["hint_text"], h["hint_key"]] for h in hints],
                "rows": [[r["kind"], r["fraction"], r["trial"], r["key"], r["hint_tokens"], r["correct"],
                          r["extracted"], r["reason"]] for r in rows],
                "generations": gens, "calls": calls}
+        if base.prefix:  # a chat-style item's record stays as it was (same bytes)
+            rec["prefix_sha256"] = _sha256(base.prefix)
         lines.append(_dump(rec))
         n_gen += len(gens)
         n_calls += len(calls)
@@ -176,8 +191,9 @@ def read_compact(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str
     return header, records
 
 
-def _rebuild(d: dict[str, Any], messages: tuple[tuple[str, str], ...]) -> GenerationRequest:
-    return request_from_json(json.dumps({**d, "messages": [list(m) for m in messages]}))
+def _rebuild(d: dict[str, Any], messages: tuple[tuple[str, str], ...], prefix: str = "") -> GenerationRequest:
+    return request_from_json(json.dumps({**d, "messages": [list(m) for m in messages],
+                                         "prefix": prefix + d.get("prefix", "")}))
 
 
 def import_compact(path: str | os.PathLike, store: TraceStore, *, task: Any = None,
@@ -214,13 +230,18 @@ def import_compact(path: str | os.PathLike, store: TraceStore, *, task: Any = No
         item = items[iid]
         messages = tuple((m["role"], m["content"]) if isinstance(m, dict) else tuple(m)
                          for m in task.messages(item))
-        base = _rebuild(r["request"], messages)
+        prefix = task_prefix(task, item) if r.get("prefix_sha256") else ""
+        if prefix and _sha256(prefix) != r["prefix_sha256"]:
+            raise CompactTraceError(
+                f"{path}: {header['task']} item {iid}: the assistant prefix built from this data is not the one "
+                "the sweep continued (prefix hash differs): another version of the dataset or of the prompt format")
+        base = _rebuild(r["request"], messages, prefix)
         if messages_key(base) != r["messages_sha256"]:
             raise CompactTraceError(
                 f"{path}: {header['task']} item {iid}: the question built from this data is not the one the "
                 "sweep asked (messages hash differs): another version of the dataset or of the prompt format")
         for g in r["generations"]:
-            req = _rebuild(g["request"], messages)
+            req = _rebuild(g["request"], messages, prefix)
             if req.key(g["model"]) != g["key"]:
                 raise CompactTraceError(f"{path}: {header['task']} item {iid}: rebuilt request does not have the "
                                         f"stored key {g['key'][:12]} (prompt format changed?)")

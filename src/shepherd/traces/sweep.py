@@ -123,9 +123,10 @@ class SweepConfig:
         blob = json.dumps(asdict(self), sort_keys=True)
         return f"{self.task}:{self.slm}+{self.llm}:{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
-    def base_request(self, messages) -> GenerationRequest:
-        return GenerationRequest.create(messages, max_tokens=self.max_tokens, temperature=0.0, seed=self.seed,
-                                        stop=self.stop)
+    def base_request(self, messages, prefix: str = "") -> GenerationRequest:
+        """The item's LLM request; `prefix` starts the assistant turn (a completion-style task's stub)."""
+        return GenerationRequest.create(messages, prefix=prefix, max_tokens=self.max_tokens, temperature=0.0,
+                                        seed=self.seed, stop=self.stop)
 
 
 @dataclass
@@ -192,7 +193,7 @@ async def run_unit(unit: SweepUnit, ctx: WorkerContext) -> UnitResult:
     store, task, item, sweep = ctx.store, ctx.task, unit.item, unit.sweep
     plan_d = unit.plan.to_dict()
     messages = unit.messages if unit.messages is not None else task.messages(item)
-    base = unit.base if unit.base is not None else unit.config.base_request(messages)
+    base = unit.base if unit.base is not None else unit.config.base_request(messages, task_prefix(task, item))
     stored = store.item_request(sweep, unit.item_id)
     if stored is not None and stored != base:
         raise ValueError(f"item {unit.item_id} was swept into {sweep} with a different request (the task's "
@@ -371,6 +372,12 @@ async def _sweep_rescues(unit: SweepUnit, ctx: WorkerContext, base: GenerationRe
                 ok, ext, why = await _grade(task, item, text + gen.text)
                 key = creq.key(slm_id)
             store.put_row(unit.sweep, unit.item_id, "rescue", float(c), n, key, ok, ext, why, hint_tokens=n)
+
+
+def task_prefix(task, item) -> str:
+    """Where the task's assistant turn starts ("" for chat-style tasks and tasks without a `prefix`)."""
+    prefix = getattr(task, "prefix", None)
+    return prefix(item) if callable(prefix) else ""
 
 
 def make_units(task, items: Sequence[Any], config: SweepConfig, plan: SweepPlan,
