@@ -49,7 +49,7 @@ def test_zero_shot_eval_is_one_command(stores, tmp_path, monkeypatch):
     dec = {i["item_id"]: i["decision"] for i in abc["items"]}
     assert dec == {"HumanEval/0": "slm", "HumanEval/1": "llm", "HumanEval/2": "llm", "HumanEval/3": "llm"}
     # the learned routers trained on math traces still produce a full curve on code (unseen task)
-    for name in ("routellm-classifier", "routellm-mf", "graphrouter", "frugalgpt", "proactive"):
+    for name in ("routellm-classifier", "routellm-mf", "graphrouter", "knn", "frugalgpt", "proactive"):
         assert name in fams and len(fams[name]["points"]) >= 2
     text = (out / "report.md").read_text()
     assert "## humaneval" in text and "fakemath" in text

@@ -122,3 +122,17 @@ def test_log_tokens_artifact_round_trip_and_policy(log_predictor, tmp_path):
     assert d.kind == "hint" and d.hint_tokens == want and "pred_tokens" in d.details
     assert decide("rockets orbit fuel question 500002", want).kind == "llm"
     assert decide("apples basket fruit question 500001", want).kind == "hint"
+
+
+def test_a_study_candidate_carries_the_size_target():
+    from pydantic import ValidationError
+
+    from shepherd.evaluation.study import PredictorCandidate
+    from shepherd.predictor.select import Candidate
+
+    c = Candidate(**PredictorCandidate(featurizer="minilm", hidden=0, l2=1.0, size_target="log_tokens").model_dump())
+    assert c.settings(_settings("fraction")).model.size_target == "log_tokens"
+    plain = Candidate(**PredictorCandidate(featurizer="minilm").model_dump())
+    assert plain.size_target is None and plain.label == "minilm, hidden 16, l2 0.1"  # reports read as before
+    with pytest.raises(ValidationError):
+        PredictorCandidate(size_target="tokens")
