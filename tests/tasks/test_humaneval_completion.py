@@ -88,3 +88,36 @@ def test_behaviour_of_body_only_samples(completion):
     assert completion.behaviour(item, brute) == canonical
     assert completion.behaviour(item, "    return True\n```") == "True\nTrue"
     assert completion.behaviour(item, "") is None
+
+
+@pytest.mark.slow
+def test_real_models_write_the_body_and_the_slm_continues_stub_plus_hint(completion, slm_backend, llm_backend):
+    """On the local Qwen pair: the LLM, its turn already holding the stub, writes the body only (no
+    signature or docstring re-typed: fewer tokens than the stub alone); a 3-token hint cut from that body
+    is continued by the SLM inside the same assistant turn (stub + hint), and the whole passes."""
+    import asyncio
+
+    from shepherd.models.base import GenerationRequest
+    from shepherd.policies import FixedHint, LLMOnly
+    from shepherd.runner import Runner, RunSettings
+    from shepherd.tasks.code_extract import is_body
+
+    item = _item(completion, "HumanEval/2")  # truncate_number
+    stub = completion.prefix(item)
+    request = GenerationRequest.create(completion.messages(item), prefix=stub, max_tokens=64)
+    runner = Runner(slm_backend, llm_backend, settings=RunSettings(max_tokens=64))
+
+    llm = asyncio.run(runner.answer(request, LLMOnly()))
+    assert "def truncate_number" not in llm.text and '"""' not in llm.text and is_body(llm.text), llm.text
+    stub_tokens = llm_backend.count_tokens(item.metadata["prompt"])
+    assert llm.usage["llm"].completion_tokens < stub_tokens / 3  # a chat answer re-types all of them first
+    assert llm.usage["llm"].prompt_tokens > stub_tokens  # the stub is input, billed as prompt
+    assert completion.grade(item, llm.text).correct
+
+    hinted = asyncio.run(runner.answer(request, FixedHint(tokens=3)))
+    assert hinted.hint_tokens == 3 and llm.text.startswith(hinted.hint_text)
+    (_, cont), = [(r, g) for r, g in hinted.generations if r == "slm"]
+    assert cont.prompt_tokens >= llm.usage["llm"].prompt_tokens + 3  # it read the stub and the hint
+    assert not cont.text.lstrip().startswith(("def ", "```", "from ", "import "))  # no restart
+    assert hinted.text == hinted.hint_text + cont.text and is_body(hinted.text)
+    assert completion.grade(item, hinted.text).correct, hinted.text

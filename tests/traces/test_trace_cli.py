@@ -154,6 +154,22 @@ def test_sweep_run_records_its_engine_and_rejects_an_unknown_one(tmp_path):
     (info,) = TraceStore(store, readonly=True).sweeps()
     assert info.config["engine"] == {"slm": "scripted", "llm": "scripted"}
     assert info.config["executor"] == "local" and info.config["concurrency"] == 1
+    assert "prompt_style" not in info.config  # chat style, recorded as sweeps always were
     r = runner.invoke(app, [*base, "--engine", "sequential"])
     assert r.exit_code == 0 and "0 model calls" in r.output
     assert [s.sweep for s in TraceStore(store, readonly=True).sweeps()] == [info.sweep]  # the same sweep
+
+
+def test_a_completion_style_sweep_says_so_and_starts_the_assistant_turn_with_the_stub(tmp_path):
+    from shepherd.traces.store import TraceStore
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    store = tmp_path / "s.sqlite"
+    r = CliRunner().invoke(app, ["sweep", "run", "humaneval-completion", "--ids", "HumanEval/23", "--store",
+                                 str(store), "--config", str(cfg), "--grid", "0,0.5", "--samples", "0"])
+    assert r.exit_code == 0, r.output
+    (info,) = TraceStore(store, readonly=True).sweeps()
+    assert info.task == "humaneval-completion" and info.config["prompt_style"] == "completion"
+    (entry,) = TraceStore(store, readonly=True).item_entries(info.sweep)
+    assert entry.request.prefix.startswith("```python\n") and "def strlen(string: str) -> int:" in entry.request.prefix

@@ -5,6 +5,11 @@ task ids: prompt 1-10, test 11-510, validation 511-600, train 601-974. Local fil
 hub: `mbpp` (config `full`). The program run for a response is the model's code, the set-up code, then
 the asserts of `test_list`. The set-up code follows the model's code: upstream it builds the
 test data from the solution's own classes (task 367 and 927 use a `Node` class the solution defines).
+
+Chat style only (no completion-style variant as HumanEval has): the data has no stub to start the answer
+with. The one candidate, the fence and `def name(` taken from the asserts, would save little (in the
+committed chat traces the LLM's fence and `def` line are ~13% of its answer, against ~70% echo on
+HumanEval) and would keep the model from writing the imports many answers start with.
 """
 
 from __future__ import annotations

@@ -96,7 +96,9 @@ class _Progress:
 @sweep_app.command("run")
 def run_cmd(
     task_name: str | None = typer.Argument(None, metavar="[TASK]",
-                                           help="Task name (gsm8k, cnk12, humaneval, mbpp); none with --from-record."),
+                                           help="Task name (gsm8k, cnk12, humaneval, mbpp; humaneval-completion: the "
+                                           "assistant turn starts with the stub, the model writes the body); none "
+                                           "with --from-record."),
     split: str | None = typer.Option(None, help="Split (default: the task's)."),
     limit: int | None = typer.Option(None, min=1, help="Number of items (the first ones, or a seeded sample)."),
     seed: int | None = typer.Option(None, help="Sample `limit` items with this seed (default: the first)."),
@@ -166,7 +168,7 @@ def run_cmd(
                 raise ValueError("--from-record sweeps run with --executor local (the items live in the record)")
             task = record_task = RecordTask(from_record, since=since)
         elif task_name is None:
-            raise ValueError("name a TASK (gsm8k, cnk12, humaneval, mbpp), or sweep recorded traffic with "
+            raise ValueError("name a TASK (gsm8k, cnk12, humaneval, humaneval-completion, mbpp), or sweep recorded traffic with "
                              "--from-record STORE")
         else:
             task = load_task(task_name, data)
