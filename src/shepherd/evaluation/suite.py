@@ -365,9 +365,10 @@ def _threshold_label(name: str) -> Callable[[tuple[float, float]], str]:
 
 
 #: hint scales every shepherding threshold is replayed with (beside the calibrated one): a predicted size
-#: regresses to the mean and falls short of n*; at 5 most hinted queries get the LLM's whole answer, so the
-#: curve reaches LLM-only accuracy wherever the predictor's ranking allows
-SHEPHERDING_SCALES = (1.0, 2.0, 3.0, 5.0)
+#: regresses to the mean and falls short of n*, so larger scales buy longer hints; at 100 every query above the
+#: threshold gets the LLM's whole answer (the predictor used as a router), so the curve reaches LLM-only accuracy
+#: at threshold 0 as every router's does
+SHEPHERDING_SCALES = (1.0, 2.0, 3.0, 5.0, 100.0)
 
 
 def shepherding_knobs(scores: Sequence[float], threshold: float, scale: float,
