@@ -8,6 +8,8 @@ import re
 import pytest
 from trace_fakes import slm_answer
 
+from shepherd.costs import Price
+from shepherd.evaluation.evaluate import evaluate_task, scenarios
 from shepherd.evaluation.replay import replay
 from shepherd.evaluation.suite import build_families
 from shepherd.models.scripted import ScriptedBackend
@@ -71,15 +73,25 @@ def test_verify_adds_one_check_per_item_and_a_rerun_after_an_interruption_pays_n
         assert v is not None and v.correct == s.slm_greedy.correct  # graded as the answer it checks
         assert v.extracted == ("yes" if s.slm_greedy.correct else "no")
     assert sorted(verification_values(sweeps)) == sorted(1.0 if s.slm_greedy.correct else 0.0 for s in sweeps)
-    (fam,) = build_families(task.name, sweeps, scorers={}, predictor=None, wanted=["automix"])
+    (fam,) = build_families(task.name, sweeps, scorers={}, predictor=None, wanted=["automix", "slm-only"])[1:]
     assert fam.name == "automix" and fam.values == [0.0, 1.0, 2.0]  # all stand, the Yes ones, none
+    # the study replays it from the store alone; with the SLM priced the checks cost, free they do not
+    res = evaluate_task(task, store, sweeps, [fam], sweep=store.resolve_sweep(task.name).sweep,
+                        scens=scenarios(slm_price=Price(input=1.0, output=1.0)), n_boot=20)
+    (stand_all, stand_yes, none) = res.family("automix").points
+    assert not any(p.error for p in (stand_all, stand_yes, none))
+    assert stand_all.accuracy.value < stand_yes.accuracy.value  # the fake SLM's verdicts are right
+    assert stand_all.cost["slm-priced"] > stand_all.cost["slm-free"] == 0.0
 
 
 def test_the_policy_replays_from_the_checks_and_they_survive_a_pack_round_trip(swept_store, tmp_path):
     store, task = swept_store
     with pytest.raises(ValueError, match="written by"):
         verify_sweep(store, ScriptedBackend("Yes", model_id="other-slm"))
-    verify_sweep(store, slm_with_checks(), limit=1)
+    first, second = (s.item_id for s in store.item_sweeps(task.name)[:2])
+    assert verify_sweep(store, slm_with_checks(), ids=[second]).verified == 1
+    assert verify_sweep(store, slm_with_checks(), limit=1).verified == 1  # the first item in sweep order
+    assert {s.item_id for s in store.item_sweeps(task.name) if s.verification} == {first, second}
     assert verification_values(store.item_sweeps(task.name)) == []  # not every item: no family yet
     verify_sweep(store, slm_with_checks())
     records = replay(AutoMixPolicy(0.5), task, None, store)
@@ -117,3 +129,33 @@ def test_cli_verify_refuses_a_missing_store(tmp_path):
 
     r = CliRunner().invoke(app, ["sweep", "verify", "--store", str(tmp_path / "none.sqlite")])
     assert r.exit_code == 2 and "no trace store" in r.output
+
+
+@pytest.mark.slow
+def test_cli_verify_on_committed_traces_with_the_real_slm(tmp_path):
+    """`shepherd sweep verify` on the first committed GSM8K test item with the real 0.5B model: one check
+    stored with its call, a second run asks for nothing, another model is refused."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from shepherd.cli import app
+
+    repo = Path(__file__).resolve().parents[2]
+    store_path = tmp_path / "gsm8k.sqlite"
+    runner = CliRunner()
+    r = runner.invoke(app, ["sweep", "unpack", str(repo / "traces" / "gsm8k-test.jsonl.gz"), "--store", str(store_path)])
+    assert r.exit_code == 0, r.output
+    calls = len(TraceStore(store_path, readonly=True).call_log())
+    r = runner.invoke(app, ["sweep", "verify", "--store", str(store_path), "--limit", "1"])
+    assert r.exit_code == 0 and "1 answers verified (1 model calls" in r.output, r.output
+    store = TraceStore(store_path, readonly=True)
+    it = store.item_sweeps("gsm8k")[0]
+    assert it.verification is not None and it.verification.extracted in ("yes", "no")
+    assert len(store.call_log()) == calls + 1 and not store.duplicate_calls()
+    store.close()
+    r = runner.invoke(app, ["sweep", "verify", "--store", str(store_path), "--limit", "1"])
+    assert r.exit_code == 0 and "0 answers verified (0 model calls" in r.output and "1 already were" in r.output
+    r = runner.invoke(app, ["sweep", "verify", "--store", str(store_path), "--limit", "1",
+                            "--slm", "qwen2.5-coder-1.5b-instruct-q4_k_m"])
+    assert r.exit_code != 0 and "written by" in r.output
