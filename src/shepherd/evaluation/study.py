@@ -730,7 +730,7 @@ def _num(x: Any, d: int = 2) -> str:
 
 
 ORDER = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf", "graphrouter",
-         "frugalgpt", "knn", "abc", "abc+greedy", "confidence-cascade", "proactive", "reactive", "reactive-fixed",
+         "frugalgpt", "knn", "abc", "abc+greedy", "confidence-cascade", "automix", "proactive", "reactive", "reactive-fixed",
          "reactive-fixed+vote", "confidence", "confidence-3band", "confidence-ladder", "rescue", "oracle-routing",
          "oracle-cascade", "oracle-shepherd")
 #: the training labels' kinds in the order `traces.labels.label_stats` counts them (summary.json sorts its keys)

@@ -33,7 +33,7 @@ from .evaluate import (
 LEARNED = ("routellm-classifier", "routellm-mf", "graphrouter", "knn", "frugalgpt")
 ALL_POLICIES = ("slm-only", "llm-only", "random-mix", "fixed-ratio", "routellm-classifier", "routellm-mf",
                 "graphrouter", "knn", "frugalgpt", "abc", "proactive", "reactive", "reactive-fixed", "confidence",
-                "confidence-cascade", "rescue", "oracle-routing", "oracle-cascade", "oracle-shepherd")
+                "confidence-cascade", "automix", "rescue", "oracle-routing", "oracle-cascade", "oracle-shepherd")
 #: asked for by name only (`--policies`): variants of the agreement gate, so the default study stays as it is
 OPTIONAL_POLICIES = ("abc+greedy", "reactive-fixed+vote", "confidence-3band", "confidence-ladder")
 
@@ -67,6 +67,9 @@ NOTES = {
                   "window mean log-probability) buys a hint of f of the LLM's answer; knob (f, threshold); only "
                   "where the traces carry token log-probabilities",
     "confidence-cascade": "the same trigger, but the LLM answers in full (no hint); knob: threshold",
+    "automix": "AutoMix self-verification cascade: the SLM answers (greedy, paid), then is asked whether its answer is "
+               "correct (one Yes/No token, prompt paid at the SLM's input price); P(yes) below the threshold "
+               "escalates to the LLM in full; knob: threshold; only where `shepherd sweep verify` stored the checks",
     "confidence-3band": "confidence with three bands: confident answers stand, doubtful ones get a hint of f, "
                         "the least confident go to the LLM in full; knob (f, hint threshold, LLM threshold)",
     "confidence-ladder": "confidence with the hint bought a piece at a time: a doubtful answer gets a hint of the "
@@ -302,6 +305,14 @@ def build_families(task_name: str, sweeps: Sequence[Any], *, scorers: dict[str, 
         add("confidence-cascade", "baseline", "threshold", confident,
             lambda t: ConfidenceCascade(t, feature=CONFIDENCE_FEATURE),
             label=lambda t: f"confidence-cascade threshold={t:.4g}")
+    from ..verification import verification_values
+
+    p_yes = verification_values(sweeps)  # only where `shepherd sweep verify` stored every item's verification
+    if p_yes:
+        from ..policies.automix import AutoMixPolicy
+
+        add("automix", "baseline", "threshold", _standing_thresholds(p_yes, max_points), lambda t: AutoMixPolicy(t),
+            label=lambda t: f"automix threshold={t:.4g}")
     r_thresholds, r_tokens = sweep_cfg.get("rescue_thresholds") or [], sweep_cfg.get("rescue_tokens") or []
     if r_thresholds and r_tokens:
         from ..policies.rescue import RescuePolicy

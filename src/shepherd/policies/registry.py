@@ -29,7 +29,7 @@ def _load_optional() -> None:
     import importlib
 
     for mod in ("shepherd.policies.shepherding", "shepherd.policies.baselines", "shepherd.policies.confidence",
-                "shepherd.policies.rescue"):
+                "shepherd.policies.rescue", "shepherd.policies.automix"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:  # an extra the module needs is not installed

@@ -345,6 +345,61 @@ def score_cmd(
         raise typer.Exit(1)
 
 
+@sweep_app.command("verify")
+def verify_cmd(
+    task_name: str | None = typer.Argument(None, metavar="[TASK]", help="Task of the sweep (if the store has several)."),
+    store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s", help="SQLite trace store."),
+    sweep: str | None = typer.Option(None, help="Sweep id (if the task has several)."),
+    limit: int | None = typer.Option(None, min=1, help="Only the first N items."),
+    ids: str | None = typer.Option(None, help="Only these items: comma-separated ids, or @file with one id a line."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config (the SLM's model settings)."),
+    slm: str | None = typer.Option(None, help="SLM model name or .gguf path (default: the config's)."),
+) -> None:
+    """Ask the SLM whether each of its stored greedy answers is correct (AutoMix self-verification, one Yes/No
+    token) and store the verdicts, so the `automix` policy replays without a model. Resumable: a stored
+    verification is never asked for again."""
+    from ..config import ConfigError, load_config
+    from ..models.base import BackendError
+    from ..models.factory import build_backend
+    from ..models.sources import ModelCorrupt, ModelNotFound
+    from .verify import verify_sweep
+
+    store = _open(store_path)
+    try:
+        cfg = load_config(config)
+        if slm:
+            cfg.slm.model, cfg.slm.model_id = slm, None
+        backend = build_backend(cfg.slm)
+
+        def progress(item: str, done: int, total: int, s) -> None:
+            print(f"[{time.strftime('%H:%M:%S')}] {done}/{total} {item}: {s.verified} verified ({s.calls} model "
+                  f"calls), {s.skipped} had one, {len(s.missing)} without an answer, {len(s.failed)} failed, "
+                  f"{s.seconds:.0f}s", file=sys.stderr, flush=True)
+
+        id_list = None
+        if ids:
+            id_list = (Path(ids[1:]).read_text().split() if ids.startswith("@") else
+                       [i.strip() for i in ids.split(",") if i.strip()])
+        summary = verify_sweep(store, backend, task=task_name, sweep=sweep, ids=id_list, limit=limit,
+                               progress=progress)
+    except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError, LookupError,
+            FileNotFoundError) as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    ps = sorted(summary.p_yes)
+    spread = (f"; P(yes) min {ps[0]:.3f}, median {ps[len(ps) // 2]:.3f}, max {ps[-1]:.3f}" if ps else "")
+    per = summary.seconds / summary.calls if summary.calls else 0.0
+    console.print(f"sweep {summary.sweep}: {summary.verified} answers verified ({summary.calls} model calls, "
+                  f"{summary.prompt_tokens} prompt tokens, {summary.seconds:.0f}s, {per:.2f}s a call), "
+                  f"{summary.skipped} already were" + spread
+                  + (f", {len(summary.missing)} without a stored answer" if summary.missing else "")
+                  + (f", {len(summary.failed)} failed: {summary.failed[:3]}" if summary.failed else ""),
+                  highlight=False, soft_wrap=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 @sweep_app.command("status")
 def status_cmd(store_path: Path = typer.Option(DEFAULT_STORE, "--store", "-s")) -> None:
     """What the store holds: sweeps, items done, generations, model calls."""

@@ -14,7 +14,9 @@ File: gzip-compressed JSON lines. Line 1 is a header (format, version, the sweep
 settings); each further line is one finished item with its generations, hints, rows and calls. Version 2
 adds each generation's packed token log-probabilities (`logprobs`) where the store has them; a file
 without any is still written as version 1, so re-exporting unchanged traces gives the same bytes, and
-version 1 files read as before. Written
+version 1 files read as before. Version 3 adds the SLM's self-verifications (`shepherd sweep verify`):
+such a generation names the answer it checks (`verifies`), and its request is rebuilt from that answer and
+the item's question; a file is written as version 3 only when it carries one. Written
 in item order and byte-stable (sorted keys, no timestamps but the sweep's own), so a re-export of the
 same traces gives the same file and git diffs stay small.
 """
@@ -30,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from ..models.base import Generation, GenerationRequest, TokenLogprobs
+from ..verification import verification_request
 from .store import TraceStore, messages_key, request_from_json
 from .sweep import task_prefix
 
 FORMAT = "shepherd-traces"
-VERSION = 2
+VERSION = 3
 
 
 class CompactTraceError(ValueError):
@@ -96,13 +99,21 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
                   "ORDER BY fraction", (info.sweep, iid))
         keys = {it["full_key"]} | {r["key"] for r in rows if r["key"]} | {h["hint_key"] for h in hints if h["hint_key"]}
         keys |= _rescue_keys(store, base, rows, info.llm)
+        checks = {r["key"] for r in rows if r["kind"] == "verify" and r["key"]}
         gens = []
         for key in sorted(keys):
             g = q("SELECT * FROM generations WHERE key = ?", (key,))
             if not g:
                 continue
             g = g[0]
-            if messages_key(request_from_json(g["request"])) != mkey:
+            verifies = None
+            if key in checks:  # the SLM's check of its greedy answer: rebuilt from that answer on import
+                verifies = _verified_key(store, base, info.slm, key)
+                if verifies is None:
+                    raise CompactTraceError(f"{info.task} {iid}: verification {key[:12]} is not the current form "
+                                            "of the SLM's check of its stored greedy answer")
+                keys.add(verifies)
+            elif messages_key(request_from_json(g["request"])) != mkey:
                 raise CompactTraceError(f"{info.task} {iid}: generation {key[:12]} was asked with other messages "
                                         "than the item's; it cannot be stored without its prompt")
             gens.append({"key": key, "model": g["model"], "request": _request_without_messages(g["request"], base.prefix),
@@ -110,9 +121,12 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
                          "completion_tokens": g["completion_tokens"], "finish_reason": g["finish_reason"],
                          "latency_s": g["latency_s"], "mean_logprob": g["mean_logprob"], "origin": g["origin"],
                          "derived_from": g["derived_from"]})
+            if verifies is not None:
+                gens[-1]["verifies"] = verifies
+                header["version"] = VERSION
             if "logprobs" in g.keys() and g["logprobs"]:  # noqa: SIM118 - a Row's `in` tests values
                 gens[-1]["logprobs"] = g["logprobs"]
-                header["version"] = VERSION
+                header["version"] = max(header["version"], 2)
         marks = ",".join("?" * len(keys))
         calls = [[c["key"], c["model"], c["prompt_tokens"], c["completion_tokens"], c["latency_s"], c["at"]]
                  for c in q(f"SELECT * FROM calls WHERE key IN ({marks}) ORDER BY id", tuple(sorted(keys)))]
@@ -139,6 +153,16 @@ def export_compact(store: TraceStore, path: str | os.PathLike, *, task: str | No
         gz.write(raw)
     os.replace(tmp, path)
     return CompactSummary(str(path), info.sweep, info.task, len(items), n_gen, n_calls, skipped)
+
+
+def _verified_key(store: TraceStore, base: GenerationRequest, slm: str, key: str) -> str | None:
+    """The key of the SLM's greedy answer that verification `key` checks (None: it checks something else, or
+    was asked in another prompt form)."""
+    answer_key = base.key(slm)
+    answer = store.get(answer_key)
+    if answer is None or verification_request(base, answer.text).key(slm) != key:
+        return None
+    return answer_key
 
 
 def _rescue_keys(store: TraceStore, base: GenerationRequest, rows: list[Any], llm: str) -> set[str]:
@@ -240,8 +264,15 @@ def import_compact(path: str | os.PathLike, store: TraceStore, *, task: Any = No
             raise CompactTraceError(
                 f"{path}: {header['task']} item {iid}: the question built from this data is not the one the "
                 "sweep asked (messages hash differs): another version of the dataset or of the prompt format")
+        texts = {g["key"]: g["text"] for g in r["generations"]}
         for g in r["generations"]:
-            req = _rebuild(g["request"], messages, prefix)
+            if g.get("verifies"):  # the SLM's check of its own answer: asked with that answer, not the item
+                if g["verifies"] not in texts:
+                    raise CompactTraceError(f"{path}: {header['task']} item {iid}: verification {g['key'][:12]} "
+                                            "without the answer it checks")
+                req = verification_request(base, texts[g["verifies"]])
+            else:
+                req = _rebuild(g["request"], messages, prefix)
             if req.key(g["model"]) != g["key"]:
                 raise CompactTraceError(f"{path}: {header['task']} item {iid}: rebuilt request does not have the "
                                         f"stored key {g['key'][:12]} (prompt format changed?)")

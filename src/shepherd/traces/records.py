@@ -79,6 +79,9 @@ class ItemSweep:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: the sweep's settings (grid, trials, temperature, max_tokens, models, early_stop)
     sweep: dict[str, Any] = field(default_factory=dict)
+    #: the SLM's verification of its own greedy answer (`shepherd sweep verify`; `shepherd.verification`),
+    #: graded as the answer it verifies; None where the sweep has none
+    verification: Graded | None = None
 
     @property
     def slm_greedy(self) -> Graded | None:

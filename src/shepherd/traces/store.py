@@ -9,8 +9,9 @@ Tables (schema version 2; version 1 stores are upgraded in place on a writable o
   sweeps       one row per sweep: task, models and the settings that shape its generation keys
   sweep_items  per sweep and item: the base request, the LLM's full answer key, L, done/plan
   hints        per sweep, item and grid fraction: n, the hint text and the derived hint's key
-  rows         per sweep, item, kind (llm_full | hint | sample), fraction and trial: the generation key
-               and its grade
+  rows         per sweep, item, kind (llm_full | hint | sample | rescue | verify), fraction and trial: the
+               generation key and its grade (a `verify` row: the SLM's verification of its greedy answer,
+               graded as that answer, its verdict as `extracted` and the prompt form as `reason`)
 
 Every write is its own short transaction (WAL journal), so a process killed at any moment leaves the
 store consistent, and every insert is INSERT OR IGNORE on a content key, so redoing work is harmless.
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.base import Generation, GenerationRequest, TokenLogprobs
+from ..verification import VERIFY_FORMAT
 from .records import Graded, HintLevel, ItemSweep, Label
 
 SCHEMA_VERSION = 2
@@ -574,7 +576,7 @@ class TraceStore:
                 levels[h["fraction"]] = HintLevel(h["fraction"], h["hint_tokens"], h["hint_text"], [],
                                                   by_tokens=h["hint_tokens"] in token_grid
                                                   and round(h["fraction"], 6) not in grid)
-            samples = []
+            samples, verification = [], None
             for r in item_rows:
                 if r["kind"] == "hint":
                     lv = levels.get(r["fraction"])
@@ -584,12 +586,15 @@ class TraceStore:
                     samples.append(self._graded(r, info.slm))
                 elif r["kind"] == "sample" and r["fraction"] in levels:  # sampled continuations of a hint
                     levels[r["fraction"]].samples.append(self._graded(r, info.slm))
+                elif r["kind"] == "verify" and r["reason"] == VERIFY_FORMAT:  # `shepherd sweep verify`
+                    verification = self._graded(r, info.slm)
             out.append(ItemSweep(
                 task=info.task, item_id=iid, messages=request.message_dicts, llm_full=self._graded(full, info.llm),
                 full_tokens=int(it["full_tokens"] or 0),
                 levels=[lv for f, lv in sorted(levels.items()) if lv.trials],
                 samples=samples, split=it["split"], reference=it["reference"],
-                metadata=json.loads(it["metadata"] or "{}"), sweep={"sweep": info.sweep, **info.config}))
+                metadata=json.loads(it["metadata"] or "{}"), sweep={"sweep": info.sweep, **info.config},
+                verification=verification))
         return out
 
     @staticmethod
