@@ -136,6 +136,9 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     # llm-only is a baseline-side point, so the best baseline always reaches 100% on its half
     assert cf["at100"]["baseline"] is not None and cf["at100"]["baseline"]["met_share"] > 0
     assert pol["proactive"]["knob"] == "(threshold,scale)" and pol["proactive"]["points"] > 40
+    # the point shown is the calibrated (threshold, scale), as the artifact would run it
+    cal = s["predictor"]["calibration"]["proactive"]
+    assert pol["proactive"]["point"]["label"] == f"proactive threshold={cal['threshold']:.4g} scale={cal['scale']:g}"
     md = (tmp_path / "a/results.md").read_text()
     assert md.index("Headline, knobs chosen out of sample (SLM free") < md.index("Headline, best case on the test items")
     assert "Every policy out of sample (slm-free" in md

@@ -53,6 +53,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _point_at(fam: FamilyResult, value: Any) -> Point | None:
     if value is None:
         return next((p for p in fam.points if p.ok), None)
+    if isinstance(value, (tuple, list)):  # a knob of several values (threshold, scale): that very point
+        return next((p for p in fam.points if p.ok and isinstance(p.knob, (tuple, list))
+                     and tuple(p.knob) == tuple(value)), None)
     cands = [p for p in fam.points if p.ok and isinstance(p.knob, (int, float))]
     if not cands:
         return None
