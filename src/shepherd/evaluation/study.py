@@ -155,6 +155,7 @@ class StudyRun:
     runs: dict[str, Any] = field(default_factory=dict)  # benchmark name -> EvalRun
     #: benchmark name -> how the predictor ranks that benchmark's labelled test items (a diagnostic only)
     predictor_on_test: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)  # benchmark -> verification_auc
     train_stats: dict[str, Any] = field(default_factory=dict)
     #: benchmark name -> the counts of its `cap_probe` report
     cap_probes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -301,6 +302,9 @@ def _run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: 
         run.runs[b.name] = ev
         run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task, data, settings=settings,
                                                            k=max(2, spec.cv or 5))
+        check = verification_auc(store, b.task)
+        if check is not None:
+            run.verification[b.name] = check
 
     if spec.recipe_sensitivity and selection is not None:
         run.recipes = recipe_sensitivity(run, selection, examples, settings, stores, work / "recipes", data=data,
@@ -436,6 +440,37 @@ def predictor_test_auc(predictor: Any, store: Path, task: str, data: str | None 
     return out
 
 
+def verification_auc(store: Path, task: str) -> dict[str, Any] | None:
+    """How well the SLM's check of its own answer (`shepherd sweep verify`, the automix policy's P(yes)) ranks:
+    its AUC for "the SLM's answer is right", and for "the LLM's answer is right where the SLM's is wrong" (what
+    escalating a query gains). None where the traces carry no checks. Read after the replay, for the reader."""
+    from ..predictor.train import auc
+    from ..traces.store import TraceStore
+    from ..verification import p_yes
+
+    ts = TraceStore(store, readonly=True)
+    try:
+        sweeps = ts.item_sweeps(task)
+    finally:
+        ts.close()
+    rows = []
+    for s in sweeps:
+        v, full = getattr(s, "verification", None), s.llm_full
+        p = p_yes(v.generation) if v is not None else None
+        if p is None or full is None or s.slm_greedy is None:
+            continue
+        rows.append((p, bool(s.slm_greedy.correct), bool(full.correct)))
+    if len(rows) < max(2, len(sweeps) // 2):
+        return None
+    right = [int(r[1]) for r in rows]
+    gain = [int(r[2] and not r[1]) for r in rows]
+    ps = [r[0] for r in rows]
+    return {"items": len(rows), "yes_share": _r(sum(p >= 0.5 for p in ps) / len(ps), 4),
+            "auc_slm_right": _r(auc(right, ps), 4) if 0 < sum(right) < len(right) else None,
+            # low P(yes) should flag the queries escalation fixes: the AUC of 1 - P(yes) for them
+            "auc_gain": _r(auc(gain, [1.0 - p for p in ps]), 4) if 0 < sum(gain) < len(gain) else None}
+
+
 # ----------------------------------------------------------------------------------------------------
 # the numbers
 # ----------------------------------------------------------------------------------------------------
@@ -548,6 +583,8 @@ def summarize(run: StudyRun) -> dict[str, Any]:
                                "finished_accuracy": _r(finished_acc)}
         if name in run.predictor_on_test:
             b["predictor_auc"] = run.predictor_on_test[name]
+        if name in run.verification:
+            b["verification"] = run.verification[name]
         if name in run.cap_probes:
             b["cap_probe"] = run.cap_probes[name]
         out["benchmarks"][name] = b
