@@ -173,10 +173,7 @@ def run_cmd(
         else:
             task = load_task(task_name, data)
         split = split or task.default_split
-        id_list = None
-        if ids:
-            id_list = (Path(ids[1:]).read_text().split() if ids.startswith("@") else
-                       [i.strip() for i in ids.split(",") if i.strip()])
+        id_list = _id_list(ids)
         items = task.load(split, limit=limit, seed=seed, ids=id_list)
         cfg = load_config(config)
         if slm:
@@ -304,18 +301,14 @@ def score_cmd(
 ) -> None:
     """Add token log-probabilities to stored SLM generations by scoring their texts under the model that
     wrote them (teacher forcing); nothing is regenerated. Resumable."""
-    from ..config import ConfigError, load_config
+    from ..config import ConfigError
     from ..models.base import BackendError
-    from ..models.factory import build_backend
     from ..models.sources import ModelCorrupt, ModelNotFound
     from .scoring import score_sweep
 
     store = _open(store_path)
     try:
-        cfg = load_config(config)
-        if slm:
-            cfg.slm.model, cfg.slm.model_id = slm, None
-        backend = build_backend(cfg.slm)
+        backend = _slm_backend(config, slm)
         if not hasattr(backend, "score"):
             fail(f"{backend.model_id}: this backend cannot score a given text (the in-process GGUF one can)")
 
@@ -324,10 +317,7 @@ def score_cmd(
                   f"them, {len(s.failed)} failed, {s.tokens} tokens, {s.seconds:.0f}s", file=sys.stderr, flush=True)
 
         at = None if levels is None else [float(x) for x in levels.split(",") if x.strip()]
-        id_list = None
-        if ids:
-            id_list = (Path(ids[1:]).read_text().split() if ids.startswith("@") else
-                       [i.strip() for i in ids.split(",") if i.strip()])
+        id_list = _id_list(ids)
         summary = score_sweep(store, backend, task=task_name, sweep=sweep,
                               kinds=[k.strip() for k in kinds.split(",") if k.strip()], levels=at, limit=limit,
                               ids=id_list, progress=progress)
@@ -345,6 +335,24 @@ def score_cmd(
         raise typer.Exit(1)
 
 
+def _id_list(ids: str | None) -> list[str] | None:
+    """`--ids`: comma-separated ids, or @file with one id a line; None for all items."""
+    if not ids:
+        return None
+    return Path(ids[1:]).read_text().split() if ids.startswith("@") else [i.strip() for i in ids.split(",") if i.strip()]
+
+
+def _slm_backend(config: Path | None, slm: str | None):
+    """The SLM backend of a config (`--config`), or of the model `--slm` names instead."""
+    from ..config import load_config
+    from ..models.factory import build_backend
+
+    cfg = load_config(config)
+    if slm:
+        cfg.slm.model, cfg.slm.model_id = slm, None
+    return build_backend(cfg.slm)
+
+
 @sweep_app.command("verify")
 def verify_cmd(
     task_name: str | None = typer.Argument(None, metavar="[TASK]", help="Task of the sweep (if the store has several)."),
@@ -358,28 +366,21 @@ def verify_cmd(
     """Ask the SLM whether each of its stored greedy answers is correct (AutoMix self-verification, one Yes/No
     token) and store the verdicts, so the `automix` policy replays without a model. Resumable: a stored
     verification is never asked for again."""
-    from ..config import ConfigError, load_config
+    from ..config import ConfigError
     from ..models.base import BackendError
-    from ..models.factory import build_backend
     from ..models.sources import ModelCorrupt, ModelNotFound
     from .verify import verify_sweep
 
     store = _open(store_path)
     try:
-        cfg = load_config(config)
-        if slm:
-            cfg.slm.model, cfg.slm.model_id = slm, None
-        backend = build_backend(cfg.slm)
+        backend = _slm_backend(config, slm)
 
         def progress(item: str, done: int, total: int, s) -> None:
             print(f"[{time.strftime('%H:%M:%S')}] {done}/{total} {item}: {s.verified} verified ({s.calls} model "
                   f"calls), {s.skipped} had one, {len(s.missing)} without an answer, {len(s.failed)} failed, "
                   f"{s.seconds:.0f}s", file=sys.stderr, flush=True)
 
-        id_list = None
-        if ids:
-            id_list = (Path(ids[1:]).read_text().split() if ids.startswith("@") else
-                       [i.strip() for i in ids.split(",") if i.strip()])
+        id_list = _id_list(ids)
         summary = verify_sweep(store, backend, task=task_name, sweep=sweep, ids=id_list, limit=limit,
                                progress=progress)
     except (ConfigError, ModelNotFound, ModelCorrupt, BackendError, ValueError, LookupError,
