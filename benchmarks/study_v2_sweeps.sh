@@ -6,13 +6,15 @@
 # 0.5B + 1.5B pair; the SLM's log-probabilities are recorded with every generation (the llama.cpp backend
 # records them by default), so confidence policies can replay. Resumable: run it again and done items are
 # skipped, a half-done item continues without repeating a stored call.
-# The HumanEval sweep, as started (from the worktree, with the branch's code on PYTHONPATH):
-#   cd /work/wt-code && source /work/venv/bin/activate && PYTHONPATH=src nohup python -c "from shepherd.cli import app; app()" sweep run humaneval-completion --store /work/runs-v2/humaneval-completion.sqlite > /work/runs-v2/humaneval-completion.log 2>&1 &
-# This script runs the same (TASKS="humaneval-completion" by default; add mbpp once it has a completion
-# style, or "mbpp" for a chat-style re-sweep of its 500 test items): nohup bash benchmarks/study_v2_sweeps.sh &
+# Run it in the background (runs/<task>.sqlite, progress in runs/<task>.log), then pack the store into traces/
+# (bash traces/pack.sh) and regenerate docs/results.md (shepherd study traces/study.toml --out docs):
+#   nohup bash benchmarks/study_v2_sweeps.sh &
+# TASKS="humaneval-completion" by default; "mbpp" with LIMIT unset would re-sweep all 500 MBPP test items (chat
+# style: MBPP has no stub to put in the assistant's turn, see shepherd/tasks/mbpp.py).
+# Measured on the 2-core machine: 27-37 s an item with little else running, 65-70 s next to other work.
 set -eu
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/work/runs-v2}
+OUT=${OUT:-runs}
 TASKS=${TASKS:-humaneval-completion}
 mkdir -p "$OUT"
 for task in $TASKS; do

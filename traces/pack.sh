@@ -7,5 +7,6 @@ pack() { [ -f "runs/$2.sqlite" ] && shepherd sweep pack "traces/$1.jsonl.gz" --s
 pack gsm8k-train gsm8k_train gsm8k
 pack gsm8k-test gsm8k_test gsm8k
 pack humaneval humaneval humaneval
+pack humaneval-completion humaneval-completion humaneval-completion
 pack mbpp mbpp mbpp
 pack cnk12 cnk12 cnk12

@@ -4,6 +4,7 @@ nothing paid twice), travel in packed traces, and let the `automix` policy repla
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from trace_fakes import slm_answer
@@ -114,6 +115,13 @@ def test_the_policy_replays_from_the_checks_and_they_survive_a_pack_round_trip(s
     replayed = replay(AutoMixPolicy(0.5), task, None, rebuilt)
     assert [(r.answer.text, r.cost_usd, r.answer.decision.kind) for r in replayed] == \
         [(r.answer.text, r.cost_usd, r.answer.decision.kind) for r in records]
+    # the study's reading of the checks: this fake verifier knows the truth, so it ranks perfectly
+    from shepherd.evaluation.study import verification_auc
+
+    v = verification_auc(Path(rebuilt.path), task.name)
+    right = sum(greedy.values())
+    assert v["items"] == len(greedy) and v["yes_share"] == pytest.approx(right / len(greedy), abs=1e-4)
+    assert v["auc_slm_right"] == (1.0 if 0 < right < len(greedy) else None)
 
 
 def test_a_pack_without_checks_stays_as_it_was(swept_store, tmp_path):
