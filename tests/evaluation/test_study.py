@@ -42,6 +42,13 @@ traces = ["test.jsonl.gz"]
 setting = "in-domain"
 target_items = 30
 cap_probe = "cap_probe.json"
+
+[[benchmarks]]
+name = "GSM8K-again"
+task = "gsm8k"
+traces = ["test.jsonl.gz"]
+setting = "in-domain"
+same_items_as = "GSM8K"
 """
 
 CAP_PROBE = {"items": 30, "old_cap": 512, "new_cap": 1024, "cut_off": 4, "regenerated": 2, "finished_now": 2,
@@ -124,6 +131,12 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
     reds = [r["benchmarks"]["GSM8K"]["reactive"]["at90"]["cost_reduction"] for r in rec
             if r["benchmarks"]["GSM8K"]["reactive"]["at90"]]
     assert (span["min"], span["max"], span["n"]) == (min(reds), max(reds), len(reds))
+    # a benchmark over the same items asked again: the other's references on exactly its items
+    same = s["benchmarks"]["GSM8K-again"]["same_items"]
+    assert same == {"benchmark": "GSM8K", "items": 30,
+                    "slm_accuracy": pytest.approx(g["references"]["slm-free"]["slm"]["accuracy"], abs=1e-6),
+                    "llm_accuracy": pytest.approx(g["references"]["slm-free"]["llm"]["accuracy"], abs=1e-6),
+                    "oracle_shepherd_accuracy": pytest.approx(pol["oracle-shepherd"]["point"]["accuracy"], abs=1e-6)}
     # the out-of-sample headline: both sides chose on one half and were scored on the other, every policy too
     cf = g["crossfit"]["slm-free"]
     assert cf["splits"] == 100 and {"proactive", "reactive", "abc", "frugalgpt"} <= set(cf["policies"])

@@ -63,6 +63,10 @@ class StudyBenchmark(BaseModel):
     #: a `benchmarks/token_cap.py` report (JSON, relative to the spec) on these traces: the LLM's cut-off answers
     #: regenerated with a larger cap; its counts go into summary.json (`cap_probe`) and results.md
     cap_probe: str | None = None
+    #: another benchmark of the spec over the same items asked another way (HumanEval-completion: HumanEval's
+    #: tasks, completion-style): summary.json gets that benchmark's references on exactly these items
+    #: (`same_items`), so a partial sweep is compared on the tasks it has, not on an easier or harder subset
+    same_items_as: str | None = None
 
 
 class PredictorCandidate(BaseModel):
@@ -590,12 +594,34 @@ def summarize(run: StudyRun) -> dict[str, Any]:
         out["benchmarks"][name] = b
     for spec_b in run.spec.benchmarks:  # listed even before its first swept item
         out["benchmarks"].setdefault(spec_b.name, {"items": 0})
+        if spec_b.same_items_as:
+            same = _same_items(run, spec_b.name, spec_b.same_items_as)
+            if same is not None:
+                out["benchmarks"][spec_b.name]["same_items"] = same
     out["comparison"] = _comparison(out, run.spec)
     if run.recipes:
         alt = (run.predictor_metrics.get("selection") or {}).get("alternative")
         out["recipes"] = {"by_recipe": run.recipes, "span_at90": _recipe_spans(run.recipes),
                           "chosen": next((r for r in run.recipes if r["chosen"]), None),
                           "alternative": next((r for r in run.recipes if r["label"] == alt), None)}
+    return out
+
+
+def _same_items(run: StudyRun, name: str, other: str) -> dict[str, Any] | None:
+    """`other`'s SLM-only, LLM-only and oracle-shepherd accuracy on `name`'s items (the same tasks asked another
+    way); None unless both were replayed and `other` has every one of those items."""
+    this, that = run.runs.get(name), run.runs.get(other)
+    if not this or not that or not this.results or not that.results:
+        return None
+    ids = set(this.results[0].item_ids)
+    out: dict[str, Any] = {"benchmark": other, "items": len(ids)}
+    for ref, key in (("slm-only", "slm_accuracy"), ("llm-only", "llm_accuracy"), ("oracle-shepherd", "oracle_shepherd_accuracy")):
+        fam = that.results[0].family(ref)
+        pt = next((p for p in fam.points if p.ok), None) if fam else None
+        got = [o.correct for o in pt.outcomes if o.item_id in ids] if pt else []
+        if len(got) != len(ids):
+            return None
+        out[key] = _r(sum(got) / len(got))
     return out
 
 
