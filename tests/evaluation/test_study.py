@@ -232,7 +232,7 @@ def test_discussion_numbers_come_from_the_summary():
 def test_committed_results_are_what_the_committed_traces_give(tmp_path):
     """docs/results/summary.json must be regenerated whenever traces/ changes: recompute and compare.
 
-    The whole study, unshortened: it is the proof. About 6 minutes on a quiet 2-core machine
+    The whole study, unshortened: it is the proof. About 12 minutes on a quiet 2-core machine (18 with a sweep beside it)
     (benchmarks/study_time.py); its own time limit leaves room for a machine doing other work, where the
     suite-wide 900 s once ended it."""
     spec_path = REPO / "traces" / "study.toml"
