@@ -876,7 +876,6 @@ def _paper_side(swept: list[dict[str, Any]], S: dict[str, Any]) -> dict[str, Any
             r = (cf.get(key) or {}).get("baseline_over_shepherding_cost")
             if r:
                 held_out.append((name, key, r["median"], r))
-        for key in ("at100", "at90"):
             h = d["headline"]["slm-free"][key]
             if h.get("shepherding"):
                 reds.append((name, key, h["shepherding"]["cost_reduction"]))
