@@ -37,13 +37,13 @@ PREFILL = {"slm": 300.0, "llm": 160.0}
 #: the replayed policies: references, start-of-answer shepherding, answer-side shepherding, baselines
 POLICIES = ["slm-only", "llm-only", "fixed-ratio", "proactive", "reactive", "reactive-fixed", "reactive-fixed+vote",
             "confidence", "confidence-3band", "abc", "abc+greedy", "routellm-classifier", "routellm-mf",
-            "graphrouter", "confidence-cascade", "rescue"]
+            "graphrouter", "knn", "confidence-cascade", "rescue"]
 
 #: comparison groups: rescue against the hint-at-the-start shepherding policies, the confidence cascade
 #: alone, and every baseline (the cascade included)
 START = {"fixed-ratio", "proactive", "reactive", "reactive-fixed", "reactive-fixed+vote", "confidence",
          "confidence-3band"}
-BASELINES = {"abc", "abc+greedy", "routellm-classifier", "routellm-mf", "graphrouter", "confidence-cascade"}
+BASELINES = {"abc", "abc+greedy", "routellm-classifier", "routellm-mf", "graphrouter", "knn", "confidence-cascade"}
 
 
 def main() -> None:
@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("store", help="test store swept with rescues")
     ap.add_argument("--train", required=True, help="GSM8K train store (learned baselines)")
     ap.add_argument("--ids", required=True, help="the subset: comma-separated ids or @file, one a line")
+    ap.add_argument("--task", default="gsm8k", help="the test store's task (humaneval-completion: the second "
+                    "benchmark of docs/rescue.md); the learned baselines train on GSM8K either way")
     ap.add_argument("--predictor", default=str(REPO / "docs/results/artifacts/predictor"))
     ap.add_argument("--featurizer", default="minilm")
     ap.add_argument("--policies", default=None, help="comma-separated (default: the list above)")
@@ -67,7 +69,7 @@ def main() -> None:
     cfg = EvalConfig(test=args.store, out=args.out, train=args.train, train_tasks=["gsm8k"],
                      featurizer=args.featurizer, predictor=args.predictor,
                      policies=args.policies.split(",") if args.policies else POLICIES,
-                     test_items={"gsm8k": ids})
+                     test_items={args.task: ids}, tasks=[args.task])
     ev = run_eval(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     (res,) = ev.results
     report = {"items": len(res.item_ids), "item_ids": list(res.item_ids), "scenarios": {}}

@@ -127,6 +127,26 @@ def models_pull(name: str = typer.Argument(..., help="A model name from `shepher
     out.print(str(path))
 
 
+@models_app.command("check")
+def models_check(
+    name: str = typer.Argument(..., help="A model name from `shepherd models list`, or a .gguf path."),
+    timeout: float = typer.Option(300.0, min=1.0, help="Seconds the check may take."),
+) -> None:
+    """Generate a few tokens with the local llama.cpp runtime in a child process: a native build that crashes
+    on this CPU (it kills the process it runs in) is reported with the rebuild that fixes it; exit 1 then."""
+    from .models.llamacpp import check_runtime
+    from .models.sources import ModelCorrupt, ModelNotFound, resolve_model
+
+    try:
+        path = resolve_model(name)
+    except (ModelNotFound, ModelCorrupt) as exc:
+        fail(str(exc))
+    result = check_runtime(path, timeout_s=timeout)
+    if not result.ok:
+        fail(result.message, code=1)
+    out.print(result.message)
+
+
 @models_app.command("serve")
 def models_serve(
     name: str = typer.Argument(..., help="A model name from `shepherd models list`, or a .gguf path."),

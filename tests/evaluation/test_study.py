@@ -49,6 +49,7 @@ task = "gsm8k"
 traces = ["test.jsonl.gz"]
 setting = "in-domain"
 same_items_as = "GSM8K"
+subset_of = "GSM8K"
 """
 
 CAP_PROBE = {"items": 30, "old_cap": 512, "new_cap": 1024, "cut_off": 4, "regenerated": 2, "finished_now": 2,
@@ -137,6 +138,12 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
                     "slm_accuracy": pytest.approx(g["references"]["slm-free"]["slm"]["accuracy"], abs=1e-6),
                     "llm_accuracy": pytest.approx(g["references"]["slm-free"]["llm"]["accuracy"], abs=1e-6),
                     "oracle_shepherd_accuracy": pytest.approx(pol["oracle-shepherd"]["point"]["accuracy"], abs=1e-6)}
+    # a subset is reported like any benchmark but stays out of the spans, the paper's side and the recipes
+    again = s["benchmarks"]["GSM8K-again"]
+    assert again["items"] == 30 and again["crossfit"]["slm-free"]["splits"] == 100 and "predictor_auc" not in again
+    assert all("GSM8K-again" not in r["benchmarks"] for r in rec)
+    spans = s["comparison"]["at90"]["shepherding_cost_reduction"]
+    assert spans["n"] == (1 if g["headline"]["slm-free"]["at90"].get("shepherding") else 0)
     # the out-of-sample headline: both sides chose on one half and were scored on the other, every policy too
     cf = g["crossfit"]["slm-free"]
     assert cf["splits"] == 100 and {"proactive", "reactive", "abc", "frugalgpt"} <= set(cf["policies"])
@@ -163,7 +170,8 @@ def test_study_writes_results_and_is_deterministic(traces_dir, tmp_path):
                    "cost at 90% proactive", "own-items AUC proactive",
                    "How much do the shepherding results depend on the recipe?",
                    "LLM answers cut off at the token cap", "answers up to 512 tokens.",
-                   "on 30 swept items, a sample of 2 was asked again",
+                   "on 30 swept items, a sample of 2 was asked again", "| in-domain, a subset of GSM8K |",
+                   "## GSM8K-again (in-domain, 30 items of GSM8K)",
                    "2 finish (mean 700 tokens) and 1 are right", "about 57% instead of 50%"):
         assert needle in md, needle
     assert (tmp_path / "a/results/gsm8k/figures/gsm8k_cost_accuracy_slm-free.png").stat().st_size > 1000
@@ -191,6 +199,12 @@ def test_study_cli_and_bad_specs(traces_dir, tmp_path):
         load_spec(bad)
     bad.write_text(SPEC.replace("predictor_candidates = [", "predictor_candidates = [] #"))
     with pytest.raises(StudyError, match="recipe_sensitivity compares the predictor_candidates"):
+        load_spec(bad)
+    bad.write_text(SPEC.replace('subset_of = "GSM8K"', 'subset_of = "GSM8k"'))
+    with pytest.raises(StudyError, match="subset_of names 'GSM8k', which is not another benchmark"):
+        load_spec(bad)
+    bad.write_text(SPEC.replace('same_items_as = "GSM8K"', 'same_items_as = "GSM8K-again"'))
+    with pytest.raises(StudyError, match="same_items_as names 'GSM8K-again'"):
         load_spec(bad)
     bad.write_text(SPEC.replace("hidden = 0,", "hidden = -1,"))
     with pytest.raises(StudyError, match="predictor_candidates.0.hidden"):

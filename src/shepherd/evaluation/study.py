@@ -67,6 +67,10 @@ class StudyBenchmark(BaseModel):
     #: tasks, completion-style): summary.json gets that benchmark's references on exactly these items
     #: (`same_items`), so a partial sweep is compared on the tasks it has, not on an easier or harder subset
     same_items_as: str | None = None
+    #: another benchmark of the spec whose items these are, swept again with records the full benchmark lacks
+    #: (rescues, `benchmarks/rescue_sweeps.sh`): replayed and reported like any benchmark, but its few items
+    #: stay out of the cross-benchmark spans, the side-by-side with the paper and the recipe sensitivity
+    subset_of: str | None = None
 
 
 class PredictorCandidate(BaseModel):
@@ -132,6 +136,12 @@ class StudySpec(BaseModel):
     def _sensitivity_needs_candidates(self) -> StudySpec:
         if self.recipe_sensitivity and len(self.predictor_candidates) < 2:
             raise ValueError("recipe_sensitivity compares the predictor_candidates: list at least two")
+        names = [b.name for b in self.benchmarks]
+        for b in self.benchmarks:
+            for key, other in (("same_items_as", b.same_items_as), ("subset_of", b.subset_of)):
+                if other is not None and (other == b.name or other not in names):
+                    raise ValueError(f"benchmark {b.name!r}: {key} names {other!r}, which is not another "
+                                     f"benchmark of the spec ({', '.join(names)})")
         return self
 
 
@@ -286,7 +296,8 @@ def _run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: 
             log(f"{b.name}: no packed traces yet ({', '.join(b.traces)}); listed as not swept")
             continue
         store = _unpack(files, work / f"{slug}.sqlite", data, log)
-        stores[b.name] = (store, b.task)
+        if not b.subset_of:
+            stores[b.name] = (store, b.task)
         with TraceStore(store, readonly=True) as bs:
             run.answer_caps[b.name] = bs.resolve_sweep(b.task).config.get("max_tokens")
         if b.cap_probe:
@@ -304,8 +315,9 @@ def _run_study(spec: StudySpec, spec_dir: Path, out: Path, work: Path, *, data: 
             # the learned baselines trained for the first benchmark serve all others: one set of artifacts
             baselines_dir = bench_out / "artifacts"
         run.runs[b.name] = ev
-        run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task, data, settings=settings,
-                                                           k=max(2, spec.cv or 5))
+        if not b.subset_of:  # in-domain AUC on a subset's few items would be noise
+            run.predictor_on_test[b.name] = predictor_test_auc(predictor, store, b.task, data, settings=settings,
+                                                               k=max(2, spec.cv or 5))
         check = verification_auc(store, b.task)
         if check is not None:
             run.verification[b.name] = check
@@ -356,8 +368,9 @@ def recipe_sensitivity(run: StudyRun, selection: Any, examples: list[Any], setti
     for i, score in enumerate(selection.scores):
         cand = score.candidate
         entry: dict[str, Any] = {"label": cand.label, "chosen": i == selection.chosen, "benchmarks": {}}
-        if i == selection.chosen:
-            evs, aucs = dict(run.runs), dict(run.predictor_on_test)
+        if i == selection.chosen:  # the study's own replays, of the benchmarks that are not subsets
+            evs = {name: ev for name, ev in run.runs.items() if name in stores}
+            aucs = dict(run.predictor_on_test)
         else:
             log(f"recipe sensitivity: {cand.label}")
             predictor = fit_predictor(examples, without_cv(cand.settings(settings)), **(train_kwargs or {}),
@@ -631,8 +644,10 @@ def _comparison(summary: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
         return {"min": min(xs), "max": max(xs), "n": len(xs)} if xs else {"min": None, "max": None, "n": 0}
 
     out: dict[str, Any] = {}
+    subsets = {b.name for b in spec.benchmarks if b.subset_of}
     for key in ("at90", "at100"):
-        heads = [b["headline"]["slm-free"][key] for b in summary["benchmarks"].values() if b.get("items")]
+        heads = [b["headline"]["slm-free"][key] for name, b in summary["benchmarks"].items()
+                 if b.get("items") and name not in subsets]
         out[key] = {"shepherding_cost_reduction": span([h["shepherding"]["cost_reduction"] for h in heads
                                                          if h.get("shepherding")]),
                     "baseline_over_shepherding_cost": span([h["baseline_over_shepherding_cost"] for h in heads
@@ -846,7 +861,7 @@ def _results_context(spec: StudySpec, S: dict[str, Any]) -> dict[str, Any]:
         "partial": (any(x["b"].target_items and x["d"].get("items", 0) < x["b"].target_items for x in benches)
                     or bool(spec.train_target_items and (tr["items"] or 0) < spec.train_target_items)),
         "caps": _caps({"train": tr.get("max_tokens"), **{x["b"].name: x["d"].get("max_tokens") for x in benches}}),
-        "side": _paper_side(swept, S),
+        "side": _paper_side([x for x in swept if not x["b"].subset_of], S),
         "discussion": render_discussion(spec.discussion.strip(), S) if spec.discussion.strip() else "",
         "wall_clock": [(name, [_wall_seconds(x["d"]["policies"].get(name) or {}) for x in swept]) for name in ORDER],
         "cv": [(mode, cv[mode]) for mode in ("proactive", "reactive") if cv.get(mode)],
@@ -993,6 +1008,7 @@ def _verdict(paper: float | None, ours: float | None) -> str:
 def _hint_figure(run: StudyRun, path: Path) -> None:
     from . import plots
 
-    curves = {name: ev.results[0].hint_curve for name, ev in run.runs.items() if ev.results}
+    subsets = {b.name for b in run.spec.benchmarks if b.subset_of}  # their curves repeat their parents' items
+    curves = {name: ev.results[0].hint_curve for name, ev in run.runs.items() if ev.results and name not in subsets}
     if curves:
         plots.hint_curves(curves, path)

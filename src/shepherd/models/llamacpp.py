@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +115,65 @@ def _import_llama():
         raise BackendError("the local GGUF backend needs llama-cpp-python: "
                            "pip install 'llm-shepherd[local]'") from exc
     return Llama
+
+
+#: how to rebuild llama-cpp-python when its native build crashes on this CPU (see `check_runtime`)
+NO_AMX_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"  # gcc: explicit -mno-* outlast -march=native
+REBUILD_WITHOUT_AMX = (f'CFLAGS="{NO_AMX_FLAGS}" CXXFLAGS="{NO_AMX_FLAGS}" '
+                       'python -m pip install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python>=0.3.36"')
+
+_CHECK_CHILD = """
+import sys
+from llama_cpp import Llama
+m = Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False)
+out = m("def add(a, b):", max_tokens=4, temperature=0.0)
+print(repr(out["choices"][0]["text"]))
+"""
+
+
+@dataclass(frozen=True)
+class RuntimeCheck:
+    """What one real generation in a child process showed about this machine's llama.cpp build."""
+
+    ok: bool
+    message: str
+    returncode: int | None = None
+
+
+def explain_exit(returncode: int | None, stderr: str, model_path: str | Path) -> RuntimeCheck:
+    """A child's exit, in words: a signal means the native library itself crashed (not our code, not the
+    model file), and the fix is a rebuild; anything else is reported with the child's own last words."""
+    if returncode == 0:
+        return RuntimeCheck(True, f"llama.cpp generates with {Path(model_path).name}", 0)
+    if returncode is None:
+        return RuntimeCheck(False, f"llama.cpp did not generate 4 tokens of {Path(model_path).name} in time", None)
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return RuntimeCheck(False, (
+            f"llama.cpp crashed ({name}) on its first tokens of {Path(model_path).name}: the native build does "
+            "not run on this CPU. Seen with a -march=native build on a CPU that reports AMX inside a VM that does "
+            "not let processes use it (the crash is in ggml_backend_amx_mul_mat), and with a wheel built on "
+            f"another CPU (pip's cache). Rebuild it without AMX, not from the cache:\n  {REBUILD_WITHOUT_AMX}"),
+            returncode)
+    tail = "\n".join(stderr.strip().splitlines()[-3:])
+    return RuntimeCheck(False, f"llama.cpp could not generate with {Path(model_path).name} (exit {returncode}): "
+                        f"{tail or 'no output'}", returncode)
+
+
+def check_runtime(model_path: str | Path, *, timeout_s: float = 300.0) -> RuntimeCheck:
+    """Load the model and generate a few tokens in a child process. A native crash (SIGSEGV, SIGILL) kills the
+    process it happens in, so no in-process check can report it; the child's exit can."""
+    if not Path(model_path).is_file():
+        return RuntimeCheck(False, f"model file not found: {model_path}")
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHECK_CHILD, str(model_path)], capture_output=True,
+                              text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return explain_exit(None, "", model_path)
+    return explain_exit(proc.returncode, proc.stderr, model_path)
 
 
 class LlamaCppBackend(Backend):
