@@ -54,10 +54,12 @@ def code_key(code: str | None) -> str | None:
     different programs that both end in `return x + 1` do not agree."""
     import ast
 
+    from .tasks.code_extract import parse_python
+
     if code is None or not code.strip():
         return None
     try:
-        return ast.dump(ast.parse(code))
+        return ast.dump(parse_python(code))
     except (SyntaxError, ValueError):
         return _WS.sub(" ", code).strip()
 

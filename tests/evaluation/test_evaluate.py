@@ -264,3 +264,27 @@ def test_hint_curve_counts_answers_cut_off_at_the_token_cap():
     assert hc[1.0]["finished_accuracy"] == 1.0  # both answers that ended within the cap are right
     assert hc[0.0]["cut_off_share"] == pytest.approx(0.5)
     assert hc[0.5]["cut_off_share"] == 0.0 and hc[0.5]["greedy_accuracy"] == 1.0
+
+
+def test_the_fingerprint_covers_what_only_some_sweeps_record():
+    """A rerun's check must notice a changed self-verification or a sampled hint continuation too (automix and
+    the agreement-after-hint policies read them); sweeps without them keep the fingerprint they had."""
+    from dataclasses import replace
+
+    from shepherd.evaluation.suite import sweeps_fingerprint
+    from shepherd.models.base import Generation
+    from shepherd.traces.records import Graded, HintLevel, ItemSweep
+
+    def g(text: str, ok: bool) -> Graded:
+        return Graded(Generation(text=text, prompt_tokens=3, completion_tokens=2, finish_reason="stop",
+                                 latency_s=0.1, model="m"), ok, None)
+
+    base = ItemSweep(task="t", item_id="1", messages=[{"role": "user", "content": "q"}], llm_full=g("42", True),
+                     full_tokens=10, levels=[HintLevel(0.0, 0, "", [g("41", False)])], samples=[g("42", True)])
+    fp = sweeps_fingerprint([base])
+    checked = replace(base, verification=g("Yes", False))
+    assert sweeps_fingerprint([checked]) != fp
+    assert sweeps_fingerprint([replace(base, verification=g("No", False))]) != sweeps_fingerprint([checked])
+    sampled = replace(base, levels=[HintLevel(0.0, 0, "", [g("41", False)], samples=[g("42", True)])])
+    assert sweeps_fingerprint([sampled]) != fp
+    assert sweeps_fingerprint([replace(base)]) == fp

@@ -50,3 +50,20 @@ def test_body_only_continuation_is_kept_as_is():
 def test_a_complete_program_without_fences_is_kept_whole():
     code = "R = 3\nC = 3\ndef f(x):\n\treturn x * R\n"
     assert extract_code(code, "f") == code
+
+
+def test_parsing_from_many_threads_at_once_never_trips_the_ast_converter():
+    """CPython 3.11's AST converter counts recursion per interpreter: unguarded, threads parsing nested code
+    at once fail with "SystemError: AST constructor recursion depth mismatch" (a rescue sweep lost an item
+    to it). `parse_python` serialises them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shepherd.tasks.code_extract import parse_python
+
+    nested = "x = " + "[" * 40 + "1" + "]" * 40 + "\n" + "def f(a):\n    return ((((a + 1) * 2) - 3) / 4)\n"
+
+    def work(i: int) -> int:
+        return sum(len(parse_python(nested + f"y = {i}\n").body) for _ in range(100))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(work, range(16))) == [300] * 16

@@ -165,6 +165,12 @@ def sweeps_fingerprint(sweeps: Sequence[Any]) -> str:
         rec = [s.task, s.item_id, s.messages, s.llm_full.generation.text, s.llm_full.correct, s.full_tokens,
                [[lv.fraction, lv.hint_tokens, [[t.generation.text, t.correct] for t in lv.trials]] for lv in s.levels],
                [[g.generation.text, g.correct] for g in s.samples]]
+        # what only some sweeps record, appended only where present (older fingerprints stay as they were)
+        extra = [[lv.fraction, [[g.generation.text, g.correct] for g in lv.samples]] for lv in s.levels if lv.samples]
+        if extra:
+            rec.append(extra)
+        if s.verification is not None:  # `shepherd sweep verify`: automix reads it
+            rec.append(["verify", s.verification.generation.text, s.verification.correct])
         h.update(json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 import warnings
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL)
@@ -48,11 +49,22 @@ def extract_code(response: str, entry_point: str | None = None) -> str:
     return keep_definitions(code)
 
 
-def _parse(code: str) -> ast.Module:
-    """ast.parse without the invalid-escape warnings that upstream code ("\\w" in plain strings) raises."""
-    with warnings.catch_warnings():
+#: CPython 3.11 keeps the AST converter's recursion counter per interpreter, not per thread: two threads
+#: parsing at once (a sweep grades several items' code in worker threads) can fail with "SystemError: AST
+#: constructor recursion depth mismatch" (seen in a rescue sweep, 2026-12-05). Every parse goes through here.
+_AST_LOCK = threading.Lock()
+
+
+def parse_python(code: str, mode: str = "exec") -> ast.AST:
+    """ast.parse, one thread at a time, without the invalid-escape warnings that upstream code ("\\w" in
+    plain strings) raises."""
+    with _AST_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ast.parse(code)
+        return ast.parse(code, mode=mode)
+
+
+def _parse(code: str) -> ast.Module:
+    return parse_python(code)  # type: ignore[return-value]
 
 
 def parses(code: str) -> bool:

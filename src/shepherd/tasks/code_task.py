@@ -10,6 +10,7 @@ import threading
 from abc import abstractmethod
 
 from .base import Grade, Item, Task
+from .code_extract import parse_python
 from .sandbox import Limits, SandboxOptions, run_python
 
 _DOCTEST = re.compile(r"^\s*>>>\s?(.*\S)\s*$", re.MULTILINE)
@@ -23,7 +24,7 @@ PROBE_OPTIONS = SandboxOptions(hash_seed=0)
 def _expression(src: str) -> str | None:
     """The expression src spells, without an expected value it compares with (`f(x) == y` -> `f(x)`)."""
     try:
-        node = ast.parse(src, mode="eval").body
+        node = parse_python(src, mode="eval").body
     except (SyntaxError, ValueError):
         return None
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.left, ast.Call):
@@ -39,14 +40,14 @@ def _literal_call(src: str, entry: str) -> str | None:
         depth -= ch == ")"
         if ch == ")" and depth == 0:
             try:
-                node = ast.parse(src[: i + 1], mode="eval").body
+                node = parse_python(src[: i + 1], mode="eval").body
             except (SyntaxError, ValueError):
                 return None
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == entry):
                 return None
             try:
                 for a in [*node.args, *(k.value for k in node.keywords)]:
-                    ast.literal_eval(a)
+                    ast.literal_eval(parse_python(a, mode="eval"))
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 return None
             return ast.unparse(node)
@@ -79,7 +80,7 @@ def assert_calls(asserts: list[str]) -> list[str]:
     out = []
     for line in asserts:
         try:
-            tree = ast.parse(line.strip())
+            tree = parse_python(line.strip())
         except SyntaxError:
             continue
         for node in tree.body:
