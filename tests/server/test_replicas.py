@@ -182,8 +182,11 @@ def test_two_replicas_share_one_ledger_and_a_dead_ones_reservation_is_released(p
             accepted = [r.json() for r in responses if r.status_code == 200]
             assert 3 <= len(accepted) < 40 and codes.count(429) >= 1
             assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"budget_exceeded"}
+            # both replicas took part: each served some of the burst or refused it on what the ledger holds (which
+            # one wins the budget depends on scheduling: on a loaded machine one replica can take all of it)
             served_by = {("a", "b")[i % 2] for i, r in enumerate(responses) if r.status_code == 200}
-            assert served_by == {"a", "b"}  # both replicas answered some
+            refused_by = {("a", "b")[i % 2] for i, r in enumerate(responses) if r.status_code == 429}
+            assert served_by and served_by | refused_by == {"a", "b"}
             budget, spent, _ = _settled(ledger, "key:burst")
             assert budget == to_nano(BURST_BUDGET) and spent <= budget  # never past it, to the nano-dollar
             assert spent == sum(to_nano(body["shepherd"]["cost_usd"]) for body in accepted) == 20 * NANO * len(accepted)
