@@ -188,27 +188,18 @@ def test_study_cli_and_bad_specs(traces_dir, tmp_path):
     assert (tmp_path / "o/results.md").is_file()
 
     bad = tmp_path / "bad.toml"
-    bad.write_text(SPEC.replace("cv = 3", "cv = 3\nfeaturiser = 'lexical'"))
-    with pytest.raises(StudyError, match="featuriser"):
-        load_spec(bad)
-    bad.write_text(SPEC.replace("cv = 3", "cv = 3\nselect_by = 'price'"))
-    with pytest.raises(StudyError, match="select_by"):
-        load_spec(bad)
-    bad.write_text(SPEC.replace("cv = 3", "cv = 3\nlearning_curve = [0.5, 1.5]"))
-    with pytest.raises(StudyError, match="learning_curve.1"):
-        load_spec(bad)
-    bad.write_text(SPEC.replace("predictor_candidates = [", "predictor_candidates = [] #"))
-    with pytest.raises(StudyError, match="recipe_sensitivity compares the predictor_candidates"):
-        load_spec(bad)
-    bad.write_text(SPEC.replace('subset_of = "GSM8K"', 'subset_of = "GSM8k"'))
-    with pytest.raises(StudyError, match="subset_of names 'GSM8k', which is not another benchmark"):
-        load_spec(bad)
-    bad.write_text(SPEC.replace('same_items_as = "GSM8K"', 'same_items_as = "GSM8K-again"'))
-    with pytest.raises(StudyError, match="same_items_as names 'GSM8K-again'"):
-        load_spec(bad)
-    bad.write_text(SPEC.replace("hidden = 0,", "hidden = -1,"))
-    with pytest.raises(StudyError, match="predictor_candidates.0.hidden"):
-        load_spec(bad)
+    for old, new, match in (
+            ("cv = 3", "cv = 3\nfeaturiser = 'lexical'", "featuriser"),
+            ("cv = 3", "cv = 3\nselect_by = 'price'", "select_by"),
+            ("cv = 3", "cv = 3\nlearning_curve = [0.5, 1.5]", "learning_curve.1"),
+            ("predictor_candidates = [", "predictor_candidates = [] #",
+             "recipe_sensitivity compares the predictor_candidates"),
+            ('subset_of = "GSM8K"', 'subset_of = "GSM8k"', "subset_of names 'GSM8k', which is not another benchmark"),
+            ('same_items_as = "GSM8K"', 'same_items_as = "GSM8K-again"', "same_items_as names 'GSM8K-again'"),
+            ("hidden = 0,", "hidden = -1,", "predictor_candidates.0.hidden")):
+        bad.write_text(SPEC.replace(old, new))
+        with pytest.raises(StudyError, match=match):
+            load_spec(bad)
     # a benchmark not swept yet is listed as such; missing training traces are an error
     spec = SPEC.replace('"train.jsonl.gz"', f'"{traces_dir / "train.jsonl.gz"}"')
     bad.write_text(spec.replace('traces = ["test.jsonl.gz"]', 'traces = ["missing.jsonl.gz"]'))

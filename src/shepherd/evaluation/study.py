@@ -127,6 +127,10 @@ class StudySpec(BaseModel):
     #: hand-written discussion (Markdown) placed after the generated side-by-side with the paper
     discussion: str = ""
 
+    def subset_names(self) -> set[str]:
+        """The benchmarks that are subsets of another (`StudyBenchmark.subset_of`)."""
+        return {b.name for b in self.benchmarks if b.subset_of}
+
     def prices(self) -> tuple[Price, Price]:
         """(LLM, SLM) prices of the spec, per 1M tokens."""
         return (Price(input=self.llm_price[0], output=self.llm_price[1]),
@@ -644,7 +648,7 @@ def _comparison(summary: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
         return {"min": min(xs), "max": max(xs), "n": len(xs)} if xs else {"min": None, "max": None, "n": 0}
 
     out: dict[str, Any] = {}
-    subsets = {b.name for b in spec.benchmarks if b.subset_of}
+    subsets = spec.subset_names()
     for key in ("at90", "at100"):
         heads = [b["headline"]["slm-free"][key] for name, b in summary["benchmarks"].items()
                  if b.get("items") and name not in subsets]
@@ -1008,7 +1012,7 @@ def _verdict(paper: float | None, ours: float | None) -> str:
 def _hint_figure(run: StudyRun, path: Path) -> None:
     from . import plots
 
-    subsets = {b.name for b in run.spec.benchmarks if b.subset_of}  # their curves repeat their parents' items
+    subsets = run.spec.subset_names()  # their curves repeat their parents' items
     curves = {name: ev.results[0].hint_curve for name, ev in run.runs.items() if ev.results and name not in subsets}
     if curves:
         plots.hint_curves(curves, path)

@@ -55,7 +55,7 @@ def extract_code(response: str, entry_point: str | None = None) -> str:
 _AST_LOCK = threading.Lock()
 
 
-def parse_python(code: str, mode: str = "exec") -> ast.AST:
+def parse_python(code: str, mode: str = "exec") -> ast.mod:
     """ast.parse, one thread at a time, without the invalid-escape warnings that upstream code ("\\w" in
     plain strings) raises."""
     with _AST_LOCK, warnings.catch_warnings():
@@ -63,14 +63,10 @@ def parse_python(code: str, mode: str = "exec") -> ast.AST:
         return ast.parse(code, mode=mode)
 
 
-def _parse(code: str) -> ast.Module:
-    return parse_python(code)  # type: ignore[return-value]
-
-
 def parses(code: str) -> bool:
     """Whether the code is valid Python (without warnings about invalid escapes)."""
     try:
-        _parse(code)
+        parse_python(code)
         return True
     except SyntaxError:
         return False
@@ -90,7 +86,7 @@ def _trim_to_parseable(code: str, max_cut: int = 40) -> str:
     for cut in range(min(max_cut, len(lines))):
         candidate = "\n".join(lines[:len(lines) - cut])
         try:
-            _parse(candidate)
+            parse_python(candidate)
             return candidate + "\n"
         except SyntaxError:
             continue
@@ -102,7 +98,7 @@ def keep_definitions(code: str) -> str:
     `if __name__ == "__main__":` blocks, asserts, print()/input() calls and bare strings. Everything else
     (imports, definitions, assignments, set-up calls) stays."""
     try:
-        tree = _parse(code)
+        tree = parse_python(code)
     except SyntaxError:
         return code
     lines = code.splitlines()

@@ -47,7 +47,7 @@ def _literal_call(src: str, entry: str) -> str | None:
                 return None
             try:
                 for a in [*node.args, *(k.value for k in node.keywords)]:
-                    ast.literal_eval(parse_python(a, mode="eval"))
+                    ast.literal_eval(a)  # a node already: nothing to parse
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 return None
             return ast.unparse(node)
